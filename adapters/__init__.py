@@ -1,0 +1,1 @@
+"""Transports: they move whole frames and nothing else."""

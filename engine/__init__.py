@@ -1,0 +1,1 @@
+"""The service around the kernels: buffers, drivers, config, control plane, CLI."""

@@ -1,0 +1,78 @@
+"""Per-strategy circuit breakers. A trip moves the strategy to HALTED or REDUCING through the lifecycle table,
+is counted with its cause, and lasts until an explicit reset or the configured cool-down (0 = reset only).
+A threshold of 0 disables its breaker. Breakers judge a strategy's own orders and P&L: signal-level rejects
+(duplicate, stale, malformed signals) are counted but do not trip anyone's breaker."""
+from kernels._jit import helper
+from kernels.dtypes import (
+    BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, EV_COOLDOWN, EV_TRIP_HALT, EV_TRIP_REDUCE, NO_TRIP,
+    TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
+)
+from kernels.lifecycle import apply_event
+from kernels.positions import pnl_of
+
+
+@helper
+def trip(transitions, strategies, trip_counts, counters, s, cause, now_ns):
+    st = strategies[s]
+    event = EV_TRIP_REDUCE if st["breaker_action"] == BREAKER_ACTION_REDUCE else EV_TRIP_HALT
+    if apply_event(transitions, strategies, s, event):
+        st["trip_cause"] = cause
+        st["tripped_at_ns"] = now_ns
+        trip_counts[s, cause] += 1
+        counters[C_BREAKER_TRIPS] += 1
+
+
+@helper
+def record_outcome(transitions, strategies, trip_counts, counters, s, rejected, now_ns):
+    """Count one order outcome in the reject breakers' windows and trip them when over threshold."""
+    st = strategies[s]
+    if now_ns - st["window_start_ns"] >= st["ratio_window_ns"]:
+        st["window_start_ns"] = now_ns
+        st["window_orders"] = 0
+        st["window_rejects"] = 0
+    st["window_orders"] += 1
+    if rejected:
+        st["window_rejects"] += 1
+        st["consecutive_rejects"] += 1
+    else:
+        st["consecutive_rejects"] = 0
+    if 0 < st["max_consecutive_rejects"] <= st["consecutive_rejects"]:
+        trip(transitions, strategies, trip_counts, counters, s, TRIP_CONSECUTIVE_REJECTS, now_ns)
+    elif (st["max_reject_ratio"] > 0 and st["window_orders"] >= st["ratio_min_orders"]
+          and st["window_rejects"] >= st["max_reject_ratio"] * st["window_orders"]):
+        trip(transitions, strategies, trip_counts, counters, s, TRIP_REJECT_RATIO, now_ns)
+
+
+@helper
+def check_pnl(transitions, strategies, trip_counts, counters, s, now_ns):
+    """Track the P&L peak and trip on drawdown from it or on the loss limit."""
+    st = strategies[s]
+    pnl = pnl_of(st)
+    if pnl > st["peak_pnl"]:
+        st["peak_pnl"] = pnl
+    if st["loss_limit"] > 0 and pnl <= -st["loss_limit"]:
+        trip(transitions, strategies, trip_counts, counters, s, TRIP_LOSS, now_ns)
+    elif st["max_drawdown"] > 0 and st["peak_pnl"] - pnl >= st["max_drawdown"]:
+        trip(transitions, strategies, trip_counts, counters, s, TRIP_DRAWDOWN, now_ns)
+
+
+@helper
+def reset_breakers(strategy, now_ns):
+    """Start the breakers afresh: after a reset or a cool-down a strategy is judged from now on."""
+    strategy["trip_cause"] = NO_TRIP
+    strategy["consecutive_rejects"] = 0
+    strategy["window_start_ns"] = now_ns
+    strategy["window_orders"] = 0
+    strategy["window_rejects"] = 0
+    strategy["peak_pnl"] = pnl_of(strategy)
+
+
+@helper
+def cool_down(transitions, strategies, now_ns):
+    """Bring back tripped strategies whose cool-down has passed."""
+    for s in range(len(strategies)):
+        st = strategies[s]
+        if (st["trip_cause"] != NO_TRIP and st["cooldown_ns"] > 0
+                and now_ns - st["tripped_at_ns"] >= st["cooldown_ns"]
+                and apply_event(transitions, strategies, s, EV_COOLDOWN)):
+            reset_breakers(st, now_ns)

@@ -1,0 +1,290 @@
+"""The fused batch: signals -> sized, risk-checked orders; execution reports -> positions and P&L.
+
+One compiled call per batch (`run_batch`), not one per signal or check: dispatch costs hundreds of ns.
+Hot path: no allocation, no objects, no exceptions on data; a problem is a counter or a reason bit.
+"""
+import math
+
+import numpy as np
+from numba import types
+
+from kernels import types as T
+from kernels._jit import helper, kernel
+from kernels.arena import HEAD, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_FREE_TOP, S_NOW_NS, \
+    S_ORDER_GEN, TAIL
+from kernels.breakers import check_pnl, cool_down, record_outcome
+from kernels.dtypes import (
+    C_FILLS, C_ORDERS, C_REJECT_RING_FULL, C_REJECTS, C_REPORT_INVALID, C_REPORT_MISMATCH,
+    C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID,
+    C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL,
+    EXEC_PARTIAL_FILL, EXEC_REJECT, N_REASONS, ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_FINITE, R_OUT_OF_ORDER, R_QTY_LOT,
+    R_SIGNAL_RANGE, R_STALE, SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
+)
+from kernels.positions import apply_fill, finite_positive, link_order, refresh_exposure, release_order, \
+    remark, slot_of
+from kernels.risk import order_reasons, refill_tokens
+from kernels.sizing import limit_ticks, order_delta, side_of
+
+
+# ------------------------------------------------------------------------------------------ signals
+@helper
+def signal_reasons(sig, last_seq, now_ns):
+    """Reasons that condemn the signal itself, whatever strategy it reaches."""
+    r = 0
+    if sig["seq"] == last_seq:
+        r |= R_DUPLICATE
+    elif sig["seq"] < last_seq:
+        r |= R_OUT_OF_ORDER
+    if sig["ttl_ns"] > 0 and now_ns - sig["ts_ns"] > sig["ttl_ns"]:
+        r |= R_STALE
+    if not (math.isfinite(sig["value"]) and math.isfinite(sig["price"])):
+        r |= R_NOT_FINITE
+    kind = sig["kind"]
+    if kind == SIGNAL_TARGET:
+        if abs(sig["value"]) > 1.0:
+            r |= R_SIGNAL_RANGE
+    elif kind == SIGNAL_ORDER:
+        if sig["value"] != math.floor(sig["value"]):
+            r |= R_QTY_LOT  # a fraction of a unit is no multiple of any lot
+    else:
+        r |= R_SIGNAL_RANGE
+    return r
+
+
+@helper
+def count_reasons(reason_counts, s, reasons):
+    for bit in range(N_REASONS):
+        if reasons >> bit & 1:
+            reason_counts[s, bit] += 1
+
+
+@helper
+def push_reject(rejects, cursors, counters, sig, s, instrument, side, qty, px_ticks, reasons, now_ns):
+    head = np.int64(cursors[RING_REJECTS, HEAD])
+    if head - np.int64(cursors[RING_REJECTS, TAIL]) >= len(rejects):
+        counters[C_REJECT_RING_FULL] += 1
+        return
+    rec = rejects[head & (len(rejects) - 1)]
+    rec["signal_seq"] = sig["seq"]
+    rec["signal_source"] = sig["source"]
+    rec["strategy"] = s
+    rec["instrument"] = instrument
+    rec["side"] = side
+    rec["qty"] = qty
+    rec["px_ticks"] = px_ticks
+    rec["reasons"] = reasons
+    rec["ts_ns"] = now_ns
+    cursors[RING_REJECTS, HEAD] = head + 1
+
+
+@helper
+def place_order(sig, s, side, qty, px_ticks, now_ns, strategies, instruments, positions, accounts, exposures,
+                open_orders, free_slots, scalars, orders, cursors):
+    """Book an accepted order: working-order table, open quantities, exposure, rate tokens, order ring."""
+    st = strategies[s]
+    i = sig["instrument"]
+    a = st["account"]
+    scalars[S_FREE_TOP] -= 1
+    slot = free_slots[scalars[S_FREE_TOP]]
+    order_id = (scalars[S_ORDER_GEN] << ORDER_SLOT_BITS) | slot
+    scalars[S_ORDER_GEN] += 1
+    o = open_orders[slot]
+    o["order_id"] = order_id
+    o["strategy"] = s
+    o["version"] = st["version"]
+    o["account"] = a
+    o["instrument"] = i
+    o["side"] = side
+    o["live"] = 1
+    o["qty"] = qty
+    o["leaves"] = qty
+    o["px_ticks"] = px_ticks
+    o["ts_ns"] = now_ns
+    e = exposures[a, i]
+    link_order(open_orders, e, slot)
+    if side == SIDE_BUY:
+        positions[s, i]["open_buy"] += qty
+        e["open_buy"] += qty
+    else:
+        positions[s, i]["open_sell"] += qty
+        e["open_sell"] += qty
+    refresh_exposure(accounts, exposures, instruments, a, i)
+    st["tokens"] -= 1.0
+    st["open_orders"] += 1
+    st["orders"] += 1
+
+    head = np.int64(cursors[RING_ORDERS, HEAD])
+    out = orders[head & (len(orders) - 1)]
+    out["order_id"] = order_id
+    out["strategy"] = s
+    out["version"] = st["version"]
+    out["account"] = a
+    out["instrument"] = i
+    out["side"] = side
+    out["order_type"] = st["order_type"]
+    out["qty"] = qty
+    out["px_ticks"] = px_ticks
+    out["price"] = px_ticks * instruments[i]["tick_size"]
+    out["ts_ns"] = now_ns
+    out["signal_seq"] = sig["seq"]
+    out["signal_source"] = sig["source"]
+    out["signal_ts_ns"] = sig["ts_ns"]
+    cursors[RING_ORDERS, HEAD] = head + 1
+
+
+@kernel(types.int64(T.SIGNALS, T.U8_GRID, types.int64, types.int64, T.STRATEGIES, T.INSTRUMENTS, T.POSITIONS,
+                    T.ACCOUNTS, T.EXPOSURES, T.OPEN_ORDERS, T.I4, T.I4, T.I4, T.U8, T.I8, T.I8_GRID, T.I8_GRID,
+                    T.TRANSITIONS, T.I8, T.ORDERS, T.REJECTS))
+def process_batch(signals, cursors, now_ns, max_orders, strategies, instruments, positions, accounts, exposures,
+                  open_orders, free_slots, sub_ptr, sub_strategy, source_seq, counters, reason_counts,
+                  trip_counts, transitions, scalars, orders, rejects):
+    """Turn the signals waiting in the ring into orders (order ring) and rejects (reject ring); return the
+    number of orders. Stops early, leaving signals in the ring, when the next signal could produce more
+    orders than `max_orders` still allows (back-pressure from the order ring or the transmit buffer)."""
+    cool_down(transitions, strategies, now_ns)
+    placed = 0
+    mask = len(signals) - 1
+    seq = np.int64(cursors[RING_SIGNALS, TAIL])  # u64 in the arena, int64 here: numba turns u64 + int into float
+    head = np.int64(cursors[RING_SIGNALS, HEAD])
+    while seq < head:
+        sig = signals[seq & mask]
+        sid = sig["signal_id"]
+        i = sig["instrument"]
+        if sig["source"] >= len(source_seq):
+            counters[C_SIGNAL_UNKNOWN_SOURCE] += 1
+        elif sid >= len(sub_ptr) - 1 or sub_ptr[sid] == sub_ptr[sid + 1]:
+            counters[C_SIGNAL_UNKNOWN_ID] += 1
+        elif i >= len(instruments):
+            counters[C_SIGNAL_UNKNOWN_INSTRUMENT] += 1
+        else:
+            if sub_ptr[sid + 1] - sub_ptr[sid] > max_orders - placed:
+                break
+            last = source_seq[sig["source"]]
+            bad = signal_reasons(sig, last, now_ns)
+            if sig["seq"] > last:
+                source_seq[sig["source"]] = sig["seq"]
+            ins = instruments[i]
+            for k in range(sub_ptr[sid], sub_ptr[sid + 1]):
+                s = sub_strategy[k]
+                st = strategies[s]
+                st["signals"] += 1
+                p = positions[s, i]
+                delta = order_delta(sig["kind"], sig["value"], st["max_position"], ins["lot_size"],
+                                    p["qty"] + p["open_buy"] - p["open_sell"])
+                side = side_of(delta)
+                qty = abs(delta)
+                px = limit_ticks(sig["price"], ins["tick_size"], side)
+                if bad == 0 and delta == 0 and sig["kind"] == SIGNAL_TARGET:
+                    counters[C_SIGNAL_NO_CHANGE] += 1
+                    continue
+                reasons = bad
+                if bad == 0:
+                    refill_tokens(st, now_ns)
+                    reasons = order_reasons(st, accounts[st["account"]], ins, p, exposures[st["account"], i],
+                                            side, qty, px, st["order_type"], scalars[S_FREE_TOP])
+                if reasons == 0:
+                    place_order(sig, s, side, qty, px, now_ns, strategies, instruments, positions, accounts,
+                                exposures, open_orders, free_slots, scalars, orders, cursors)
+                    placed += 1
+                    counters[C_ORDERS] += 1
+                else:
+                    st["rejects"] += 1
+                    counters[C_REJECTS] += 1
+                    count_reasons(reason_counts, s, reasons)
+                    push_reject(rejects, cursors, counters, sig, s, i, side, qty, px, reasons, now_ns)
+                if bad == 0:
+                    record_outcome(transitions, strategies, trip_counts, counters, s, reasons != 0, now_ns)
+        seq += 1
+    cursors[RING_SIGNALS, TAIL] = seq
+    scalars[S_NOW_NS] = now_ns
+    return placed
+
+
+# ------------------------------------------------------------------------------------------ market data
+@kernel(types.int64(T.INSTRUMENTS, T.STRATEGIES, T.POSITIONS, T.ACCOUNTS, T.EXPOSURES, T.I8, T.I8_GRID,
+                    T.TRANSITIONS, types.int64))
+def mark_to_market(instruments, strategies, positions, accounts, exposures, counters, trip_counts, transitions,
+                   now_ns):
+    """Re-mark P&L and exposure on every instrument whose mark moved; return how many instruments."""
+    marked = 0
+    for i in range(len(instruments)):
+        if not instruments[i]["mark_dirty"]:
+            continue
+        instruments[i]["mark_dirty"] = 0
+        marked += 1
+        for a in range(len(accounts)):
+            refresh_exposure(accounts, exposures, instruments, a, i)
+        for s in range(len(strategies)):
+            if positions[s, i]["qty"] != 0 or positions[s, i]["unrealized"] != 0.0:
+                remark(strategies, positions, accounts, instruments, s, i)
+                check_pnl(transitions, strategies, trip_counts, counters, s, now_ns)
+    return marked
+
+
+# ------------------------------------------------------------------------------------------ execution reports
+@kernel(types.int64(T.REPORTS, T.U8_GRID, types.int64, T.STRATEGIES, T.INSTRUMENTS, T.POSITIONS, T.ACCOUNTS,
+                    T.EXPOSURES, T.OPEN_ORDERS, T.I4, T.I8, T.I8, T.I8_GRID, T.TRANSITIONS))
+def apply_reports(reports, cursors, now_ns, strategies, instruments, positions, accounts, exposures, open_orders,
+                  free_slots, scalars, counters, trip_counts, transitions):
+    """Apply the execution reports waiting in the ring; return the number of fills applied.
+    A report for an order the engine does not know (or of another strategy/version) is counted, never applied."""
+    fills = 0
+    mask = len(reports) - 1
+    for seq in range(np.int64(cursors[RING_REPORTS, TAIL]), np.int64(cursors[RING_REPORTS, HEAD])):
+        rep = reports[seq & mask]
+        slot = slot_of(rep["order_id"])
+        if slot >= len(open_orders) or open_orders[slot]["order_id"] != rep["order_id"] \
+                or not open_orders[slot]["live"]:
+            counters[C_REPORT_UNKNOWN_ORDER] += 1
+            continue
+        o = open_orders[slot]
+        if o["strategy"] != rep["strategy"] or o["version"] != rep["version"]:
+            counters[C_REPORT_MISMATCH] += 1
+            continue
+        kind = rep["exec_type"]
+        if kind == EXEC_ACK:
+            continue
+        if kind == EXEC_REJECT or kind == EXEC_CANCELED:
+            release_order(strategies, positions, accounts, exposures, instruments, open_orders, free_slots,
+                          scalars, slot)
+            continue
+        if (kind != EXEC_FILL and kind != EXEC_PARTIAL_FILL) or rep["qty"] <= 0 \
+                or not finite_positive(rep["price"]) or not (math.isfinite(rep["fee"]) and rep["fee"] >= 0):
+            counters[C_REPORT_INVALID] += 1
+            continue
+        qty = rep["qty"]
+        if qty > o["leaves"]:
+            counters[C_REPORT_OVERFILL] += 1
+            qty = o["leaves"]
+        s, i, a = o["strategy"], o["instrument"], o["account"]
+        ins = instruments[i]
+        px = rep["price"] / ins["tick_size"]
+        realized = apply_fill(positions[s, i], o["side"], qty, px) * ins["tick_size"] * ins["multiplier"]
+        positions[s, i]["realized"] += realized
+        positions[s, i]["fees"] += rep["fee"]
+        st = strategies[s]
+        st["realized"] += realized
+        st["fees"] += rep["fee"]
+        st["fills"] += 1
+        st["filled_qty"] += qty
+        accounts[a]["realized"] += realized
+        accounts[a]["fees"] += rep["fee"]
+        e = exposures[a, i]
+        e["qty"] += o["side"] * qty
+        if o["side"] == SIDE_BUY:
+            positions[s, i]["open_buy"] -= qty
+            e["open_buy"] -= qty
+        else:
+            positions[s, i]["open_sell"] -= qty
+            e["open_sell"] -= qty
+        o["leaves"] -= qty
+        refresh_exposure(accounts, exposures, instruments, a, i)
+        remark(strategies, positions, accounts, instruments, s, i)
+        fills += 1
+        counters[C_FILLS] += 1
+        if o["leaves"] == 0 or kind == EXEC_FILL:
+            release_order(strategies, positions, accounts, exposures, instruments, open_orders, free_slots,
+                          scalars, slot)
+        check_pnl(transitions, strategies, trip_counts, counters, s, now_ns)
+    cursors[RING_REPORTS, TAIL] = cursors[RING_REPORTS, HEAD]
+    return fills

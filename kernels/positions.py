@@ -1,0 +1,154 @@
+"""Positions, P&L, account exposure and the working-order table. Hot path: no allocation, no exceptions.
+
+Exposure of an account on an instrument is its worst case if every working order fills:
+gross = max(|qty + open_buy|, |qty - open_sell|) x mark x tick x multiplier, net = (qty + open_buy - open_sell)
+x mark x tick x multiplier. Account totals are kept incrementally (each (account, instrument) remembers its
+last contribution), so a risk check is O(1) and a mark move costs O(strategies + accounts) for its instrument.
+"""
+import math
+
+from kernels._jit import helper
+from kernels.arena import S_FREE_TOP
+from kernels.dtypes import NO_PRICE, NO_SLOT, ORDER_SLOT_BITS, SIDE_BUY
+
+
+# ------------------------------------------------------------------------------------------ exposure
+@helper
+def exposure_of(qty, open_buy, open_sell, money_per_unit):
+    """(gross, net) of one account and instrument."""
+    gross = max(abs(qty + open_buy), abs(qty - open_sell)) * money_per_unit
+    net = (qty + open_buy - open_sell) * money_per_unit
+    return gross, net
+
+
+@helper
+def money_per_unit(instrument):
+    return instrument["mark_ticks"] * instrument["tick_size"] * instrument["multiplier"]
+
+
+@helper
+def refresh_exposure(accounts, exposures, instruments, a, i):
+    e = exposures[a, i]
+    gross, net = exposure_of(e["qty"], e["open_buy"], e["open_sell"], money_per_unit(instruments[i]))
+    accounts[a]["gross"] += gross - e["gross"]
+    accounts[a]["net"] += net - e["net"]
+    e["gross"] = gross
+    e["net"] = net
+
+
+# ------------------------------------------------------------------------------------------ P&L
+@helper
+def remark(strategies, positions, accounts, instruments, s, i):
+    """Recompute the unrealized P&L of strategy s on instrument i at the instrument's mark."""
+    p = positions[s, i]
+    ins = instruments[i]
+    unrealized = 0.0
+    if p["qty"] != 0:
+        unrealized = (ins["mark_ticks"] - p["avg_px_ticks"]) * p["qty"] * ins["tick_size"] * ins["multiplier"]
+    change = unrealized - p["unrealized"]
+    p["unrealized"] = unrealized
+    strategies[s]["unrealized"] += change
+    accounts[strategies[s]["account"]]["unrealized"] += change
+
+
+@helper
+def pnl_of(record):
+    """Net P&L of a strategy or account record: realized + unrealized - fees."""
+    return record["realized"] + record["unrealized"] - record["fees"]
+
+
+@helper
+def apply_fill(position, side, qty, px_ticks):
+    """Move a position by a fill; return the realized P&L in ticks x units (caller converts to money)."""
+    held = position["qty"]
+    signed = side * qty
+    realized = 0.0
+    if held == 0 or (held > 0) == (side == SIDE_BUY):
+        total = abs(held) + qty
+        position["avg_px_ticks"] = (position["avg_px_ticks"] * abs(held) + px_ticks * qty) / total
+    else:
+        closed = min(qty, abs(held))
+        realized = (px_ticks - position["avg_px_ticks"]) * closed * (1 if held > 0 else -1)
+        after = held + signed
+        if after == 0:
+            position["avg_px_ticks"] = 0.0
+        elif (after > 0) != (held > 0):
+            position["avg_px_ticks"] = float(px_ticks)
+    position["qty"] = held + signed
+    return realized
+
+
+# ------------------------------------------------------------------------------------------ working orders
+@helper
+def slot_of(order_id):
+    return order_id & ((1 << ORDER_SLOT_BITS) - 1)
+
+
+@helper
+def _recompute_best(open_orders, exposure):
+    best_buy = NO_PRICE
+    best_sell = NO_PRICE
+    slot = exposure["working_head"]
+    while slot != NO_SLOT:
+        o = open_orders[slot]
+        if o["side"] == SIDE_BUY:
+            if best_buy == NO_PRICE or o["px_ticks"] > best_buy:
+                best_buy = o["px_ticks"]
+        elif best_sell == NO_PRICE or o["px_ticks"] < best_sell:
+            best_sell = o["px_ticks"]
+        slot = o["next"]
+    exposure["best_buy_ticks"] = best_buy
+    exposure["best_sell_ticks"] = best_sell
+
+
+@helper
+def link_order(open_orders, exposure, slot):
+    """Put a new working order at the head of its account-instrument list and update the best prices."""
+    head = exposure["working_head"]
+    open_orders[slot]["prev"] = NO_SLOT
+    open_orders[slot]["next"] = head
+    if head != NO_SLOT:
+        open_orders[head]["prev"] = slot
+    exposure["working_head"] = slot
+    px = open_orders[slot]["px_ticks"]
+    if open_orders[slot]["side"] == SIDE_BUY:
+        if exposure["best_buy_ticks"] == NO_PRICE or px > exposure["best_buy_ticks"]:
+            exposure["best_buy_ticks"] = px
+    elif exposure["best_sell_ticks"] == NO_PRICE or px < exposure["best_sell_ticks"]:
+        exposure["best_sell_ticks"] = px
+
+
+@helper
+def release_order(strategies, positions, accounts, exposures, instruments, open_orders, free_slots, scalars,
+                  slot):
+    """The order in `slot` is done: release its leaves from open quantities, unlink it and free the slot."""
+    o = open_orders[slot]
+    s, i = o["strategy"], o["instrument"]
+    a = o["account"]
+    leaves = o["leaves"]
+    e = exposures[a, i]
+    if o["side"] == SIDE_BUY:
+        positions[s, i]["open_buy"] -= leaves
+        e["open_buy"] -= leaves
+    else:
+        positions[s, i]["open_sell"] -= leaves
+        e["open_sell"] -= leaves
+    o["leaves"] = 0
+    o["live"] = 0
+    prev, nxt = o["prev"], o["next"]
+    if prev != NO_SLOT:
+        open_orders[prev]["next"] = nxt
+    else:
+        e["working_head"] = nxt
+    if nxt != NO_SLOT:
+        open_orders[nxt]["prev"] = prev
+    _recompute_best(open_orders, e)
+    refresh_exposure(accounts, exposures, instruments, a, i)
+    strategies[s]["open_orders"] -= 1
+    free_slots[scalars[S_FREE_TOP]] = slot
+    scalars[S_FREE_TOP] += 1
+
+
+@helper
+def finite_positive(x):
+    return math.isfinite(x) and x > 0
