@@ -1,0 +1,295 @@
+"""Engine state: the one byte arena of kernels/arena.py, sized and filled from a Config, plus the name maps and
+the small Python helpers the control plane and reports use between batches.
+
+Units follow kernels/dtypes.py: prices in ticks (round(price / tick_size)), quantities in units, times in ns
+(config milliseconds * 1_000_000), money in currency. Initial values that are not zero:
+    instruments  ref_px_ticks = mark_ticks = round(reference_price / tick_size); bid/ask/last_ticks = 0 and
+                 md_ts_ns = 0 mean "no market data yet" (a real price is >= 1 tick)
+    strategies   state = ACTIVE if enabled else READY; trip_cause = NO_TRIP; tokens = burst (a full bucket,
+                 tokens_ts_ns = 0);
+                 version = 1 (the deploy number: see Deploy)
+    positions    allowed = 1 for the instruments the strategy lists, 0 (restricted) for the others
+    exposures    best_buy_ticks = best_sell_ticks = NO_PRICE ("no working order" on either side; NO_PRICE is
+                 int64 min, so a kernel must test `== NO_PRICE` and never rely on it in a min/max for the sell
+                 side); working_head = NO_SLOT
+    open_orders  prev = next = NO_SLOT, live = 0
+    free_slots   [C-1, ..., 1, 0] with SCALARS[S_FREE_TOP] = C, so slot 0 pops first
+    scalars      S_ORDER_GEN = 1, so no order id is 0
+    sub_ptr      CSR over signal ids: the strategies subscribed to signal g are
+                 sub_strategy[sub_ptr[g]:sub_ptr[g + 1]], in strategy id order
+    transitions  a copy of lifecycle.TRANSITIONS
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import Config, load_config
+from kernels import arena as A
+from kernels.dtypes import (
+    ACTIVE, BREAKER_ACTION_NAMES, EV_RESET, EVENT_NAMES, HALTED, N_COUNTERS, N_REASONS, N_TRIPS, NO_PRICE, NO_SLOT,
+    NO_TRIP, ORDER_TYPE_NAMES, READY, REASON_NAMES, REDUCING, STATE_NAMES, TRIP_NAMES,
+)
+from kernels.lifecycle import N_EVENTS, N_STATES, TRANSITIONS, next_state
+
+__all__ = ["Deploy", "EngineState", "allocate_arena", "region_shapes"]
+
+MS_NS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """One version of a strategy. `number` is what STRATEGY_T.version, orders and fills carry (1 for the
+    config loaded at start-up, +1 per deploy); `version` is the configured label, `config_hash` its sha256."""
+    number: int
+    version: str
+    config_hash: str
+    source: str
+
+
+def region_shapes(config: Config) -> list[tuple[int, int]]:
+    """(rows, cols) of every arena region, in region order, for `arena.plan`."""
+    engine, rings = config.engine, config.engine.rings
+    n_inst, n_strat, n_acct = len(config.instruments), len(config.strategies), len(config.accounts)
+    max_signal = max(g for s in config.strategies for g in s.signals)
+    n_subscriptions = sum(len(s.signals) for s in config.strategies)
+    shapes = [None] * A.N_REGIONS
+    for region, rows in (
+        (A.RX, engine.rx_bytes), (A.RX_SIZES, engine.rx_chunks), (A.TX, engine.tx_bytes),
+        (A.SIGNALS, rings.signals), (A.ORDERS, rings.orders), (A.REJECTS, rings.rejects),
+        (A.REPORTS, rings.reports), (A.INSTRUMENTS, n_inst), (A.STRATEGIES, n_strat), (A.ACCOUNTS, n_acct),
+        (A.OPEN_ORDERS, engine.max_open_orders), (A.FREE_SLOTS, engine.max_open_orders),
+        (A.SUB_PTR, max_signal + 2), (A.SUB_STRATEGY, n_subscriptions), (A.SOURCE_SEQ, engine.sources),
+        (A.COUNTERS, N_COUNTERS), (A.SCALARS, A.N_SCALARS),
+    ):
+        shapes[region] = (rows, 1)
+    for region, shape in (
+        (A.CURSORS, (A.N_RINGS, 2)), (A.POSITIONS, (n_strat, n_inst)), (A.EXPOSURES, (n_acct, n_inst)),
+        (A.REASON_COUNTS, (n_strat, N_REASONS)), (A.TRIP_COUNTS, (n_strat, N_TRIPS)),
+        (A.TRANSITIONS, (N_STATES, N_EVENTS)),
+    ):
+        assert region in A.TWO_D
+        shapes[region] = shape
+    return shapes
+
+
+def allocate_arena(nbytes: int) -> np.ndarray:
+    """A zeroed uint8 arena whose first byte is on a cache line, so every region (64-byte aligned offsets) is too."""
+    raw = np.zeros(nbytes + A.ALIGN, np.uint8)
+    start = -raw.ctypes.data % A.ALIGN
+    return raw[start:start + nbytes]
+
+
+class EngineState:
+    """The arena, its layout, a named numpy view per region (`state.strategies`, `state.positions`, ... one
+    attribute per `arena.REGION_NAMES` entry), the name <-> id maps and control-plane helpers.
+
+    Kernels take `(arena, layout)`; Python code reads and writes the views, between batches only.
+    `EngineState(config, arena, layout)` wraps an existing arena as it is (a restored snapshot: allocate it with
+    `allocate_arena` so regions stay cache-line aligned); `build` makes a fresh one from the config."""
+
+    def __init__(self, config: Config, arena: np.ndarray, layout: np.ndarray):
+        self.config = config
+        self.arena = arena
+        self.layout = layout
+        self.views = A.numpy_views(arena, layout)
+        for name, view in zip(A.REGION_NAMES, self.views):
+            setattr(self, name, view)
+        self.strategy_names = tuple(s.name for s in config.strategies)
+        self.instrument_symbols = tuple(i.symbol for i in config.instruments)
+        self.account_names = tuple(a.name for a in config.accounts)
+        self.strategy_ids = {name: s for s, name in enumerate(self.strategy_names)}
+        self.instrument_ids = {symbol: i for i, symbol in enumerate(self.instrument_symbols)}
+        self.account_ids = {name: a for a, name in enumerate(self.account_names)}
+        self.deploys = [[Deploy(1, s.version, digest, source)]
+                        for s, digest, source in zip(config.strategies, config.strategy_hashes, config.strategy_files)]
+
+    # ------------------------------------------------------------------------------------------- building
+    @classmethod
+    def build(cls, config: Config) -> EngineState:
+        """Plan and allocate the arena for `config` and fill every table from it."""
+        layout, nbytes = A.plan(region_shapes(config))
+        state = cls(config, allocate_arena(nbytes), layout)
+        state._fill()
+        return state
+
+    @classmethod
+    def load(cls, path: str | Path) -> EngineState:
+        """`build(load_config(path))`."""
+        return cls.build(load_config(path))
+
+    def _fill(self) -> None:
+        config = self.config
+        for i, spec in enumerate(config.instruments):
+            row = self.instruments[i]
+            ref_ticks = round(spec.reference_price / spec.tick_size)
+            row["tick_size"], row["lot_size"], row["multiplier"] = spec.tick_size, spec.lot_size, spec.multiplier
+            row["band_pct"], row["tradable"] = spec.price_band_pct, spec.tradable
+            row["ref_px_ticks"] = row["mark_ticks"] = ref_ticks
+
+        for a, spec in enumerate(config.accounts):
+            row = self.accounts[a]
+            row["kill"] = spec.kill_switch
+            row["max_gross_notional"], row["max_net_notional"] = spec.max_gross_notional, spec.max_net_notional
+            row["daily_loss_limit"] = spec.daily_loss_limit
+        self.exposures["best_buy_ticks"] = NO_PRICE
+        self.exposures["best_sell_ticks"] = NO_PRICE
+        self.exposures["working_head"] = NO_SLOT
+
+        for s, spec in enumerate(config.strategies):
+            row, limits, breakers = self.strategies[s], spec.limits, spec.breakers
+            row["state"] = ACTIVE if spec.enabled else READY
+            row["breaker_action"] = BREAKER_ACTION_NAMES.index(breakers.action)
+            row["trip_cause"] = NO_TRIP
+            row["order_type"] = ORDER_TYPE_NAMES.index(spec.order_type)
+            row["version"] = self.deploys[s][-1].number
+            row["account"] = self.account_ids[spec.account]
+            row["max_position"] = spec.sizing.max_position
+            row["max_order_qty"], row["max_order_notional"] = limits.max_order_qty, limits.max_order_notional
+            row["max_open_orders"], row["daily_loss_limit"] = limits.max_open_orders, limits.daily_loss_limit
+            row["rate_per_s"], row["burst"], row["tokens"] = limits.rate_per_second, limits.burst, limits.burst
+            row["max_consecutive_rejects"] = breakers.max_consecutive_rejects
+            row["ratio_min_orders"], row["max_reject_ratio"] = breakers.ratio_min_orders, breakers.max_reject_ratio
+            row["ratio_window_ns"] = breakers.ratio_window_ms * MS_NS
+            row["max_drawdown"], row["loss_limit"] = breakers.max_drawdown, breakers.loss_limit
+            row["cooldown_ns"] = breakers.cooldown_ms * MS_NS
+            row["peak_pnl"] = 0.0
+            for symbol in spec.instruments:
+                self.positions[s, self.instrument_ids[symbol]]["allowed"] = 1
+
+        capacity = config.engine.max_open_orders
+        self.open_orders["prev"] = NO_SLOT
+        self.open_orders["next"] = NO_SLOT
+        self.free_slots[:] = np.arange(capacity - 1, -1, -1, dtype=np.int32)
+        self.scalars[A.S_FREE_TOP] = capacity
+        self.scalars[A.S_ORDER_GEN] = 1
+
+        counts = np.zeros(len(self.sub_ptr), np.int64)  # sub_ptr has max_signal_id + 2 entries
+        for spec in config.strategies:
+            for signal in spec.signals:
+                counts[signal + 1] += 1
+        self.sub_ptr[:] = np.cumsum(counts)
+        fill = self.sub_ptr[:-1].copy()
+        for s, spec in enumerate(config.strategies):  # strategy id order within each signal
+            for signal in spec.signals:
+                self.sub_strategy[fill[signal]] = s
+                fill[signal] += 1
+
+        self.transitions[:] = TRANSITIONS
+
+    # ------------------------------------------------------------------------------------------- names
+    def strategy_id(self, name: str) -> int:
+        return _lookup(self.strategy_ids, name, "strategy")
+
+    def instrument_id(self, symbol: str) -> int:
+        return _lookup(self.instrument_ids, symbol, "instrument")
+
+    def account_id(self, name: str) -> int:
+        return _lookup(self.account_ids, name, "account")
+
+    def subscribers(self, signal_id: int) -> list[int]:
+        """Strategy ids subscribed to a signal id (empty for an id nobody subscribes to)."""
+        if not 0 <= signal_id < len(self.sub_ptr) - 1:
+            return []
+        return self.sub_strategy[self.sub_ptr[signal_id]:self.sub_ptr[signal_id + 1]].tolist()
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    def state_of(self, name: str) -> str:
+        return STATE_NAMES[self.strategies[self.strategy_id(name)]["state"]]
+
+    def transition(self, name: str, event: int | str) -> int:
+        """Apply a lifecycle event (id or name, e.g. "pause") to strategy `name`; return the new state id.
+
+        Raises IllegalTransition (or KeyError / ValueError for an unknown name / event) and changes nothing.
+        Leaving HALTED or REDUCING for READY or ACTIVE by command (reset, activate, deactivate) also clears the
+        breaker: trip_cause, trip time, consecutive rejects and the ratio window, so the strategy starts clean."""
+        s = self.strategy_id(name)
+        event = _event_id(event)
+        row = self.strategies[s]
+        before = int(row["state"])
+        after = next_state(before, event)
+        row["state"] = after
+        if event == EV_RESET or (before in _BREAKER_STATES and after in _TRADING_STATES):
+            row["trip_cause"] = NO_TRIP
+            row["tripped_at_ns"] = 0
+            row["consecutive_rejects"] = 0
+            row["window_orders"] = row["window_rejects"] = 0
+            row["window_start_ns"] = 0
+        return after
+
+    def apply_event(self, s: int, event: int) -> bool:
+        """Engine policy path (e.g. the OMS link is lost): move strategy id `s` by event id `event` exactly as the
+        kernels do (`lifecycle.apply_event`, the arena's table, no side effects); return True when the state
+        changed, False (and change nothing) when the table does not allow it. Never raises on a legal id."""
+        target = int(self.transitions[self.strategies[s]["state"], event])
+        if target < 0:
+            return False
+        self.strategies[s]["state"] = target
+        return True
+
+    # ------------------------------------------------------------------------------------------- reports
+    def snapshot(self) -> dict[str, dict]:
+        """A plain-dict report per strategy name (JSON-ready: only str, int, float, bool, None, dict, list)."""
+        report = {}
+        for s, name in enumerate(self.strategy_names):
+            row = self.strategies[s]
+            deploy = self.deploys[s][-1]
+            positions = {}
+            for i, symbol in enumerate(self.instrument_symbols):
+                p = self.positions[s, i]
+                if not (p["allowed"] or p["qty"] or p["open_buy"] or p["open_sell"]):
+                    continue
+                positions[symbol] = {
+                    "qty": int(p["qty"]), "open_buy": int(p["open_buy"]), "open_sell": int(p["open_sell"]),
+                    "avg_price": float(p["avg_px_ticks"]) * float(self.instruments[i]["tick_size"]),
+                    "realized": float(p["realized"]), "unrealized": float(p["unrealized"]),
+                    "fees": float(p["fees"]), "allowed": bool(p["allowed"]),
+                }
+            cause = int(row["trip_cause"])
+            report[name] = {
+                "id": s,
+                "state": STATE_NAMES[row["state"]],
+                "version": deploy.version,
+                "deploy": int(row["version"]),
+                "config_hash": deploy.config_hash,
+                "account": self.account_names[row["account"]],
+                "positions": positions,
+                "pnl": {"realized": float(row["realized"]), "unrealized": float(row["unrealized"]),
+                        "fees": float(row["fees"])},
+                "signals": int(row["signals"]),
+                "orders": int(row["orders"]),
+                "open_orders": int(row["open_orders"]),
+                "fills": int(row["fills"]),
+                "filled_qty": int(row["filled_qty"]),
+                "rejects": {"total": int(row["rejects"]),
+                            "by_reason": {REASON_NAMES[r]: int(c) for r, c in enumerate(self.reason_counts[s]) if c}},
+                "breaker": {"trip_cause": None if cause == NO_TRIP else TRIP_NAMES[cause],
+                            "trips": {TRIP_NAMES[t]: int(c) for t, c in enumerate(self.trip_counts[s]) if c},
+                            "consecutive_rejects": int(row["consecutive_rejects"])},
+            }
+        return report
+
+
+_BREAKER_STATES = (HALTED, REDUCING)
+_TRADING_STATES = (READY, ACTIVE)
+
+
+def _event_id(event: int | str) -> int:
+    if isinstance(event, str):
+        try:
+            return EVENT_NAMES.index(event.lower())
+        except ValueError:
+            raise ValueError(f"unknown lifecycle event {event!r}; expected one of: {', '.join(EVENT_NAMES)}") \
+                from None
+    if not 0 <= event < N_EVENTS:
+        raise ValueError(f"unknown lifecycle event id {event}; expected 0..{N_EVENTS - 1}")
+    return int(event)
+
+
+def _lookup(ids: dict[str, int], name: str, what: str) -> int:
+    try:
+        return ids[name]
+    except KeyError:
+        raise KeyError(f"unknown {what} {name!r}; known: {', '.join(ids)}") from None

@@ -1,0 +1,298 @@
+"""engine/state.py: the arena sized and filled from config/test/basic, in the units kernels/dtypes.py states.
+
+config/test/basic: instruments ESZ5 (id 0, tick 0.25, ref 6000.25), AAPL (id 1, tick 0.01, lot 100, ref 230.507,
+not tradable); accounts futures (0), equities (1, kill switch on); strategies by name order
+alpha (0: signals 2,0; ESZ5), beta (1: signals 5,2; AAPL, ESZ5; disabled), gamma (2: signal 3; AAPL).
+"""
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from engine.config import load_config
+from engine.state import EngineState, region_shapes
+from kernels import arena as A
+from kernels.dtypes import (
+    ACTIVE, BREAKER_ACTION_HALT, BREAKER_ACTION_REDUCE, EV_HALT, EV_PAUSE, HALTED, N_COUNTERS, N_REASONS, N_TRIPS,
+    NO_PRICE, NO_SLOT, NO_TRIP, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, PAUSED, READY, REASON_NAMES, REDUCING,
+    RETIRED, TRIP_DRAWDOWN, TRIP_NAMES,
+)
+from kernels.lifecycle import N_EVENTS, N_STATES, TRANSITIONS, IllegalTransition
+
+ROOT = Path(__file__).resolve().parents[2]
+BASIC = ROOT / "config" / "test" / "basic"
+DEMO = ROOT / "config" / "demo"
+ALPHA, BETA, GAMMA = 0, 1, 2
+ESZ5, AAPL = 0, 1
+
+
+@pytest.fixture
+def state():
+    return EngineState.load(BASIC)
+
+
+# ------------------------------------------------------------------------------------------------- arena
+def test_build_when_basic_config_then_every_region_has_its_configured_shape(state):
+    expected = {
+        "rx": (65_536,), "rx_sizes": (64,), "tx": (32_768,), "signals": (64,), "orders": (32,), "rejects": (16,),
+        "reports": (128,), "cursors": (A.N_RINGS, 2), "instruments": (2,), "strategies": (3,), "positions": (3, 2),
+        "accounts": (2,), "exposures": (2, 2), "open_orders": (8,), "free_slots": (8,), "sub_ptr": (7,),
+        "sub_strategy": (5,), "source_seq": (3,), "counters": (N_COUNTERS,), "reason_counts": (3, N_REASONS),
+        "trip_counts": (3, N_TRIPS), "transitions": (N_STATES, N_EVENTS), "scalars": (A.N_SCALARS,),
+    }
+    assert set(expected) == set(A.REGION_NAMES)
+    for region, name in enumerate(A.REGION_NAMES):
+        view = getattr(state, name)
+        assert view.shape == expected[name], name
+        assert view.dtype == A.REGION_DTYPES[region], name
+        assert view is state.views[region]
+
+
+def test_region_shapes_when_region_is_one_dimensional_then_shape_is_rows_by_one():
+    shapes = region_shapes(load_config(BASIC))
+
+    for region, (rows, cols) in enumerate(shapes):
+        assert cols == 1 or region in A.TWO_D, A.REGION_NAMES[region]
+
+
+def test_build_when_built_then_state_is_one_zeroed_cache_aligned_arena(state):
+    assert state.arena.dtype == np.uint8 and state.arena.ndim == 1 and state.arena.flags.c_contiguous
+    assert state.arena.ctypes.data % A.ALIGN == 0
+    assert all(offset % A.ALIGN == 0 for offset in state.layout[:, 0])
+    for name, view in zip(A.REGION_NAMES, state.views):
+        assert np.shares_memory(view, state.arena) and view.flags.aligned, name
+    for name in ("rx", "rx_sizes", "tx", "signals", "orders", "rejects", "reports", "cursors", "source_seq",
+                 "counters", "reason_counts", "trip_counts"):
+        assert not getattr(state, name).view(np.uint8).any(), name
+
+
+def test_build_when_compiled_views_are_taken_then_they_match_the_numpy_views(state):
+    compiled = A.views(state.arena, state.layout)
+
+    for name, mine, theirs in zip(A.REGION_NAMES, state.views, compiled):
+        assert (mine.shape, mine.dtype) == (theirs.shape, theirs.dtype), name
+        assert np.shares_memory(mine, theirs), name
+
+
+# ------------------------------------------------------------------------------------------------- tables
+def test_build_when_instruments_configured_then_prices_are_ticks_and_marks_start_at_reference(state):
+    es, aapl = state.instruments[ESZ5], state.instruments[AAPL]
+
+    assert (es["tick_size"], es["lot_size"], es["multiplier"], es["band_pct"]) == (0.25, 1, 50.0, 5.0)
+    assert (aapl["tick_size"], aapl["lot_size"], aapl["multiplier"], aapl["band_pct"]) == (0.01, 100, 1.0, 10.0)
+    assert es["ref_px_ticks"] == es["mark_ticks"] == 24_001          # 6000.25 / 0.25
+    assert aapl["ref_px_ticks"] == aapl["mark_ticks"] == 23_051      # round(230.507 / 0.01)
+    assert (es["tradable"], aapl["tradable"]) == (1, 0)
+    for field in ("bid_ticks", "ask_ticks", "last_ticks", "md_ts_ns", "mark_dirty"):  # 0: no market data yet
+        assert (state.instruments[field] == 0).all(), field
+
+
+def test_build_when_strategies_configured_then_limits_and_breakers_are_in_engine_units(state):
+    alpha = state.strategies[ALPHA]
+
+    assert (alpha["state"], alpha["breaker_action"], alpha["trip_cause"], alpha["order_type"]) == \
+        (ACTIVE, BREAKER_ACTION_REDUCE, NO_TRIP, ORDER_IOC)
+    assert (alpha["version"], alpha["account"]) == (1, 0)
+    assert (alpha["max_position"], alpha["max_order_qty"], alpha["max_order_notional"]) == (12, 3, 1_500_000.0)
+    assert (alpha["max_open_orders"], alpha["rate_per_s"], alpha["burst"]) == (4, 25.0, 7.0)
+    assert alpha["daily_loss_limit"] == 60_000.0
+    assert (alpha["max_consecutive_rejects"], alpha["ratio_min_orders"], alpha["max_reject_ratio"]) == (6, 12, 0.25)
+    assert alpha["ratio_window_ns"] == 2_500 * 1_000_000
+    assert alpha["cooldown_ns"] == 1_500 * 1_000_000
+    assert (alpha["max_drawdown"], alpha["loss_limit"]) == (30_000.0, 45_000.0)
+    assert alpha["tokens"] == alpha["burst"], "the token bucket starts full"
+    assert alpha["peak_pnl"] == 0.0 and alpha["open_orders"] == 0 and alpha["orders"] == 0
+
+
+def test_build_when_strategy_is_disabled_then_it_starts_ready_with_default_breaker_action(state):
+    beta, gamma = state.strategies[BETA], state.strategies[GAMMA]
+
+    assert (beta["state"], beta["breaker_action"], beta["order_type"], beta["account"]) == \
+        (READY, BREAKER_ACTION_HALT, ORDER_MARKET, 1)
+    assert beta["cooldown_ns"] == 0, "cooldown_ms = 0: only an explicit reset re-arms it"
+    assert (gamma["state"], gamma["order_type"], gamma["trip_cause"]) == (ACTIVE, ORDER_LIMIT, NO_TRIP)
+
+
+def test_build_when_strategy_lists_instruments_then_only_those_positions_are_allowed(state):
+    assert state.positions["allowed"].tolist() == [[1, 0], [1, 1], [0, 1]]
+    for field in ("qty", "open_buy", "open_sell", "realized", "fees"):
+        assert (state.positions[field] == 0).all(), field
+
+
+def test_build_when_accounts_configured_then_limits_kill_switch_and_empty_books_are_set(state):
+    futures, equities = state.accounts[0], state.accounts[1]
+
+    assert (futures["kill"], equities["kill"]) == (0, 1)
+    assert (futures["max_gross_notional"], futures["max_net_notional"], futures["daily_loss_limit"]) == \
+        (20_000_000.0, 8_000_000.0, 200_000.0)
+    assert (equities["max_gross_notional"], equities["max_net_notional"], equities["daily_loss_limit"]) == \
+        (3_000_000.0, 1_000_000.0, 50_000.0)
+    assert (state.exposures["best_buy_ticks"] == NO_PRICE).all()
+    assert (state.exposures["best_sell_ticks"] == NO_PRICE).all()
+    assert (state.exposures["working_head"] == NO_SLOT).all()
+
+
+def test_build_when_built_then_free_slot_stack_pops_slot_zero_first(state):
+    assert state.free_slots.tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
+    top = state.scalars[A.S_FREE_TOP]
+    assert top == 8 and state.free_slots[top - 1] == 0
+    assert state.scalars[A.S_ORDER_GEN] == 1
+    assert (state.scalars[A.S_TX_LEN], state.scalars[A.S_NOW_NS]) == (0, 0)
+    assert (state.open_orders["prev"] == NO_SLOT).all() and (state.open_orders["next"] == NO_SLOT).all()
+    assert not state.open_orders["live"].any()
+
+
+def test_build_when_signals_are_shared_then_subscriptions_are_csr_in_strategy_id_order(state):
+    assert state.sub_ptr.tolist() == [0, 1, 1, 3, 4, 4, 5]
+    assert state.sub_strategy.tolist() == [ALPHA, ALPHA, BETA, GAMMA, BETA]
+    assert [state.subscribers(g) for g in range(7)] == [[ALPHA], [], [ALPHA, BETA], [GAMMA], [], [BETA], []]
+
+
+def test_build_when_built_then_transitions_are_a_writable_copy_of_the_lifecycle_table(state):
+    assert (state.transitions == TRANSITIONS).all()
+    assert state.transitions.flags.writeable and not np.shares_memory(state.transitions, TRANSITIONS)
+
+
+def test_build_when_demo_config_then_it_builds_with_shared_instruments():
+    state = EngineState.load(DEMO)
+
+    assert len(state.strategy_names) == len(load_config(DEMO).strategies)
+    assert (state.positions["allowed"][:, state.instrument_id("ESZ5")] == 1).sum() >= 2
+    assert state.sub_ptr[-1] == len(state.sub_strategy)
+    assert (state.strategies["tokens"] == state.strategies["burst"]).all()
+
+
+def test_build_when_built_twice_then_arenas_are_identical_and_independent():
+    config = load_config(BASIC)
+    first, second = EngineState.build(config), EngineState.build(config)
+
+    assert (first.layout == second.layout).all()
+    assert first.arena.tobytes() == second.arena.tobytes()
+    assert not np.shares_memory(first.arena, second.arena)
+
+
+# ------------------------------------------------------------------------------------------------- names
+def test_name_maps_when_built_then_names_and_ids_round_trip(state):
+    assert state.strategy_names == ("alpha", "beta", "gamma")
+    assert state.instrument_symbols == ("ESZ5", "AAPL") and state.account_names == ("futures", "equities")
+    assert [state.strategy_id(n) for n in state.strategy_names] == [0, 1, 2]
+    assert (state.instrument_id("AAPL"), state.account_id("equities")) == (AAPL, 1)
+
+
+def test_strategy_id_when_name_is_unknown_then_key_error_lists_the_known_names(state):
+    with pytest.raises(KeyError, match="unknown strategy 'delta'; known: alpha, beta, gamma"):
+        state.strategy_id("delta")
+
+
+# ------------------------------------------------------------------------------------------------- lifecycle
+@pytest.mark.parametrize("name, event, after", [
+    ("alpha", "pause", PAUSED), ("alpha", EV_PAUSE, PAUSED), ("alpha", "reduce", REDUCING), ("alpha", "halt", HALTED),
+    ("alpha", "deactivate", READY), ("beta", "activate", ACTIVE), ("beta", "RETIRE", RETIRED),
+])
+def test_transition_when_event_is_legal_then_state_changes(state, name, event, after):
+    assert state.transition(name, event) == after
+    assert state.strategies[state.strategy_id(name)]["state"] == after
+
+
+@pytest.mark.parametrize("name, event", [("alpha", "activate"), ("alpha", "reset"), ("alpha", "retire"),
+                                         ("beta", "pause"), ("beta", "validate")])
+def test_transition_when_event_is_illegal_then_it_raises_and_changes_nothing(state, name, event):
+    before = state.arena.copy()
+
+    with pytest.raises(IllegalTransition, match=f"cannot {event} a strategy in state"):
+        state.transition(name, event)
+
+    assert (state.arena == before).all()
+
+
+@pytest.mark.parametrize("name, event", [("alpha", "explode"), ("nobody", "pause"), ("alpha", 99)])
+def test_transition_when_event_or_name_is_unknown_then_it_raises_and_changes_nothing(state, name, event):
+    before = state.arena.copy()
+
+    with pytest.raises((KeyError, ValueError)):
+        state.transition(name, event)
+
+    assert (state.arena == before).all()
+
+
+def test_transition_when_halted_strategy_is_reset_then_breaker_state_is_cleared(state):
+    row = state.strategies[ALPHA]
+    row["state"], row["trip_cause"], row["tripped_at_ns"] = HALTED, TRIP_DRAWDOWN, 123
+    row["consecutive_rejects"], row["window_orders"], row["window_rejects"] = 6, 20, 9
+
+    assert state.transition("alpha", "reset") == READY
+
+    assert (row["trip_cause"], row["tripped_at_ns"], row["consecutive_rejects"]) == (NO_TRIP, 0, 0)
+    assert (row["window_orders"], row["window_rejects"], row["window_start_ns"]) == (0, 0, 0)
+
+
+def test_transition_when_pausing_then_breaker_state_is_kept(state):
+    row = state.strategies[ALPHA]
+    row["consecutive_rejects"] = 4
+
+    state.transition("alpha", "pause")
+
+    assert row["consecutive_rejects"] == 4
+
+
+# ------------------------------------------------------------------------------------------------- snapshot
+def test_snapshot_when_built_then_each_strategy_reports_its_configured_identity(state):
+    report = state.snapshot()
+
+    assert list(report) == ["alpha", "beta", "gamma"]
+    assert {n: r["state"] for n, r in report.items()} == {"alpha": "ACTIVE", "beta": "READY", "gamma": "ACTIVE"}
+    assert report["alpha"]["version"] == "1.2.0" and report["alpha"]["deploy"] == 1
+    assert report["alpha"]["config_hash"] == load_config(BASIC).strategy_hashes[ALPHA]
+    assert report["beta"]["account"] == "equities"
+    assert list(report["beta"]["positions"]) == ["ESZ5", "AAPL"]
+    assert report["alpha"]["rejects"] == {"total": 0, "by_reason": {}}
+    assert report["alpha"]["breaker"] == {"trip_cause": None, "trips": {}, "consecutive_rejects": 0}
+
+
+def test_snapshot_when_activity_recorded_then_it_reports_names_and_currency(state):
+    s = ALPHA
+    state.positions[s, ESZ5]["qty"], state.positions[s, ESZ5]["avg_px_ticks"] = 3, 24_002.0
+    state.positions[s, ESZ5]["realized"], state.positions[s, ESZ5]["fees"] = 125.0, 7.5
+    state.positions[s, AAPL]["qty"] = -100  # not allowed, but held: still reported
+    state.strategies[s]["orders"], state.strategies[s]["rejects"] = 11, 4
+    state.strategies[s]["realized"], state.strategies[s]["unrealized"] = 125.0, -50.0
+    state.strategies[s]["trip_cause"] = TRIP_DRAWDOWN
+    state.reason_counts[s, REASON_NAMES.index("qty_max")] = 3
+    state.reason_counts[s, REASON_NAMES.index("rate")] = 2
+    state.trip_counts[s, TRIP_DRAWDOWN] = 1
+
+    alpha = state.snapshot()["alpha"]
+
+    assert alpha["positions"]["ESZ5"]["qty"] == 3
+    assert alpha["positions"]["ESZ5"]["avg_price"] == pytest.approx(6000.5)
+    assert (alpha["positions"]["ESZ5"]["realized"], alpha["positions"]["ESZ5"]["fees"]) == (125.0, 7.5)
+    assert alpha["positions"]["AAPL"] == {"qty": -100, "open_buy": 0, "open_sell": 0, "avg_price": 0.0,
+                                          "realized": 0.0, "unrealized": 0.0, "fees": 0.0, "allowed": False}
+    assert alpha["pnl"] == {"realized": 125.0, "unrealized": -50.0, "fees": 0.0}
+    assert alpha["orders"] == 11
+    assert alpha["rejects"] == {"total": 4, "by_reason": {"qty_max": 3, "rate": 2}}
+    assert alpha["breaker"]["trip_cause"] == TRIP_NAMES[TRIP_DRAWDOWN] == "drawdown"
+    assert alpha["breaker"]["trips"] == {"drawdown": 1}
+
+
+def test_snapshot_when_encoded_then_it_is_plain_json(state):
+    report = state.snapshot()
+
+    assert msgspec.json.decode(msgspec.json.encode(report)) == report
+
+
+def test_apply_event_when_table_allows_then_state_moves_like_the_kernel_without_side_effects(state):
+    state.strategies[ALPHA]["consecutive_rejects"] = 4
+
+    assert state.apply_event(ALPHA, EV_HALT) is True
+
+    assert state.strategies[ALPHA]["state"] == HALTED and state.strategies[ALPHA]["consecutive_rejects"] == 4
+
+
+def test_apply_event_when_table_forbids_then_false_and_nothing_changes(state):
+    before = state.arena.copy()
+
+    assert state.apply_event(BETA, EV_PAUSE) is False  # READY cannot pause
+
+    assert (state.arena == before).all()
