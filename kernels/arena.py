@@ -10,7 +10,7 @@ The engine builds the arena (engine/state.py); kernels take views of it with `vi
 """
 import numpy as np
 
-from kernels._jit import helper
+from kernels._jit import helper, inline
 from kernels.dtypes import (
     ACCOUNT_T, EXPOSURE_T, INSTRUMENT_T, OPEN_ORDER_T, ORDER_T, POSITION_T, REJECT_T, REPORT_T, SIGNAL_T,
     STRATEGY_T,
@@ -74,7 +74,7 @@ def _flat(arena, layout, region):
     return arena[layout[region, 0]:layout[region, 0] + layout[region, 1]]
 
 
-@helper
+@inline
 def views(arena, layout):
     """Typed views of every region, in region order (compiled; for Python use `numpy_views`)."""
     def rows_cols(region):

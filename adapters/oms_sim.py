@@ -1,0 +1,473 @@
+"""The simulated OMS: Order frames in, ExecutionReport frames out, filled against the market data it is fed.
+
+`SimulatedOms` is the core, pure Python over msgspec Structs, with the clock injected (`now_ns` arguments), so
+the same seed, inputs and clock give the same reports, byte for byte. `SimOmsTransport` puts it behind the
+transport contract for the in-process loop (tests, benchmarks, the demo); engine/sim_oms.py serves it over TCP.
+
+Rules (what an order gets, in report order):
+- Refused at once, one REJECT and nothing else: qty <= 0 (REJECT_QTY); a limit or IOC price that is NaN,
+  infinite, zero or negative (REJECT_PRICE); the id of an order still working here (REJECT_DUPLICATE); a
+  market order with nothing to price it (REJECT_NO_MARKET); and, drawn with `reject_ratio`, REJECT_RANDOM.
+- Otherwise an ACK (leaves = qty), `ack_latency_us` after the order arrived.
+- The touch is the ask for a buy and the bid for a sell; a side quoted 0 (unknown) falls back to last.
+  With no touch at all (no market data yet for the instrument, or every price 0) an order fills at its own
+  limit price: the simulator then trusts the engine's price, whose collar already checked it.
+- Market order: fills at the touch (at its own price if there is no touch and the price is usable).
+- Limit or IOC that is marketable (buy px >= touch, sell px <= touch): fills at the touch.
+- IOC that is not marketable: CANCELED (leaves 0).
+- Limit that is not marketable: rests (the ACK only). Market data that later crosses it (buy: ask or, with
+  no ask, last <= px; sell: bid or last >= px) fills it at its own limit price, as the passive side of that
+  trade. With `resting_ttl_us` > 0 an order still resting that long after it arrived is CANCELED.
+- A fill is reported `fill_latency_us` after the order became fillable (its arrival, or the market data
+  that crossed it), never before its ACK. With `partial_fill_ratio` a fill of qty >= 2 is split at random
+  into 2 or 3 reports: PARTIAL_FILLs then one FILL, all at the same time, whose quantities add up to qty and
+  whose leaves count down to 0. Each fill carries fee = qty x `fee_per_unit`.
+- A report's ts_ns is the time it is due; reports come out in due order (ties in the order they were made).
+
+Market data with a NaN, infinite or negative price is ignored and counted, as the engine does. Working ids
+are remembered only while the order works (until its FILL or CANCELED is popped), so memory stays
+flat over any number of orders.
+"""
+import heapq
+import math
+import random
+import struct
+import time
+from dataclasses import asdict, dataclass
+from typing import Annotated
+
+import msgspec
+
+from adapters.base import Transport
+from adapters.framing import whole_frames_end
+from engine.wire import ExecutionReport, FrameError, MarketData, Order
+from kernels.dtypes import (
+    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, FRAME_HEADER_SIZE, MAX_FRAME_BODY,
+    MSG_MARKET_DATA, MSG_ORDER, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, SIDE_BUY, WIRE_VERSION,
+)
+
+Micros = Annotated[int, msgspec.Meta(ge=0, le=60_000_000)]
+Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Money = Annotated[float, msgspec.Meta(ge=0.0)]
+
+
+class SimOmsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The simulated OMS's behaviour. Build it by decoding (msgspec.convert or TOML): constructors do not validate."""
+    ack_latency_us: Micros = 50     # order arrival -> ACK or REJECT
+    fill_latency_us: Micros = 150   # order fillable -> fill reports (never before the ACK)
+    reject_ratio: Ratio = 0.0       # share of valid orders rejected at random (REJECT_RANDOM)
+    partial_fill_ratio: Ratio = 0.0  # share of fills (qty >= 2) split into 2-3 partial fills
+    fee_per_unit: Money = 0.0       # currency per unit filled
+    resting_ttl_us: Micros = 0      # cancel a resting limit order this long after arrival; 0: rest until filled
+    seed: int = 0                   # random.Random seed: rejects and partial splits
+
+
+# The simulator's own reject codes (ExecutionReport.reason): an OMS's codes are its own, not the engine's bits.
+REJECT_RANDOM = 1
+REJECT_QTY = 2
+REJECT_PRICE = 3
+REJECT_DUPLICATE = 4
+REJECT_NO_MARKET = 5
+REJECT_NAMES = {REJECT_RANDOM: "random", REJECT_QTY: "quantity", REJECT_PRICE: "price",
+                REJECT_DUPLICATE: "duplicate_order_id", REJECT_NO_MARKET: "no_market"}
+
+_HEADER = struct.Struct("<IBBH")
+_HEADER_PLACEHOLDER = bytes(FRAME_HEADER_SIZE)
+_ORDER_DECODER = msgspec.msgpack.Decoder(Order)
+_MARKET_DATA_DECODER = msgspec.msgpack.Decoder(MarketData)
+
+
+@dataclass(slots=True)
+class SimOmsStats:
+    orders: int = 0               # well-formed orders taken
+    acks: int = 0                 # reports made, by type
+    rejects: int = 0
+    partial_fills: int = 0
+    fills: int = 0
+    canceled: int = 0
+    filled_qty: int = 0
+    fees: float = 0.0
+    market_data: int = 0          # market data applied
+    market_data_invalid: int = 0  # market data ignored: NaN, infinite or negative price
+    malformed: int = 0            # frames whose body is not the message their header claims
+    bad_type: int = 0             # frames of a type the OMS does not take (signals, reports)
+    bad_header: int = 0           # headers that cannot be trusted (bad version, oversize): the rest is dropped
+
+    def as_dict(self):
+        return asdict(self)
+
+
+class MarketState:
+    """The last valid quote per instrument; several simulators (one per TCP connection) may share one."""
+    __slots__ = ("quotes",)
+
+    def __init__(self):
+        self.quotes = {}  # instrument -> (bid, ask, last); 0 = that price is unknown
+
+    def update(self, md):
+        """Take one MarketData; False (and nothing changes) if a price is NaN, infinite or negative."""
+        bid, ask, last = md.bid, md.ask, md.last
+        if not (0.0 <= bid < math.inf and 0.0 <= ask < math.inf and 0.0 <= last < math.inf):
+            return False
+        self.quotes[md.instrument] = (bid, ask, last)
+        return True
+
+    def touch(self, instrument, side):
+        """The price a market order of `side` trades at: ask (buy) or bid (sell), else last, else 0."""
+        q = self.quotes.get(instrument)
+        if q is None:
+            return 0.0
+        px = q[1] if side == SIDE_BUY else q[0]
+        return px if px > 0.0 else q[2]
+
+
+class _Resting:
+    """A limit order on the simulated book, waiting for market data to cross it."""
+    __slots__ = ("order", "ack_due", "live")
+
+    def __init__(self, order, ack_due):
+        self.order, self.ack_due, self.live = order, ack_due, True
+
+
+class SimulatedOms:
+    """Orders in, reports out, against a MarketState. Not thread-safe. Time is whatever `now_ns` says."""
+
+    def __init__(self, config=SimOmsConfig(), market=None):
+        self.config = config
+        self.market = MarketState() if market is None else market
+        self.stats = SimOmsStats()
+        self._rng = random.Random(config.seed)
+        self._ack_ns = config.ack_latency_us * 1000
+        self._fill_ns = config.fill_latency_us * 1000
+        self._ttl_ns = config.resting_ttl_us * 1000
+        self._due = []      # heap of (due_ns, seq, ExecutionReport or _Resting expiry)
+        self._seq = 0
+        self._working = set()  # order ids between arrival and their last report
+        self._book = {}     # instrument -> [_Resting], arrival order
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def on_order(self, order, now_ns):
+        """Take one Order that arrived at now_ns: schedule its reports."""
+        st = self.stats
+        st.orders += 1
+        ack_due = now_ns + self._ack_ns
+        touch = self.market.touch(order.instrument, order.side)
+        reason = self._refusal(order, touch)
+        # One draw per order, valid or not, so later draws do not depend on which orders were refused.
+        if self._rng.random() < self.config.reject_ratio and not reason:
+            reason = REJECT_RANDOM
+        if reason:
+            price = order.price if math.isfinite(order.price) else 0.0
+            self._push(ack_due, EXEC_REJECT, order, 0, price, 0, 0.0, reason)
+            st.rejects += 1
+            return
+        self._working.add(order.order_id)
+        self._push(ack_due, EXEC_ACK, order, 0, order.price, order.qty, 0.0, 0)
+        st.acks += 1
+        price, order_type = order.price, order.order_type
+        if touch <= 0.0:
+            self._fill(order, price, now_ns, ack_due)  # no market to match: trust the engine's price
+        elif order_type == ORDER_MARKET or (price >= touch if order.side == SIDE_BUY else price <= touch):
+            self._fill(order, touch, now_ns, ack_due)
+        elif order_type == ORDER_IOC:
+            self._push(max(now_ns + self._fill_ns, ack_due), EXEC_CANCELED, order, 0, price, 0, 0.0, 0)
+            st.canceled += 1
+        else:
+            resting = _Resting(order, ack_due)
+            self._book.setdefault(order.instrument, []).append(resting)
+            if self._ttl_ns:
+                self._seq += 1
+                heapq.heappush(self._due, (now_ns + self._ttl_ns, self._seq, resting))
+
+    def on_market_data(self, md, now_ns):
+        """Take one MarketData at now_ns and fill the resting orders it crosses; return how many it filled."""
+        if not self.market.update(md):
+            self.stats.market_data_invalid += 1
+            return 0
+        self.stats.market_data += 1
+        return self.match_resting(md.instrument, now_ns)
+
+    def match_resting(self, instrument, now_ns):
+        """Fill the resting orders of `instrument` that its current quote crosses; return how many."""
+        book = self._book.get(instrument)
+        if not book:
+            return 0
+        buy_touch = self.market.touch(instrument, SIDE_BUY)
+        sell_touch = self.market.touch(instrument, -SIDE_BUY)
+        keep = []
+        for r in book:
+            o = r.order
+            if o.side == SIDE_BUY:
+                crossed = 0.0 < buy_touch <= o.price
+            else:
+                crossed = o.price <= sell_touch
+            if crossed:
+                r.live = False
+                self._fill(o, o.price, now_ns, r.ack_due)
+            else:
+                keep.append(r)
+        filled = len(book) - len(keep)
+        if keep:
+            self._book[instrument] = keep
+        else:
+            del self._book[instrument]
+        return filled
+
+    def on_frames(self, buf, now_ns, max_orders=-1):
+        """Take the whole Order and MarketData frames at the start of buf (bytes, bytearray, memoryview or a
+        uint8 array); return the bytes consumed (a partial frame at the end is left). With max_orders >= 0,
+        stop after that many orders. A frame of another type or a body that does not decode is counted and
+        skipped. A header that cannot be trusted (version, oversize) raises FrameError: the frames before it
+        are taken, and nothing after it can be framed."""
+        with memoryview(buf) as view:
+            view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+            pos, end = 0, len(view)
+            unpack_from = _HEADER.unpack_from
+            while end - pos >= FRAME_HEADER_SIZE:
+                length, version, msg_type, reserved = unpack_from(view, pos)
+                if version != WIRE_VERSION or reserved != 0 or length > MAX_FRAME_BODY:
+                    self.stats.bad_header += 1
+                    raise FrameError(pos, f"header length {length} version {version} reserved {reserved}")
+                frame_end = pos + FRAME_HEADER_SIZE + length
+                if frame_end > end:
+                    break
+                if msg_type == MSG_ORDER:
+                    if max_orders == 0:
+                        break
+                    try:
+                        order = _ORDER_DECODER.decode(view[pos + FRAME_HEADER_SIZE:frame_end])
+                    except msgspec.DecodeError:
+                        self.stats.malformed += 1
+                    else:
+                        self.on_order(order, now_ns)
+                        max_orders -= 1
+                elif msg_type == MSG_MARKET_DATA:
+                    try:
+                        md = _MARKET_DATA_DECODER.decode(view[pos + FRAME_HEADER_SIZE:frame_end])
+                    except msgspec.DecodeError:
+                        self.stats.malformed += 1
+                    else:
+                        self.on_market_data(md, now_ns)
+                else:
+                    self.stats.bad_type += 1
+                pos = frame_end
+            return pos
+
+    # ------------------------------------------------------------------------------------------ outputs
+    def next_due_ns(self):
+        """When the next report (or resting expiry) is due; None if nothing is pending."""
+        return self._due[0][0] if self._due else None
+
+    def pending(self):
+        """Reports and expiries not yet due."""
+        return len(self._due)
+
+    def resting(self):
+        """Limit orders resting on the simulated book."""
+        return sum(len(b) for b in self._book.values())
+
+    def pop_due(self, now_ns, out=None):
+        """Append the reports due at or before now_ns to `out` (a new list if None), in due order; return it."""
+        out = [] if out is None else out
+        due, working = self._due, self._working
+        while due and due[0][0] <= now_ns:
+            due_ns, _, item = heapq.heappop(due)
+            if type(item) is _Resting:  # an expiry: cancel it if it still rests
+                if item.live:
+                    item.live = False
+                    book = self._book[item.order.instrument]
+                    book.remove(item)
+                    if not book:
+                        del self._book[item.order.instrument]
+                    working.discard(item.order.order_id)
+                    self.stats.canceled += 1
+                    out.append(_report(item.order, EXEC_CANCELED, 0, item.order.price, 0, 0.0, due_ns, 0))
+                continue
+            if item.exec_type == EXEC_FILL or item.exec_type == EXEC_CANCELED:  # a REJECT was never working
+                working.discard(item.order_id)
+            out.append(item)
+        return out
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _refusal(self, order, touch):
+        if order.qty <= 0:
+            return REJECT_QTY
+        price_ok = 0.0 < order.price < math.inf
+        if order.order_type == ORDER_MARKET:
+            if touch <= 0.0 and not price_ok:
+                return REJECT_NO_MARKET
+        elif not price_ok or order.order_type not in (ORDER_LIMIT, ORDER_IOC):
+            return REJECT_PRICE
+        if order.order_id in self._working:
+            return REJECT_DUPLICATE
+        return 0
+
+    def _push(self, due_ns, exec_type, order, qty, price, leaves, fee, reason):
+        self._seq += 1
+        heapq.heappush(self._due, (due_ns, self._seq, _report(order, exec_type, qty, price, leaves, fee, due_ns,
+                                                               reason)))
+
+    def _fill(self, order, price, fillable_ns, ack_due):
+        """Schedule the fill reports of the whole order at `price`."""
+        st, cfg, qty = self.stats, self.config, order.qty
+        due = max(fillable_ns + self._fill_ns, ack_due)
+        sizes = (qty,)
+        if qty >= 2 and cfg.partial_fill_ratio > 0.0 and self._rng.random() < cfg.partial_fill_ratio:
+            parts = min(qty, 2 + (self._rng.random() < 0.5))
+            cuts = sorted(self._rng.sample(range(1, qty), parts - 1))
+            sizes = [b - a for a, b in zip([0, *cuts], [*cuts, qty])]
+        leaves, fee_per_unit = qty, cfg.fee_per_unit
+        for size in sizes:
+            leaves -= size
+            fee = size * fee_per_unit
+            self._push(due, EXEC_FILL if leaves == 0 else EXEC_PARTIAL_FILL, order, size, price, leaves, fee, 0)
+            st.fees += fee
+        st.partial_fills += len(sizes) - 1
+        st.fills += 1
+        st.filled_qty += qty
+
+
+def _report(order, exec_type, qty, price, leaves, fee, ts_ns, reason):
+    return ExecutionReport(order.order_id, order.strategy, order.version, exec_type, qty, price, leaves, fee,
+                           ts_ns, reason)
+
+
+def append_frame(encoder, msg, out):
+    """Append msg as one frame (header, msgpack body) to the bytearray `out`; return the frame's length."""
+    start = len(out)
+    out += _HEADER_PLACEHOLDER
+    encoder.encode_into(msg, out, -1)
+    body = len(out) - start - FRAME_HEADER_SIZE
+    _HEADER.pack_into(out, start, body, WIRE_VERSION, msg.msg_type, 0)
+    return FRAME_HEADER_SIZE + body
+
+
+# ---------------------------------------------------------------------------------------------- transport
+class SimOmsTransport(Transport):
+    """The simulated OMS behind the transport contract, in process: no socket, no thread.
+
+    send(frames) takes whole Order frames (and MarketData frames: market data may come this way or through
+    on_market_data); each call is stamped with one clock reading. poll() writes the reports due by now as
+    one chunk of whole frames, as many as fit in rx; the rest wait for the next poll. fileno() is -1: in a
+    spin loop just poll; on an event loop, attach() arms a timer for the next due report instead of an fd.
+    send() never refuses (no back-pressure) and raises TransportClosed only when the transport is closed.
+    A frame whose header cannot be trusted ends what that send() call is read (counted as `oversize`).
+    """
+
+    def __init__(self, config=SimOmsConfig(), clock=time.time_ns, market=None):
+        super().__init__()
+        self.config = config
+        self.clock = clock
+        self.oms = SimulatedOms(config, market)
+        self._encoder = msgspec.msgpack.Encoder()
+        self._reports = []           # reused by pop_due
+        self._out = bytearray()      # encoded report frames not yet delivered
+        self._out_pos = 0
+        self._loop = self._callback = self._timer = None
+        self._timer_when = 0.0
+
+    def open(self):
+        self.closed = False
+
+    def close(self):
+        if self._close_common():
+            self.detach()
+
+    def fileno(self):
+        return -1
+
+    def send(self, frames):
+        self._check_open()
+        size = self._take(frames)
+        self.stats.sent += 1
+        self.stats.bytes_out += size
+        self._arm()
+        return True
+
+    def flush(self):
+        """Nothing is ever held on the way in: send() takes every frame at once."""
+        return True
+
+    def on_market_data(self, frames):
+        """Feed the market: whole MarketData frames, stamped with the clock."""
+        self._check_open()
+        self._take(frames)
+        self._arm()
+
+    def poll(self, rx, offset, rx_sizes, chunk_index, max_chunks):
+        self._check_open()
+        if min(max_chunks, len(rx_sizes) - chunk_index) <= 0:
+            return 0, offset
+        out, reports = self._out, self._reports
+        self.oms.pop_due(self.clock(), reports)
+        if reports:
+            encoder = self._encoder
+            for report in reports:
+                append_frame(encoder, report, out)
+            reports.clear()
+        start = self._out_pos
+        n = len(out) - start
+        room = len(rx) - offset
+        if n > room:
+            n = whole_frames_end(out, start, start + room) - start
+        if n == 0:
+            return 0, offset
+        self._view(rx)[offset:offset + n] = memoryview(out)[start:start + n]
+        if start + n == len(out):
+            out.clear()
+            self._out_pos = 0
+        else:
+            self._out_pos = start + n
+            self._arm()
+        rx_sizes[chunk_index] = n
+        self.stats.chunks += 1
+        self.stats.bytes_in += n
+        return 1, offset + n
+
+    # ------------------------------------------------------------------------------------------ event loop
+    def attach(self, loop, on_readable):
+        """Call on_readable() from loop when reports are due (a timer, as there is no fd to watch)."""
+        self._loop, self._callback = loop, on_readable
+        self._arm()
+
+    def detach(self):
+        if self._timer is not None:
+            self._timer.cancel()
+        self._loop = self._callback = self._timer = None
+
+    def _arm(self):
+        loop = self._loop
+        if loop is None:
+            return
+        if self._out_pos < len(self._out):
+            delay = 0.0
+        else:
+            due = self.oms.next_due_ns()
+            if due is None:
+                return
+            delay = max(0, due - self.clock()) / 1e9
+        when = loop.time() + delay
+        if self._timer is not None:
+            if self._timer_when <= when:
+                return
+            self._timer.cancel()
+        self._timer, self._timer_when = loop.call_at(when, self._fire), when
+
+    def _fire(self):
+        self._timer = None
+        if not self.closed:
+            self._callback()
+            self._arm()
+
+    def _take(self, frames):
+        try:
+            with memoryview(frames) as view:
+                size = view.nbytes
+                self.oms.on_frames(view, self.clock())
+        except FrameError:
+            self.stats.oversize += 1
+        return size
+
+
+__all__ = ["MarketState", "REJECT_NAMES", "SimOmsConfig", "SimOmsStats", "SimOmsTransport", "SimulatedOms",
+           "append_frame"]

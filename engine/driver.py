@@ -1,0 +1,258 @@
+"""The batch loop around the compiled pipeline: poll transports into the arena, run one batch, send the orders.
+
+`Engine` owns the order of work and the OMS policy; the drivers (engine/drivers.py) decide *when* a batch
+runs: event mode (uvloop, frames of one loop iteration coalesced) or spin mode (busy poll on a pinned core).
+"""
+import asyncio
+import gc
+import logging
+import os
+import time
+
+from adapters.base import TransportClosed
+from engine.wire import iter_frames
+from kernels._jit import entry_point
+from kernels.arena import HEAD, RING_ORDERS, RING_REJECTS, RING_REPORTS, S_TX_LEN, TAIL
+from kernels.batch import run_batch
+from kernels.dtypes import ACTIVE, EV_HALT, EV_REDUCE, EXEC_CANCELED, MSG_ORDER, REDUCING
+
+log = logging.getLogger("orchestrator.engine")
+
+
+def ring_slices(ring, tail, head):
+    """The records of sequences [tail, head) of a ring, as at most two views (the ring may wrap)."""
+    cap = len(ring)
+    start, stop = tail % cap, head % cap
+    if head - tail == 0:
+        return ()
+    if start < stop:
+        return (ring[start:stop],)
+    return (ring[start:], ring[:stop]) if stop else (ring[start:],)
+
+
+class EngineStats:
+    """Python-side facts the kernels cannot see: what happened at the OMS link."""
+
+    def __init__(self):
+        self.batches = 0
+        self.oms_sends = 0
+        self.oms_backpressure = 0
+        self.oms_disconnects = 0
+        self.orders_unsent = 0  # orders that never reached the OMS; each is canceled in the engine's books
+
+    def as_dict(self):
+        return dict(vars(self))
+
+
+class Engine:
+    """One engine process's state and its batch step. Not thread-safe: one driver calls it."""
+
+    def __init__(self, state, inbound, oms, *, on_disconnect="halt", clock=time.time_ns, listeners=(),
+                 backoff_ms=(100, 5000)):
+        self.state = state
+        self.inbound = list(inbound)
+        self.oms = oms
+        self.on_disconnect = on_disconnect
+        self.clock = clock
+        self.listeners = list(listeners)  # each gets on_batch(orders, rejects, now_ns) with ring views
+        self.stats = EngineStats()
+        self._sources = self.inbound + [oms]
+        self._batch = entry_point(run_batch)
+        self._offset = 0
+        self._chunks = 0
+        self._oms_up = True
+        self.recorder = None  # a ReplayWriter: every batch's inbound chunks, stamped with the batch clock
+        self.backoff_ns = (backoff_ms[0] * 1_000_000, backoff_ms[1] * 1_000_000)
+        self._backoff_ns = self.backoff_ns[0]
+        self._next_connect_ns = 0
+
+    # ------------------------------------------------------------------------------------------ the step
+    def poll(self):
+        """Read what every transport has into rx; return the number of chunks now waiting."""
+        state = self.state
+        for transport in self._sources:
+            room = len(state.rx_sizes) - self._chunks
+            if room <= 0:
+                break
+            try:
+                n, self._offset = transport.poll(state.rx, self._offset, state.rx_sizes, self._chunks, room)
+            except TransportClosed:
+                if transport is self.oms:
+                    self.oms_down()
+                    continue
+                raise
+            self._chunks += n
+        return self._chunks
+
+    def step(self, now_ns=None):
+        """Run one batch over what poll() gathered; send the orders; return how many orders it placed."""
+        now = self.clock() if now_ns is None else now_ns
+        if self.recorder is not None and self._chunks:
+            self.recorder.write_polled(self.state.rx, 0, self.state.rx_sizes, 0, self._chunks, now)
+        placed = self._batch(self.state.arena, self.state.layout, self._chunks, now)
+        self._offset = self._chunks = 0
+        self.stats.batches += 1
+        self._send()
+        self._drain(now)
+        return placed
+
+    def _send(self):
+        scalars = self.state.scalars
+        length = int(scalars[S_TX_LEN])
+        if length == 0:
+            return
+        frames = self.state.tx[:length]
+        try:
+            sent = self._oms_up and self.oms.send(frames)
+        except TransportClosed:
+            self.oms_down()
+            sent = False
+        if sent:
+            scalars[S_TX_LEN] = 0
+            self.stats.oms_sends += 1
+        elif self._oms_up:
+            self.stats.oms_backpressure += 1  # frames stay in tx; the next batch places fewer orders
+        else:
+            self._cancel_unsent(frames)
+            scalars[S_TX_LEN] = 0
+
+    def _drain(self, now):
+        cursors = self.state.cursors
+        orders = ring_slices(self.state.orders, int(cursors[RING_ORDERS, TAIL]), int(cursors[RING_ORDERS, HEAD]))
+        rejects = ring_slices(self.state.rejects, int(cursors[RING_REJECTS, TAIL]),
+                              int(cursors[RING_REJECTS, HEAD]))
+        if orders or rejects:
+            for listener in self.listeners:
+                listener.on_batch(orders, rejects, now)
+        cursors[RING_ORDERS, TAIL] = cursors[RING_ORDERS, HEAD]
+        cursors[RING_REJECTS, TAIL] = cursors[RING_REJECTS, HEAD]
+
+    # ------------------------------------------------------------------------------------------ OMS link policy
+    def oms_down(self):
+        """The OMS link is gone: apply the disconnect policy once, and start reconnecting with backoff."""
+        if not self._oms_up:
+            return
+        self._oms_up = False
+        self._next_connect_ns = self.clock() + self._backoff_ns
+        self.stats.oms_disconnects += 1
+        event = EV_HALT if self.on_disconnect == "halt" else EV_REDUCE
+        moved = []
+        for s, st in enumerate(self.state.strategies):
+            if st["state"] in (ACTIVE, REDUCING) and not (event == EV_REDUCE and st["state"] == REDUCING):
+                self.state.apply_event(s, event)
+                moved.append(s)
+        log.error("OMS connection lost: %d strategies moved by policy %r; orders not sent are canceled locally",
+                  len(moved), self.on_disconnect)
+
+    @property
+    def oms_up(self):
+        return self._oms_up
+
+    def maintain(self, now_ns):
+        """Housekeeping between batches: reconnect a lost OMS link with exponential backoff."""
+        if self._oms_up or not hasattr(self.oms, "connect") or now_ns < self._next_connect_ns:
+            return
+        try:
+            connected = self.oms.connect()
+        except TransportClosed:
+            connected = False
+        if connected:
+            self._oms_up = True
+            self._backoff_ns = self.backoff_ns[0]
+            log.warning("OMS connection restored; strategies stay %s until an operator activates them",
+                        "halted" if self.on_disconnect == "halt" else "reduce-only")
+        else:
+            self._next_connect_ns = now_ns + self._backoff_ns
+            self._backoff_ns = min(2 * self._backoff_ns, self.backoff_ns[1])
+
+    def _cancel_unsent(self, frames):
+        """Orders encoded for an OMS that is gone: cancel each in the engine's books, count it."""
+        reports = self.state.reports
+        cursors = self.state.cursors
+        for msg_type, order in iter_frames(bytes(frames)):
+            if msg_type != MSG_ORDER:
+                continue
+            # Room is certain: the batch just applied every report, and the state builder sizes the report
+            # ring to hold a full transmit buffer of orders.
+            head = int(cursors[RING_REPORTS, HEAD])
+            rec = reports[head % len(reports)]
+            rec["order_id"], rec["strategy"], rec["version"] = order.order_id, order.strategy, order.version
+            rec["exec_type"], rec["qty"], rec["price"], rec["leaves"] = EXEC_CANCELED, 0, 0.0, 0
+            rec["fee"], rec["ts_ns"], rec["reason"] = 0.0, self.clock(), 0
+            cursors[RING_REPORTS, HEAD] = head + 1
+            self.stats.orders_unsent += 1
+
+
+def warm_up(engine):
+    """Run one empty batch so every compiled path and arena page is touched before the first real signal."""
+    engine.step()
+
+
+# ---------------------------------------------------------------------------------------------- drivers
+HEARTBEAT_NS = 20_000_000  # an idle engine still runs a batch this often: cool-downs, reconnects
+
+
+async def run_event(engine, stop):
+    """Event mode: transports wake the loop; every read of one loop iteration lands in one batch.
+
+    A reader callback polls its data into rx at once and schedules one batch with call_soon, which runs after
+    every other ready callback of this iteration: frames that arrive together are decided together."""
+    loop = asyncio.get_running_loop()
+    scheduled = False
+
+    def batch():
+        nonlocal scheduled
+        scheduled = False
+        engine.poll()
+        engine.step()
+
+    def on_readable():
+        nonlocal scheduled
+        engine.poll()
+        if not scheduled:
+            scheduled = True
+            loop.call_soon(batch)
+
+    for transport in engine.inbound + [engine.oms]:
+        transport.attach(loop, on_readable)
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_NS / 1e9)
+            except TimeoutError:
+                engine.maintain(engine.clock())
+                on_readable()
+    finally:
+        for transport in engine.inbound + [engine.oms]:
+            transport.detach()
+    engine.poll()
+    engine.step()
+
+
+def run_spin(engine, stop, cpu=None):
+    """Spin mode: busy-poll every transport on one (optionally pinned) core; a batch whenever data arrived.
+    The garbage collector is frozen and paused while spinning: a collection is a latency spike, and the
+    steady state allocates nothing that lives past one poll."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    clock = engine.clock
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        last = clock()
+        while not stop.is_set():
+            if engine.poll():
+                engine.step()
+                last = clock()
+            else:
+                now = clock()
+                if now - last >= HEARTBEAT_NS:
+                    engine.maintain(now)
+                    engine.step(now)
+                    last = now
+        engine.poll()
+        engine.step()
+    finally:
+        gc.enable()
+        gc.unfreeze()

@@ -1,0 +1,595 @@
+"""The synthetic signal feed: `orchestrator feed`. Signals and market data over UDP or TCP, open loop.
+
+Open loop: signal i is due at start + i / rate and market data update u at start + u / md_rate, whatever the
+receiver does. Each pass sends everything due by now in one batch (at most `max_batch` signals), then sleeps
+until the next item is due; a pass that finds items overdue sends them at once and records how late the
+oldest was (`max_lag_ms`). Over TCP a receiver that does not read blocks the send: that time shows as lag.
+
+Content is a pure function of the seed and the item's index, never of timing, so two runs with one seed send
+the same signals (seq, ids, values, prices) and the same market data, only stamped with other times:
+- market data: round robin over the instruments; each update moves that instrument's mid by a Gaussian
+  log-return of `volatility_bps`, quotes bid and ask `spread_bps` apart rounded outward to the tick, and
+  puts last at the bid or the ask;
+- a signal (kind TARGET, value uniform in [-1, 1]) picks a signal id and an instrument at random; its limit
+  price is the instrument's mid as of the signal's due time (the updates due up to it), moved by
+  `aggression_bps` toward the side a strategy following it most likely trades: up if the value rose since
+  the last signal of the same id and instrument (a buy crosses the ask), down if it fell; rounded to the tick.
+  ts_ns is the wall clock when its batch is sent; ttl_ns is `ttl_ms`;
+- with `bad_ratio`, that share of signals is replaced by one of `bad_kinds` (drawn evenly):
+  nan (NaN value), price_band (10 x mid), duplicate (repeats the previous seq), stale (ts_ns 1 s old with a
+  1 ms ttl), unknown_signal / unknown_instrument (id UNKNOWN_ID), garbage (UDP: a datagram of random bytes
+  whose header can never be valid; TCP: a frame whose header is valid and whose body is not msgpack, since
+  random bytes would leave the stream with no frame boundary). Only garbage sends no Signal, and only
+  duplicate reuses a seq: seq counts the other signals from 1.
+
+Frames are written by numpy into preallocated fixed-width records (header, msgpack array, every field with
+its full-width tag: the layout engine/wire.py decodes), so a batch costs a few numpy calls whatever its size.
+UDP packs `frames_per_datagram` frames to a datagram (market data and signals in separate datagrams);
+`to_sim_oms` also sends each market data datagram to the simulated OMS.
+"""
+import argparse
+import math
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Literal
+
+import msgspec
+import numpy as np
+
+from kernels.dtypes import FRAME_HEADER_SIZE, MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_TARGET, WIRE_VERSION
+
+BAD_KINDS = ("nan", "price_band", "duplicate", "stale", "unknown_signal", "unknown_instrument", "garbage")
+_NAN, _PRICE_BAND, _DUPLICATE, _STALE, _UNKNOWN_SIGNAL, _UNKNOWN_INSTRUMENT, _GARBAGE = range(len(BAD_KINDS))
+_GOOD = -1
+UNKNOWN_ID = 0x7FFF_FFFF  # a signal id and an instrument id no config uses (config ids are far smaller)
+STALE_AGE_NS = 1_000_000_000
+STALE_TTL_NS = 1_000_000
+PRICE_BAND_FACTOR = 10.0
+UDP_MAX_PAYLOAD = 65_507
+LOG_STEP = 1e-12  # resolution of the random walk in log price
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
+Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1e8)]
+U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+Price = Annotated[float, msgspec.Meta(gt=0.0, le=1e12)]
+BadKind = Literal["nan", "price_band", "duplicate", "stale", "unknown_signal", "unknown_instrument", "garbage"]
+
+
+class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What the feed sends, where, how fast. Build it by decoding (msgspec.convert): constructors do not validate."""
+    transport: Literal["udp", "tcp"] = "udp"
+    host: str = "127.0.0.1"
+    port: Port = 47100
+    rate: Rate = 1000.0             # signals per second
+    duration_s: NonNegative = 10.0  # 0: until `count` signals
+    count: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: until `duration_s`
+    seed: int = 0
+    source: U32 = 0
+    signal_ids: Annotated[tuple[U32, ...], msgspec.Meta(min_length=1)] = (1,)
+    instruments: Annotated[tuple[U32, ...], msgspec.Meta(min_length=1)] = (0,)
+    start_prices: Annotated[tuple[Price, ...], msgspec.Meta(min_length=1)] = (100.0,)  # one, or one per instrument
+    tick_sizes: Annotated[tuple[Price, ...], msgspec.Meta(min_length=1)] = (0.01,)    # one, or one per instrument
+    ttl_ms: NonNegative = 1000.0    # 0: signals never expire
+    md_rate: Rate = 1000.0          # market data updates per second, over all instruments
+    volatility_bps: NonNegative = 1.0  # standard deviation of one update's log-return
+    spread_bps: NonNegative = 2.0
+    aggression_bps: NonNegative = 5.0
+    bad_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    bad_kinds: Annotated[tuple[BadKind, ...], msgspec.Meta(min_length=1)] = BAD_KINDS
+    frames_per_datagram: Annotated[int, msgspec.Meta(ge=1, le=UDP_MAX_PAYLOAD // 70)] = 16
+    to_sim_oms: str | None = None   # "host:port": market data also goes there over UDP
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 4096  # signals per pass
+
+    def __post_init__(self):
+        n = len(self.instruments)
+        for key in ("start_prices", "tick_sizes"):
+            if len(getattr(self, key)) not in (1, n):
+                raise ValueError(f"`{key}`: Expected 1 value or one per instrument ({n}), "
+                                 f"got {len(getattr(self, key))}")
+        if self.duration_s == 0 and self.count == 0:
+            raise ValueError("`duration_s`: Expected a duration, a count, or both; got neither")
+        if self.rate == 0 and self.duration_s == 0:
+            raise ValueError("`duration_s`: Expected a duration when rate is 0 (market data only)")
+        if self.to_sim_oms is not None:
+            parse_host_port(self.to_sim_oms)
+
+
+def parse_host_port(text):
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"`to_sim_oms`: Expected \"host:port\", got {text!r}")
+    return host, int(port)
+
+
+# ---------------------------------------------------------------------------------------------- frame layouts
+def _frame_dtype(fields):
+    """A packed record: the 8-byte header, a msgpack fixarray header, then each field as (tag, value)."""
+    spec = [("length", "<u4"), ("version", "u1"), ("msg_type", "u1"), ("reserved", "<u2"), ("array", "u1")]
+    for name, fmt, tag in fields:
+        if tag is not None:
+            spec.append((name + "_tag", "u1"))
+        spec.append((name, fmt))
+    return np.dtype(spec)
+
+
+_U32, _U64, _I64, _F64 = 0xCE, 0xCF, 0xD3, 0xCB
+_SIGNAL_FIELDS = (("source", ">u4", _U32), ("seq", ">u8", _U64), ("signal_id", ">u4", _U32),
+                  ("instrument", ">u4", _U32), ("kind", "u1", None),  # positive fixint: 0 or 1 is its own tag
+                  ("value", ">f8", _F64), ("price", ">f8", _F64), ("ts_ns", ">i8", _I64), ("ttl_ns", ">i8", _I64))
+_MARKET_DATA_FIELDS = (("instrument", ">u4", _U32), ("bid", ">f8", _F64), ("ask", ">f8", _F64),
+                       ("last", ">f8", _F64), ("ts_ns", ">i8", _I64))
+SIGNAL_FRAME_T = _frame_dtype(_SIGNAL_FIELDS)
+MARKET_DATA_FRAME_T = _frame_dtype(_MARKET_DATA_FIELDS)
+
+
+def _records(dtype, msg_type, fields, n):
+    """n records of dtype with the header, array header and tags filled in."""
+    out = np.zeros(n, dtype)
+    out["length"] = dtype.itemsize - FRAME_HEADER_SIZE
+    out["version"] = WIRE_VERSION
+    out["msg_type"] = msg_type
+    out["array"] = 0x90 + len(fields)
+    for name, _, tag in fields:
+        if tag is not None:
+            out[name + "_tag"] = tag
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- summary
+@dataclass(slots=True)
+class FeedSummary:
+    signals: int = 0                # good signals sent
+    market_data: int = 0
+    bad: dict = field(default_factory=lambda: dict.fromkeys(BAD_KINDS, 0))
+    frames: int = 0                 # every frame sent (garbage datagrams count one each)
+    sends: int = 0                  # datagrams or TCP writes
+    bytes: int = 0
+    sim_oms_datagrams: int = 0
+    send_errors: int = 0            # UDP sends refused (no listener, buffer full): those frames are lost
+    closed: bool = False            # TCP peer went away: the feed stopped early
+    elapsed_s: float = 0.0
+    signal_rate: float = 0.0        # signal frames (good and bad) per second, achieved
+    max_lag_ms: float = 0.0         # the latest an item went out after its due time
+
+    def as_dict(self):
+        return asdict(self)
+
+    def line(self):
+        bad = " ".join(f"{k}={v}" for k, v in self.bad.items() if v)
+        return (f"feed: signals={self.signals} market_data={self.market_data} bad={sum(self.bad.values())}"
+                f"{' (' + bad + ')' if bad else ''} sends={self.sends} bytes={self.bytes} "
+                f"elapsed={self.elapsed_s:.3f}s rate={self.signal_rate:,.0f}/s max_lag={self.max_lag_ms:.3f}ms"
+                f"{f' send_errors={self.send_errors}' if self.send_errors else ''}"
+                f"{' CLOSED by peer' if self.closed else ''}")
+
+
+# ---------------------------------------------------------------------------------------------- the feed
+class Feed:
+    """One run of the feed. `run()` blocks until done (or `stop()` from another thread) and returns the summary."""
+
+    def __init__(self, config, clock=time.perf_counter_ns, wall_clock=time.time_ns, sleep=time.sleep):
+        self.config = config
+        self.clock, self.wall_clock, self.sleep = clock, wall_clock, sleep
+        self.summary = FeedSummary()
+        self._stop = False
+        c = config
+        n = len(c.instruments)
+        self._n = n
+        self._ids = np.asarray(c.instruments, np.uint32)
+        self._signal_ids = np.asarray(c.signal_ids, np.uint32)
+        self._start_mid = np.broadcast_to(np.asarray(c.start_prices, np.float64), n).copy()
+        self._tick = np.broadcast_to(np.asarray(c.tick_sizes, np.float64), n).copy()
+        # The walk is kept in whole units of LOG_STEP of log price: integer sums do not depend on how the updates
+        # are grouped into batches, float sums do (in the last bit, which a price at 10 x mid would show).
+        self._log_mid = np.round(np.log(self._start_mid) / LOG_STEP).astype(np.int64)
+        # price = whole ticks * _tick_mul / _tick_div: dividing by 100 rather than multiplying by 0.01 gives the
+        # double nearest 99.99 (prints as 99.99), not 99.99000000000001
+        inverse = 1.0 / self._tick
+        exact = np.abs(inverse - np.round(inverse)) < 1e-9 * inverse
+        self._tick_mul = np.where(exact, 1.0, self._tick)
+        self._tick_div = np.where(exact, np.round(inverse), 1.0)
+        self._hist = np.empty(0)  # mids after market data updates [_hist_end - len(_hist), _hist_end)
+        self._hist_end = 0
+        self._bad_kinds = np.array([BAD_KINDS.index(k) for k in c.bad_kinds])
+        self._last_seq = 0
+        self._last_value = np.zeros(len(c.signal_ids) * n)  # per (signal id, instrument): the last target sent
+        # separate streams, each drawn only by fixed-size rows of doubles, so content never depends on batching
+        signal_seq, md_seq, garbage_seq = np.random.SeedSequence(c.seed).spawn(3)
+        self._signal_rng = np.random.Generator(np.random.PCG64(signal_seq))
+        self._md_rng = np.random.Generator(np.random.PCG64(md_seq))
+        self._garbage_rng = np.random.Generator(np.random.PCG64(garbage_seq))
+        self._signals = _records(SIGNAL_FRAME_T, MSG_SIGNAL, _SIGNAL_FIELDS, c.max_batch)
+        self._signals["source"] = c.source
+        self._signals["kind"] = SIGNAL_TARGET
+        self._market_data = _records(MARKET_DATA_FRAME_T, MSG_MARKET_DATA, _MARKET_DATA_FIELDS, 256)
+        # totals and schedule
+        sig_end = math.ceil(c.duration_s * c.rate) if c.duration_s else c.count
+        self.total_signals = min(sig_end, c.count) if c.count else sig_end
+        if c.rate == 0:
+            self.total_signals = 0
+        end_s = c.duration_s if c.count == 0 or c.rate == 0 else self.total_signals / c.rate
+        if c.duration_s:
+            end_s = min(end_s, c.duration_s)
+        self.total_market_data = math.ceil(end_s * c.md_rate)
+        self._sock = self._sim_oms_sock = None
+
+    def stop(self):
+        self._stop = True
+
+    # ------------------------------------------------------------------------------------------ schedule
+    def _signals_due(self, elapsed_ns):
+        return min(self.total_signals, math.floor(elapsed_ns * self.config.rate / 1e9) + 1) if elapsed_ns >= 0 else 0
+
+    def _market_data_due(self, elapsed_ns):
+        c = self.config
+        return min(self.total_market_data, math.floor(elapsed_ns * c.md_rate / 1e9) + 1) if c.md_rate else 0
+
+    def _signal_time(self, i):
+        return i * 1e9 / self.config.rate
+
+    def _market_data_time(self, u):
+        return u * 1e9 / self.config.md_rate
+
+    def _last_update_before(self, i):
+        """Index of the last market data update due at or before signal i (-1: none); arrays welcome."""
+        c = self.config
+        if not c.md_rate or not self.total_market_data:
+            return np.full(np.shape(i), -1, np.int64) if np.ndim(i) else -1
+        m = np.floor(np.asarray(i, np.float64) * c.md_rate / c.rate).astype(np.int64)
+        return np.minimum(m, self.total_market_data - 1)
+
+    # ------------------------------------------------------------------------------------------ run
+    def run(self):
+        c, s = self.config, self.summary
+        self._open()
+        start = self.clock()
+        try:
+            sent_signals = sent_md = 0
+            while not self._stop and (sent_signals < self.total_signals or sent_md < self.total_market_data):
+                elapsed = self.clock() - start
+                due_signals = self._signals_due(elapsed)
+                hi_signals = min(due_signals, sent_signals + c.max_batch)
+                hi_md = self._market_data_due(elapsed)
+                if hi_signals > sent_signals:
+                    # Every update due up to the batch's last signal, so each price is the one its index implies;
+                    # none beyond it while signals wait (max_batch), so no signal is left behind the history.
+                    needed = int(self._last_update_before(hi_signals - 1)) + 1
+                    hi_md = needed if hi_signals < due_signals else max(hi_md, needed)
+                if hi_signals == sent_signals and hi_md == sent_md:
+                    nxt = min(self._signal_time(sent_signals) if sent_signals < self.total_signals else math.inf,
+                              self._market_data_time(sent_md) if sent_md < self.total_market_data else math.inf)
+                    if nxt > elapsed:
+                        self.sleep((nxt - elapsed) / 1e9)
+                    continue
+                due = min(self._signal_time(sent_signals) if hi_signals > sent_signals else math.inf,
+                          self._market_data_time(sent_md) if hi_md > sent_md else math.inf)
+                s.max_lag_ms = max(s.max_lag_ms, (elapsed - due) / 1e6)
+                wall = self.wall_clock()
+                md_view = self._make_market_data(sent_md, hi_md, wall)
+                signal_view, garbage = self._make_signals(sent_signals, hi_signals, wall)
+                if not self._send(md_view, signal_view, garbage):
+                    break
+                sent_signals, sent_md = hi_signals, hi_md
+        finally:  # also on KeyboardInterrupt: the summary then covers what was sent
+            s.elapsed_s = (self.clock() - start) / 1e9
+            s.signal_rate = (s.signals + sum(s.bad.values())) / s.elapsed_s if s.elapsed_s > 0 else 0.0
+            self._close()
+        return s
+
+    # ------------------------------------------------------------------------------------------ content
+    def _make_market_data(self, lo, hi, wall_ns):
+        """Records for updates [lo, hi) in the market data buffer; their bytes (empty if none)."""
+        m = hi - lo
+        if m <= 0:
+            return memoryview(b"")
+        c, n = self.config, self._n
+        if len(self._market_data) < m:
+            self._market_data = _records(MARKET_DATA_FRAME_T, MSG_MARKET_DATA, _MARKET_DATA_FIELDS, m)
+        u = self._md_rng.random((m, 3))
+        normal = np.sqrt(-2.0 * np.log1p(-u[:, 0])) * np.cos(2.0 * np.pi * u[:, 1])  # Box-Muller
+        shocks = np.round(normal * (c.volatility_bps * 1e-4 / LOG_STEP)).astype(np.int64)
+        # Round robin: lay the updates on rows of n (one column per instrument), cumulate down the columns.
+        first = lo % n
+        rows = -(-(first + m) // n)
+        grid = np.zeros(rows * n, np.int64)
+        grid[first:first + m] = shocks
+        path = np.cumsum(grid.reshape(rows, n), axis=0) + self._log_mid
+        self._log_mid = path[-1].copy()
+        mids = np.exp(path.reshape(-1)[first:first + m] * LOG_STEP)
+        slots = (np.arange(lo, hi) % n)
+        tick = self._tick[slots]
+        half = c.spread_bps * 0.5e-4
+        bid = np.floor(mids * (1.0 - half) / tick + 1e-9)
+        ask = np.maximum(np.ceil(mids * (1.0 + half) / tick - 1e-9), bid + 1.0)
+        rec = self._market_data[:m]
+        rec["instrument"] = self._ids[slots]
+        rec["bid"] = bid = self._price(bid, slots)
+        rec["ask"] = ask = self._price(ask, slots)
+        rec["last"] = np.where(u[:, 2] < 0.5, bid, ask)
+        rec["ts_ns"] = wall_ns
+        self._hist = np.concatenate((self._hist[-n:], mids))
+        self._hist_end = hi
+        self.summary.market_data += m
+        return memoryview(rec.view(np.uint8))
+
+    def _price(self, ticks, slots):
+        return ticks * self._tick_mul[slots] / self._tick_div[slots]
+
+    def _mid_at(self, update, slot):
+        """Mid of instrument `slot` after market data update `update` (arrays): its last update at or before."""
+        n = self._n
+        last = update - np.mod(update - slot, n)  # the latest update of this slot at or before `update`
+        mids = self._start_mid[slot]
+        known = last >= 0
+        if known.any():
+            at = np.clip(last[known] - (self._hist_end - len(self._hist)), 0, len(self._hist) - 1)
+            mids[known] = self._hist[at]
+        return mids
+
+    def _make_signals(self, lo, hi, wall_ns):
+        """Records for signals [lo, hi); (their bytes, garbage frames as a list of bytes)."""
+        k = hi - lo
+        if k <= 0:
+            return memoryview(b""), []
+        c, s = self.config, self.summary
+        u = self._signal_rng.random((k, 5))
+        sid_index = (u[:, 0] * len(self._signal_ids)).astype(np.int64)
+        slot = (u[:, 1] * self._n).astype(np.int64)
+        value = 2.0 * u[:, 2] - 1.0
+        bad = u[:, 3] < c.bad_ratio
+        kind = np.where(bad, self._bad_kinds[(u[:, 4] * len(self._bad_kinds)).astype(np.int64)], _GOOD)
+        if lo == 0 and kind[0] == _DUPLICATE:  # nothing to repeat yet: the first signal goes out good
+            kind[0], bad[0] = _GOOD, False
+        garbage = kind == _GARBAGE
+        duplicate = kind == _DUPLICATE
+        fresh = ~(garbage | duplicate)
+        seq = self._last_seq + np.cumsum(fresh)
+        self._last_seq = int(seq[-1])
+        # prices: the mid as of each signal's due time, pushed toward the side the value asks for
+        mid = self._mid_at(self._last_update_before(np.arange(lo, hi)), slot)
+        toward = 1.0 + self._direction(sid_index * self._n + slot, value) * (c.aggression_bps * 1e-4)
+        price = self._price(np.round(mid * toward / self._tick[slot]), slot)
+        keep = ~garbage
+        kept = int(keep.sum())
+        if len(self._signals) < kept:
+            self._signals = _records(SIGNAL_FRAME_T, MSG_SIGNAL, _SIGNAL_FIELDS, kept)
+            self._signals["source"] = c.source
+            self._signals["kind"] = SIGNAL_TARGET
+        rec = self._signals[:kept]
+        kind_kept = kind[keep]
+        ttl = round(c.ttl_ms * 1e6)
+        rec["seq"] = seq[keep]
+        rec["signal_id"] = np.where(kind_kept == _UNKNOWN_SIGNAL, UNKNOWN_ID, self._signal_ids[sid_index[keep]])
+        rec["instrument"] = np.where(kind_kept == _UNKNOWN_INSTRUMENT, UNKNOWN_ID, self._ids[slot[keep]])
+        rec["value"] = np.where(kind_kept == _NAN, np.nan, value[keep])
+        rec["price"] = np.where(kind_kept == _PRICE_BAND, mid[keep] * PRICE_BAND_FACTOR, price[keep])
+        stale = kind_kept == _STALE
+        rec["ts_ns"] = np.where(stale, wall_ns - STALE_AGE_NS, wall_ns)
+        rec["ttl_ns"] = np.where(stale, STALE_TTL_NS, ttl)
+        n_bad = int(bad.sum())
+        if n_bad:
+            for index, count in enumerate(np.bincount(kind[bad], minlength=len(BAD_KINDS)).tolist()):
+                s.bad[BAD_KINDS[index]] += count
+        s.signals += k - n_bad
+        return memoryview(rec.view(np.uint8)), [self._garbage() for _ in range(int(garbage.sum()))]
+
+    def _direction(self, pair, value):
+        """+1, -1 or 0: how each value moved from the previous one of its (signal id, instrument) pair, the
+        side a strategy following the target most likely trades. Earlier batches' last values carry over."""
+        order = np.argsort(pair, kind="stable")
+        pairs, values = pair[order], value[order]
+        new_group = np.empty(len(pairs), bool)
+        new_group[0] = True
+        np.not_equal(pairs[1:], pairs[:-1], out=new_group[1:])
+        previous = np.empty(len(pairs))
+        previous[1:] = values[:-1]
+        previous[new_group] = self._last_value[pairs[new_group]]
+        group_end = np.append(new_group[1:], True)
+        self._last_value[pairs[group_end]] = values[group_end]
+        direction = np.empty(len(pairs))
+        direction[order] = np.sign(values - previous)
+        return direction
+
+    def _garbage(self):
+        """One deliberately bad frame: UDP, random bytes with a header that can never be valid; TCP, a valid
+        header over a body that is not msgpack (0xc1 is never used), so the stream stays in step."""
+        rng = self._garbage_rng
+        if self.config.transport == "udp":
+            data = bytearray(rng.integers(0, 256, int(rng.integers(1, 65)), dtype=np.uint8).tobytes())
+            if len(data) > 4 and data[4] == WIRE_VERSION:
+                data[4] ^= 0xFF
+            return bytes(data)
+        body = bytes([0xC1]) + rng.integers(0, 256, 61, dtype=np.uint8).tobytes()
+        return _garbage_header(len(body)) + body
+
+    # ------------------------------------------------------------------------------------------ sockets
+    def _open(self):
+        c = self.config
+        if c.transport == "udp":
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+                sock.connect((c.host, c.port))
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((c.host, c.port), timeout=5.0)
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        if c.to_sim_oms is not None:
+            sim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sim.connect(parse_host_port(c.to_sim_oms))
+            except BaseException:
+                sim.close()
+                raise
+            self._sim_oms_sock = sim
+
+    def _close(self):
+        for sock in (self._sock, self._sim_oms_sock):
+            if sock is not None:
+                sock.close()
+        self._sock = self._sim_oms_sock = None
+
+    def _send(self, md, signals, garbage):
+        """Send one batch (market data first); False if the TCP peer is gone."""
+        s = self.summary
+        s.frames += len(md) // MARKET_DATA_FRAME_T.itemsize + len(signals) // SIGNAL_FRAME_T.itemsize + len(garbage)
+        if self.config.transport == "tcp":
+            try:
+                for part in (md, signals, *garbage):
+                    if len(part):
+                        self._sock.sendall(part)
+                        s.sends += 1
+                        s.bytes += len(part)
+            except (BrokenPipeError, ConnectionResetError):
+                s.closed = True
+                return False
+        else:
+            per_datagram = self.config.frames_per_datagram
+            for part in _cut(md, MARKET_DATA_FRAME_T.itemsize * per_datagram):
+                self._datagram(self._sock, part)
+            for part in _cut(signals, SIGNAL_FRAME_T.itemsize * per_datagram):
+                self._datagram(self._sock, part)
+            for part in garbage:
+                self._datagram(self._sock, part)
+        if self._sim_oms_sock is not None:
+            for part in _cut(md, MARKET_DATA_FRAME_T.itemsize * self.config.frames_per_datagram):
+                if self._datagram(self._sim_oms_sock, part, count=False):
+                    s.sim_oms_datagrams += 1
+        return True
+
+    def _datagram(self, sock, part, count=True):
+        """One datagram; a refusal (no listener yet, buffer full) is counted and the datagram is lost."""
+        try:
+            sock.send(part)
+        except OSError:
+            self.summary.send_errors += 1
+            return False
+        if count:
+            self.summary.sends += 1
+            self.summary.bytes += len(part)
+        return True
+
+
+def _cut(data, step):
+    return (data[pos:pos + step] for pos in range(0, len(data), step))
+
+
+def _garbage_header(body_length):
+    return body_length.to_bytes(4, "little") + bytes([WIRE_VERSION, MSG_SIGNAL, 0, 0])
+
+
+def run_feed(config, **kw):
+    """Run a feed to the end; return its FeedSummary."""
+    return Feed(config, **kw).run()
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _list(kind):
+    def parse(text):
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+    return parse
+
+
+_OPTIONS = (  # flag, FeedConfig key, type, help
+    ("--transport", "transport", str, "udp or tcp"),
+    ("--host", "host", str, "receiver host"),
+    ("--port", "port", int, "receiver port"),
+    ("--rate", "rate", float, "signals per second"),
+    ("--duration", "duration_s", float, "seconds to run (0: until --count)"),
+    ("--count", "count", int, "signals to send (0: until --duration)"),
+    ("--seed", "seed", int, "random seed: same seed, same content"),
+    ("--source", "source", int, "signal source id"),
+    ("--signal-ids", "signal_ids", _list(int), "comma-separated signal ids"),
+    ("--instruments", "instruments", _list(int), "comma-separated instrument ids"),
+    ("--start-prices", "start_prices", _list(float), "starting mid: one, or one per instrument"),
+    ("--tick-sizes", "tick_sizes", _list(float), "tick size: one, or one per instrument"),
+    ("--ttl-ms", "ttl_ms", float, "signal time-to-live (0: none)"),
+    ("--md-rate", "md_rate", float, "market data updates per second, over all instruments"),
+    ("--volatility-bps", "volatility_bps", float, "standard deviation of one update's mid move"),
+    ("--spread-bps", "spread_bps", float, "quoted spread"),
+    ("--aggression-bps", "aggression_bps", float, "signal price distance from mid, toward the value's side"),
+    ("--bad-ratio", "bad_ratio", float, "share of signals replaced by bad ones"),
+    ("--bad-kinds", "bad_kinds", _list(str), "comma-separated subset of " + ",".join(BAD_KINDS)),
+    ("--frames-per-datagram", "frames_per_datagram", int, "UDP frames per datagram"),
+    ("--to-sim-oms", "to_sim_oms", str, "host:port: copy market data to the simulated OMS over UDP"),
+    ("--max-batch", "max_batch", int, "signals per send pass at most"),
+)
+
+
+def add_arguments(parser):
+    """The `orchestrator feed` options; each defaults to FeedConfig's default (or to --config's value)."""
+    parser.add_argument("--config", default=None,
+                        help="engine config dir or file: its listen address, instruments (ids, reference prices, "
+                             "tick sizes) and strategies' signal ids become the defaults")
+    defaults = FeedConfig()
+    for flag, key, kind, text in _OPTIONS:
+        default = getattr(defaults, key)
+        if isinstance(default, tuple):
+            default = ",".join(map(str, default))
+        parser.add_argument(flag, dest=key, type=kind, default=None, metavar=flag[2:].upper().replace("-", "_"),
+                            help=f"{text} (default {default})")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def config_from_engine(path, transport="udp"):
+    """FeedConfig fields taken from an engine config: where it listens, its instruments and signal ids."""
+    from engine.config import load_config, parse_address
+    config = load_config(path)
+    address = config.engine.listen.tcp if transport == "tcp" else config.engine.listen.udp
+    fields = {}
+    if address:
+        fields["host"], fields["port"] = parse_address(address)
+    fields["instruments"] = [i.id for i in config.instruments]
+    fields["start_prices"] = [i.reference_price for i in config.instruments]
+    fields["tick_sizes"] = [i.tick_size for i in config.instruments]
+    fields["signal_ids"] = sorted({sid for s in config.strategies for sid in s.signals})
+    return fields
+
+
+def config_from_args(args):
+    """FeedConfig from --config and the flags given (flags win); a bad value exits naming the key."""
+    fields = {}
+    given = {key: getattr(args, key) for _, key, _, _ in _OPTIONS if getattr(args, key, None) is not None}
+    if getattr(args, "config", None):
+        fields.update(config_from_engine(args.config, given.get("transport", "udp")))
+    fields.update(given)
+    try:
+        return msgspec.convert(fields, FeedConfig)
+    except msgspec.ValidationError as e:
+        raise SystemExit(f"feed: bad option: {e}") from None
+
+
+def main(args):
+    """Run `orchestrator feed` with parsed args: print the summary line (or JSON); return the exit code."""
+    config = config_from_args(args)
+    feed = Feed(config)
+    try:
+        summary = feed.run()
+    except KeyboardInterrupt:
+        summary = feed.summary
+    except OSError as e:
+        print(f"feed: cannot send to {config.transport} {config.host}:{config.port}: {e}", file=sys.stderr)
+        return 1
+    print(msgspec.json.encode(summary.as_dict()).decode() if args.json else summary.line(), flush=True)
+    return 1 if summary.closed else 0
+
+
+def run(argv=None):
+    """`python -m engine.feed ...`: the same as `orchestrator feed ...`."""
+    parser = add_arguments(argparse.ArgumentParser(prog="feed", description=__doc__.splitlines()[0]))
+    return main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(run())

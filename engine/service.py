@@ -1,0 +1,187 @@
+"""Assembles an engine from a config: state, listening transports, the OMS link, metrics; and runs it.
+
+What runs where: the drivers (engine/driver.py) own the loop; this module only wires parts together, so the
+CLI, the tests and the benchmarks build engines the same way.
+"""
+import asyncio
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from adapters.base import TransportClosed
+from adapters.oms_sim import SimOmsConfig, SimOmsTransport
+from adapters.tcp import TcpClient, TcpClientConfig, TcpServer, TcpServerConfig
+from adapters.udp import UdpReceiver, UdpReceiverConfig
+from engine.config import parse_address
+from engine.driver import Engine, run_event, run_spin, warm_up
+from engine.metrics import LatencyRecorder
+from engine.state import EngineState
+from kernels.dtypes import C_MARKET_DATA, SIDE_BUY
+
+log = logging.getLogger("orchestrator.service")
+
+
+class EngineMarket:
+    """The engine's own market state, as the in-process simulated OMS sees it: the same quotes, no copy."""
+
+    def __init__(self, instruments):
+        self.instruments = instruments
+
+    def touch(self, instrument, side):
+        if not 0 <= instrument < len(self.instruments):
+            return 0.0
+        row = self.instruments[instrument]
+        ticks = row["ask_ticks"] if side == SIDE_BUY else row["bid_ticks"]
+        return float((ticks if ticks > 0 else row["last_ticks"]) * row["tick_size"])
+
+    def update(self, md):  # market data reaches the engine, never the simulator directly
+        return True
+
+
+class InProcessOms(SimOmsTransport):
+    """The simulated OMS inside the engine process, filling against the engine's market state."""
+
+    def __init__(self, state, config=SimOmsConfig(), clock=time.time_ns):
+        super().__init__(config, clock, EngineMarket(state.instruments))
+        self._counters = state.counters
+        self._market_data_seen = 0
+        self._n_instruments = len(state.instruments)
+
+    def poll(self, rx, offset, rx_sizes, chunk_index, max_chunks):
+        seen = int(self._counters[C_MARKET_DATA])
+        if seen != self._market_data_seen:  # quotes moved since the last poll: resting orders may now fill
+            self._market_data_seen = seen
+            now = self.clock()
+            for instrument in range(self._n_instruments):
+                self.oms.match_resting(instrument, now)
+        return super().poll(rx, offset, rx_sizes, chunk_index, max_chunks)
+
+
+@dataclass
+class Service:
+    """An engine with its transports, ready to run."""
+    engine: Engine
+    latency: LatencyRecorder
+    transports: list = field(default_factory=list)
+    started_ns: int = 0
+
+    def close(self):
+        for transport in self.transports:
+            transport.close()
+
+    def addresses(self):
+        return {type(t).__name__: t.address for t in self.engine.inbound if hasattr(t, "address")}
+
+
+def build(config, *, sim_oms=SimOmsConfig(), clock=time.time_ns, connect_timeout_s=2.0):
+    """An engine for `config`, its listening sockets open, its OMS link up (or the policy applied)."""
+    state = EngineState.build(config)
+    inbound = []
+    listen = config.engine.listen
+    if listen.udp:
+        host, port = parse_address(listen.udp)
+        inbound.append(UdpReceiver(UdpReceiverConfig(host=host, port=port)))
+    if listen.tcp:
+        host, port = parse_address(listen.tcp)
+        inbound.append(TcpServer(TcpServerConfig(host=host, port=port)))
+    oms_config = config.engine.oms
+    if oms_config.kind == "sim":
+        oms = InProcessOms(state, sim_oms, clock)
+    else:
+        host, port = parse_address(oms_config.address)
+        oms = TcpClient(TcpClientConfig(host=host, port=port))
+    transports = inbound + [oms]
+    try:
+        for transport in transports:
+            transport.open()
+    except OSError:
+        for transport in transports:
+            transport.close()
+        raise
+    latency = LatencyRecorder(state, clock)
+    engine = Engine(state, inbound, oms, on_disconnect=oms_config.on_disconnect, clock=clock,
+                    listeners=[latency],
+                    backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms))
+    if isinstance(oms, TcpClient):
+        _connect(engine, oms, connect_timeout_s)
+    warm_up(engine)
+    return Service(engine, latency, transports, clock())
+
+
+def _connect(engine, oms, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not oms.connect():
+            if time.monotonic() > deadline:
+                raise TransportClosed(f"OMS at {oms.config.host}:{oms.config.port} did not answer in {timeout_s} s")
+            time.sleep(0.001)
+    except TransportClosed as e:
+        log.error("OMS unreachable at start: %s", e)
+        engine.oms_down()
+
+
+def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, cpu=None):
+    """Run until SIGINT/SIGTERM or `duration_s`; drain; return. `on_tick(service)` runs every tick_s."""
+    stop_async = None
+    stop_flag = threading.Event()
+
+    def request_stop(*_):
+        stop_flag.set()
+        if stop_async is not None:
+            loop.call_soon_threadsafe(stop_async.set)
+
+    if driver == "spin":
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        timer = _ticker(service, stop_flag, duration_s, on_tick, tick_s)
+        try:
+            run_spin(service.engine, stop_flag, cpu=cpu)
+        finally:
+            stop_flag.set()
+            timer.join()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return
+
+    import uvloop
+    loop = uvloop.new_event_loop()
+    try:
+        stop_async = asyncio.Event()
+
+        async def main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, request_stop)
+            ticker = loop.create_task(_tick_async(service, stop_async, duration_s, on_tick, tick_s))
+            await run_event(service.engine, stop_async)
+            ticker.cancel()
+
+        loop.run_until_complete(main())
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        loop.close()
+
+
+async def _tick_async(service, stop, duration_s, on_tick, tick_s):
+    start = time.monotonic()
+    while not stop.is_set():
+        await asyncio.sleep(tick_s)
+        if on_tick:
+            on_tick(service)
+        if duration_s is not None and time.monotonic() - start >= duration_s:
+            stop.set()
+
+
+def _ticker(service, stop, duration_s, on_tick, tick_s):
+    """Spin mode's clock for the live view and the duration: a thread that only reads and sets the flag."""
+    def loop():
+        start = time.monotonic()
+        while not stop.wait(tick_s):
+            if on_tick:
+                on_tick(service)
+            if duration_s is not None and time.monotonic() - start >= duration_s:
+                stop.set()
+    thread = threading.Thread(target=loop, name="ticker", daemon=True)
+    thread.start()
+    return thread
