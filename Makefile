@@ -23,8 +23,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# `make bench`: micro benches, regression gate, end to end, report (bench/README.md). BENCH_ARGS="--quick" etc.
 bench: $(STAMP)
-	$(PY) -m pytest -q bench --benchmark-only
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .numba_cache .pytest_cache .benchmarks

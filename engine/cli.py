@@ -5,46 +5,76 @@ import logging
 import os
 import subprocess
 import sys
-import time
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2  # the config (or --sim-oms file) is not valid: nothing was started
+EXIT_START = 3   # the config is valid but the engine could not start (an address in use, a host unknown)
 
 
 def _run(args):
-    from rich.console import Console
-    from rich.live import Live
-
-    from adapters.replay import ReplayWriter, ReplayWriterConfig
-    from engine import service
     from engine.config import ConfigError, load_config
-    from engine.report import final_report, live_table, print_report
-
     try:
         config = load_config(args.config)
+        sim_oms = _sim_oms_config(args.sim_oms, config)
     except ConfigError as e:
         print(f"orchestrator: config not valid:\n{e}", file=sys.stderr)
         return EXIT_CONFIG
+    # the engine's imports load the compiled kernels: only once the config is known to be good
+    from rich.console import Console
+    from rich.live import Live
+
+    from adapters.base import TransportClosed
+    from adapters.replay import ReplayWriter, ReplayWriterConfig
+    from engine import service
+    from engine.report import final_report, live_table, print_report
+
+    try:
+        svc = service.build(config, sim_oms=sim_oms)
+    except (OSError, TransportClosed) as e:  # an address in use, no media driver for Aeron
+        print(f"orchestrator: cannot start engine {config.engine.name!r}: {e}", file=sys.stderr)
+        return EXIT_START
     console = Console(stderr=args.json)
-    svc = service.build(config)
-    feed = None
-    live = None
+    driver = args.driver or config.engine.driver
+    feed = live = None
+
+    def on_ready(svc):
+        nonlocal feed
+        addresses = svc.addresses()
+        oms = config.engine.oms
+        print(f"orchestrator: engine {config.engine.name!r} ready: {len(config.strategies)} strategies, "
+              f"{len(config.instruments)} instruments, driver {driver}, "
+              + ", ".join(f"{kind} {address}" for kind, address in addresses.items())
+              + f", oms {oms.kind}{' ' + oms.address if oms.kind == 'tcp' else ''} "
+              f"{'up' if svc.engine.oms_up else 'DOWN'}", file=sys.stderr, flush=True)
+        if args.ready_file:
+            _write_atomically(args.ready_file, json.dumps(
+                {"pid": os.getpid(), "engine": config.engine.name, "driver": driver, **addresses,
+                 "oms": {"kind": oms.kind, "up": svc.engine.oms_up}}))
+        if args.feed:
+            feed = _start_feed(args, addresses)
+
     try:
         if args.record:
+            open(args.record, "wb").close()  # one file, one run: `replay` plays the whole file
             recorder = ReplayWriter(ReplayWriterConfig(path=args.record))
             recorder.open()
             svc.transports.append(recorder)
             svc.engine.recorder = recorder
-        console.print(f"engine {config.engine.name!r}: {len(config.strategies)} strategies, "
-                      f"{len(config.instruments)} instruments, driver {args.driver or config.engine.driver}, "
-                      f"listening {svc.addresses()}")
-        if args.feed:
-            feed = _start_feed(args)
         if not args.quiet and console.is_terminal:
             live = Live(live_table(svc), console=console, refresh_per_second=4)
             live.start()
-        on_tick = (lambda s: live.update(live_table(s))) if live else None
-        service.run(svc, driver=args.driver or config.engine.driver, duration_s=args.duration, on_tick=on_tick,
-                    cpu=args.cpu)
+
+        def on_tick(svc):
+            if live:
+                live.update(live_table(svc))
+            if args.status_file:
+                try:
+                    _write_atomically(args.status_file, json.dumps(final_report(svc)))
+                except OSError as e:  # the run goes on (and still ends on time) without its status file
+                    logging.getLogger("orchestrator").warning("status file %s: %s", args.status_file, e)
+
+        service.run(svc, driver=driver, duration_s=args.duration, on_tick=on_tick, cpu=args.cpu,
+                    on_ready=on_ready, tick_s=0.1 if args.status_file else 0.5)
+        report = final_report(svc)
     finally:
         if live:
             live.stop()
@@ -52,7 +82,6 @@ def _run(args):
             feed.terminate()
             feed.wait(timeout=10)
         svc.close()
-    report = final_report(svc)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -60,13 +89,46 @@ def _run(args):
     return 0
 
 
-def _start_feed(args):
+def _sim_oms_config(path, config):
+    """The in-process simulated OMS's settings: the [sim_oms] table (or top level) of a TOML file."""
+    import msgspec
+    import tomllib
+
+    from adapters.oms_sim import SimOmsConfig
+    from engine.config import ConfigError
+    if path is None:
+        return SimOmsConfig()
+    if config.engine.oms.kind != "sim":
+        raise ConfigError([f'{path}: --sim-oms sets the in-process simulated OMS, but {config.engine_file} has '
+                           f'oms.kind = "{config.engine.oms.kind}"'])
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+        return msgspec.convert(doc.get("sim_oms", doc), SimOmsConfig, strict=True)
+    except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as e:
+        raise ConfigError([f"{path}: {e}"]) from None
+
+
+def _write_atomically(path, text):
+    """Readers see the whole file or none of it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+
+
+def _start_feed(args, addresses):
     """The demo's signal feed: a separate process sending over loopback, as a real Signal Engine would."""
-    command = [sys.executable, "-m", "engine.cli", "feed", "--config", args.config, "--rate", str(args.feed),
-               "--bad-ratio", str(args.bad_ratio), "--seed", "7"]
+    if "udp" not in addresses and "tcp" not in addresses:  # Aeron only: the feed reads the config's streams
+        command = [sys.executable, "-m", "engine.cli", "feed", "--config", args.config, "--transport", "aeron"]
+    else:
+        transport = "udp" if "udp" in addresses else "tcp"
+        host, port = addresses[transport].rsplit(":", 1)
+        command = [sys.executable, "-m", "engine.cli", "feed", "--config", args.config, "--transport", transport,
+                   "--host", host, "--port", port]
+    command += ["--rate", str(args.feed), "--bad-ratio", str(args.bad_ratio), "--seed", "7"]
     if args.duration:
         command += ["--duration", str(args.duration)]
-    time.sleep(0.05)
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, env=dict(os.environ))
 
 
@@ -76,14 +138,19 @@ def _validate(args):
 
 
 def _replay(args):
-    from engine.replay import replay
     from engine.config import ConfigError, load_config
     try:
         config = load_config(args.config)
     except ConfigError as e:
         print(f"orchestrator: config not valid:\n{e}", file=sys.stderr)
         return EXIT_CONFIG
-    result = replay(config, args.file)
+    try:
+        open(args.file, "rb").close()  # before the engine's imports: a wrong path fails at once
+        from engine.replay import replay
+        result = replay(config, args.file)
+    except OSError as e:
+        print(f"orchestrator: cannot replay {args.file}: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(result, indent=2) if args.json else
           f"replayed {result['batches']} batches: {result['counters']['signals']} signals, "
           f"{result['counters']['orders']} orders (digest {result['orders_digest']})")
@@ -108,17 +175,28 @@ def parser():
     run = sub.add_parser("run", help="run the engine on a config until SIGINT/SIGTERM or --duration",
                          description="Load CONFIG, listen for signals, send orders to the OMS, show a live table "
                                      "of strategies; on SIGINT/SIGTERM (or after --duration) drain the rings and "
-                                     "print the final report.")
+                                     "print the final report. Once ready, one line on stderr gives the bound "
+                                     "addresses (a port 0 in the config is the OS's pick). If the OMS link drops, "
+                                     "[oms] on_disconnect halts (or reduces) the strategies and the engine "
+                                     "reconnects with backoff; the strategies stay so after the link is back. "
+                                     "Exit codes: 0 done, 2 config not valid, 3 could not start (e.g. address in "
+                                     "use).")
     run.add_argument("config", help="config directory (engine.toml, instruments.toml, accounts.toml, strategies/)")
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     run.add_argument("--driver", choices=("event", "spin"), default=None, help="override the config's driver")
     run.add_argument("--cpu", type=int, default=None, help="spin driver: pin the engine to this core")
     run.add_argument("--json", action="store_true", help="print the final report as JSON on stdout")
     run.add_argument("--quiet", action="store_true", help="no live table")
-    run.add_argument("--record", metavar="FILE", help="record every inbound chunk to FILE, for `replay`")
+    run.add_argument("--record", metavar="FILE", help="record every inbound chunk to FILE (overwritten), for `replay`")
     run.add_argument("--feed", type=float, default=0, metavar="RATE",
                      help="also start the synthetic feed at RATE signals/s against this config (the demo)")
     run.add_argument("--bad-ratio", type=float, default=0.02, help="with --feed: share of deliberately bad signals")
+    run.add_argument("--sim-oms", metavar="FILE", help="TOML whose [sim_oms] table sets the in-process simulated "
+                                                       "OMS (latencies, reject ratio, partial fills, fees)")
+    run.add_argument("--ready-file", metavar="FILE",
+                     help="once listening (and the OMS link tried), write the bound addresses to FILE as JSON")
+    run.add_argument("--status-file", metavar="FILE",
+                     help="rewrite FILE every 0.1 s with the report so far (JSON, the same keys as --json)")
     run.set_defaults(handler=_run)
 
     validate = sub.add_parser("validate", help="check a config without starting",

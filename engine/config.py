@@ -30,11 +30,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
+from adapters.aeron import CHANNEL_PATTERN, CHANNEL_TEXT, AeronDriverConfig, AeronStreamConfig, MessageBytes
 from kernels.dtypes import FRAME_HEADER_SIZE, MAX_FRAME_BODY, MAX_OPEN_ORDERS_CAPACITY
 
 __all__ = [
-    "Account", "Breakers", "Config", "ConfigError", "EngineConfig", "Instrument", "Journal", "Limits", "Listen",
-    "Metrics", "Oms", "Rings", "Sizing", "Strategy", "load_config", "parse_address", "strategy_hash",
+    "Account", "Aeron", "Breakers", "Config", "ConfigError", "EngineConfig", "Instrument", "Journal", "Limits",
+    "Listen", "Metrics", "Oms", "Rings", "Sizing", "Strategy", "load_config", "parse_address", "strategy_hash",
     "validate", "validate_command",
 ]
 
@@ -60,6 +61,7 @@ _PATTERN_TEXT = {  # what a pattern means, for error messages
     SYMBOL_PATTERN: "a symbol without spaces",
     VERSION_PATTERN: 'a version "major.minor.patch" like "1.2.0"',
     ORDER_LOGIC_PATTERN: 'a "module:function" reference like "mypackage.logic:decide"',
+    CHANNEL_PATTERN: CHANNEL_TEXT,
 }
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
@@ -106,20 +108,21 @@ def _check_address(key: str, text: str | None) -> None:
 
 # ------------------------------------------------------------------------------------------------- engine
 class Listen(_Config, kw_only=True):
-    """Where signals arrive. A missing [listen] table means both transports on loopback; a present table
+    """Where signals arrive. A missing [listen] table means UDP and TCP on loopback; a present table
     enables only the transports it names."""
     udp: Address | None = None
     tcp: Address | None = None
+    aeron: bool = False  # subscribe to the [aeron] signals and market_data streams
 
     def __post_init__(self):
         _check_address("udp", self.udp)
         _check_address("tcp", self.tcp)
-        if self.udp is None and self.tcp is None:
-            raise ValueError("Expected at least one of udp, tcp, got neither")
+        if self.udp is None and self.tcp is None and not self.aeron:
+            raise ValueError("Expected at least one of udp, tcp, aeron, got none")
 
 
 class Oms(_Config, kw_only=True):
-    kind: Literal["sim", "tcp"] = "sim"
+    kind: Literal["sim", "tcp", "aeron"] = "sim"  # aeron: the [aeron] orders and reports streams
     address: Address = "127.0.0.1:47200"  # used when kind = "tcp"
     on_disconnect: Literal["halt", "reduce"] = "halt"
     reconnect_backoff_min_ms: Milliseconds = 100
@@ -162,6 +165,18 @@ def _default(struct_type, value=None):
     return field(default_factory=lambda: msgspec.convert(value or {}, struct_type))
 
 
+class Aeron(AeronDriverConfig, kw_only=True):
+    """[aeron]: the media driver (keys of AeronDriverConfig: driver, directory, threading, idle_strategy,
+    idle_strategy_args, timeout_ms) and the streams that `listen.aeron = true` and `oms.kind = "aeron"` use.
+    market_data may be the signals stream itself (then it is subscribed once)."""
+    signals: AeronStreamConfig = _default(AeronStreamConfig, {"stream_id": 1001})
+    market_data: AeronStreamConfig = _default(AeronStreamConfig, {"stream_id": 1002})
+    orders: AeronStreamConfig = _default(AeronStreamConfig, {"stream_id": 1003})
+    reports: AeronStreamConfig = _default(AeronStreamConfig, {"stream_id": 1004})
+    max_message_bytes: MessageBytes = 65536  # the largest message a sender makes (and a receiver's room rule)
+    offer_attempts: Annotated[int, Meta(ge=1, le=1 << 20)] = 32  # per message before a send counts back-pressure
+
+
 class EngineConfig(_Config, kw_only=True):
     name: Name
     driver: Literal["event", "spin"] = "event"
@@ -175,6 +190,7 @@ class EngineConfig(_Config, kw_only=True):
     sources: Annotated[int, Meta(ge=1, le=65_536)] = 1  # signal source ids are 0..sources-1
     journal: Journal | None = None
     metrics: Metrics | None = None
+    aeron: Aeron = _default(Aeron)  # used only by listen.aeron and oms.kind = "aeron"
 
 
 # ------------------------------------------------------------------------------------------------- instruments
@@ -314,6 +330,8 @@ def validate_command(path: str | Path, out=None) -> int:
     engine = config.engine
     listen = ", ".join(f"{kind} {address}" for kind, address in (("udp", engine.listen.udp),
                                                                  ("tcp", engine.listen.tcp)) if address)
+    if engine.listen.aeron:
+        listen += f"{', ' if listen else ''}aeron {engine.aeron.signals} + {engine.aeron.market_data}"
     print(f"{path}: OK  engine {engine.name!r} ({engine.driver} driver; signals on {listen}; "
           f"oms {engine.oms.kind})", file=out)
     print(f"  {_count(config.instruments, 'instrument')}: {', '.join(i.symbol for i in config.instruments)}",

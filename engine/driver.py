@@ -10,13 +10,15 @@ import os
 import time
 
 from adapters.base import TransportClosed
+from adapters.framing import MAX_FRAME_SIZE
 from engine.wire import iter_frames
 from kernels._jit import entry_point
 from kernels.arena import HEAD, RING_ORDERS, RING_REJECTS, RING_REPORTS, S_TX_LEN, TAIL
 from kernels.batch import run_batch
-from kernels.dtypes import ACTIVE, EV_HALT, EV_REDUCE, EXEC_CANCELED, MSG_ORDER, REDUCING
+from kernels.dtypes import ACTIVE, EV_HALT, EV_REDUCE, EXEC_CANCELED, FRAME_HEADER_SIZE, MSG_ORDER, REDUCING
 
 log = logging.getLogger("orchestrator.engine")
+MIN_REPORT_FRAME = FRAME_HEADER_SIZE + 1 + 10  # header, array tag, ten fields of one byte: the smallest report
 
 
 def ring_slices(ring, tail, head):
@@ -56,8 +58,11 @@ class Engine:
         self.clock = clock
         self.listeners = list(listeners)  # each gets on_batch(orders, rejects, now_ns) with ring views
         self.stats = EngineStats()
-        self._sources = self.inbound + [oms]
         self._batch = entry_point(run_batch)
+        # The OMS's share of rx: at most as many reports as the report ring holds, each at its smallest encoding,
+        # but never less than the room the OMS transport needs to read at all (one frame; Aeron: one message).
+        need = max(MAX_FRAME_SIZE, getattr(getattr(oms, "config", None), "max_message_bytes", 0))
+        self._oms_rx = state.rx[:min(len(state.rx), max(need, len(state.reports) * MIN_REPORT_FRAME))]
         self._offset = 0
         self._chunks = 0
         self._oms_up = True
@@ -68,21 +73,29 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ the step
     def poll(self):
-        """Read what every transport has into rx; return the number of chunks now waiting."""
-        state = self.state
-        for transport in self._sources:
-            room = len(state.rx_sizes) - self._chunks
-            if room <= 0:
-                break
-            try:
-                n, self._offset = transport.poll(state.rx, self._offset, state.rx_sizes, self._chunks, room)
-            except TransportClosed:
-                if transport is self.oms:
-                    self.oms_down()
-                    continue
-                raise
-            self._chunks += n
+        """Read what every transport has into rx; return the number of chunks now waiting.
+
+        The OMS is read first in a batch, into `oms_rx` (the front of rx, sized so that its reports always fit
+        the report ring): a report the OMS link delivered is never dropped at a full ring. Inbound signals
+        come after, into the rest of rx."""
+        if self._chunks == 0:
+            self._read(self.oms, self._oms_rx)
+        for transport in self.inbound:
+            self._read(transport, self.state.rx)
         return self._chunks
+
+    def _read(self, transport, rx):
+        room = len(self.state.rx_sizes) - self._chunks
+        if room <= 0:
+            return
+        try:
+            n, self._offset = transport.poll(rx, self._offset, self.state.rx_sizes, self._chunks, room)
+        except TransportClosed:
+            if transport is not self.oms:
+                raise
+            self.oms_down()
+            return
+        self._chunks += n
 
     def step(self, now_ns=None):
         """Run one batch over what poll() gathered; send the orders; return how many orders it placed."""
@@ -154,16 +167,16 @@ class Engine:
             return
         try:
             connected = self.oms.connect()
-        except TransportClosed:
-            connected = False
+        except TransportClosed:  # the attempt failed: wait, longer each time, before the next one
+            self._next_connect_ns = now_ns + self._backoff_ns
+            self._backoff_ns = min(2 * self._backoff_ns, self.backoff_ns[1])
+            return
         if connected:
             self._oms_up = True
             self._backoff_ns = self.backoff_ns[0]
             log.warning("OMS connection restored; strategies stay %s until an operator activates them",
                         "halted" if self.on_disconnect == "halt" else "reduce-only")
-        else:
-            self._next_connect_ns = now_ns + self._backoff_ns
-            self._backoff_ns = min(2 * self._backoff_ns, self.backoff_ns[1])
+        # else the attempt is under way: look again at the next housekeeping, not after a backoff
 
     def _cancel_unsent(self, frames):
         """Orders encoded for an OMS that is gone: cancel each in the engine's books, count it."""

@@ -1,4 +1,4 @@
-"""The synthetic signal feed: `orchestrator feed`. Signals and market data over UDP or TCP, open loop.
+"""The synthetic signal feed: `orchestrator feed`. Signals and market data over UDP, TCP or Aeron, open loop.
 
 Open loop: signal i is due at start + i / rate and market data update u at start + u / md_rate, whatever the
 receiver does. Each pass sends everything due by now in one batch (at most `max_batch` signals), then sleeps
@@ -26,6 +26,10 @@ Frames are written by numpy into preallocated fixed-width records (header, msgpa
 its full-width tag: the layout engine/wire.py decodes), so a batch costs a few numpy calls whatever its size.
 UDP packs `frames_per_datagram` frames to a datagram (market data and signals in separate datagrams);
 `to_sim_oms` also sends each market data datagram to the simulated OMS.
+Aeron packs as many frames to a message, market data on its own stream (which the simulated OMS can subscribe to
+as well), through a media driver already running in `aeron_directory` (the engine's). The feed waits up to 5 s
+for the engine to subscribe; a publication that is back-pressured is retried until it takes the message (the
+wait shows as lag and is counted in `backpressure`); an engine that goes away stops the feed, as over TCP.
 """
 import argparse
 import math
@@ -38,6 +42,8 @@ from typing import Annotated, Literal
 import msgspec
 import numpy as np
 
+from adapters.aeron import AeronDriverConfig, AeronNode, AeronSender, AeronSenderConfig, Channel, StreamId
+from adapters.base import TransportClosed
 from kernels.dtypes import FRAME_HEADER_SIZE, MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_TARGET, WIRE_VERSION
 
 BAD_KINDS = ("nan", "price_band", "duplicate", "stale", "unknown_signal", "unknown_instrument", "garbage")
@@ -60,7 +66,7 @@ BadKind = Literal["nan", "price_band", "duplicate", "stale", "unknown_signal", "
 
 class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What the feed sends, where, how fast. Build it by decoding (msgspec.convert): constructors do not validate."""
-    transport: Literal["udp", "tcp"] = "udp"
+    transport: Literal["udp", "tcp", "aeron"] = "udp"
     host: str = "127.0.0.1"
     port: Port = 47100
     rate: Rate = 1000.0             # signals per second
@@ -82,6 +88,11 @@ class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     frames_per_datagram: Annotated[int, msgspec.Meta(ge=1, le=UDP_MAX_PAYLOAD // 70)] = 16
     to_sim_oms: str | None = None   # "host:port": market data also goes there over UDP
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 4096  # signals per pass
+    aeron_directory: str = ""       # the running media driver's directory ("": Aeron's default)
+    aeron_channel: Channel = "aeron:ipc"  # signals
+    aeron_stream: StreamId = 1001
+    aeron_market_data_channel: Channel | None = None  # None: aeron_channel
+    aeron_market_data_stream: StreamId = 1002
 
     def __post_init__(self):
         n = len(self.instruments)
@@ -149,6 +160,7 @@ class FeedSummary:
     bytes: int = 0
     sim_oms_datagrams: int = 0
     send_errors: int = 0            # UDP sends refused (no listener, buffer full): those frames are lost
+    backpressure: int = 0           # Aeron offers refused (publication window full), retried until taken
     closed: bool = False            # TCP peer went away: the feed stopped early
     elapsed_s: float = 0.0
     signal_rate: float = 0.0        # signal frames (good and bad) per second, achieved
@@ -215,6 +227,7 @@ class Feed:
             end_s = min(end_s, c.duration_s)
         self.total_market_data = math.ceil(end_s * c.md_rate)
         self._sock = self._sim_oms_sock = None
+        self._aeron = ()  # (signals sender, market data sender): the same one when the streams are the same
 
     def stop(self):
         self._stop = True
@@ -397,7 +410,7 @@ class Feed:
         """One deliberately bad frame: UDP, random bytes with a header that can never be valid; TCP, a valid
         header over a body that is not msgpack (0xc1 is never used), so the stream stays in step."""
         rng = self._garbage_rng
-        if self.config.transport == "udp":
+        if self.config.transport != "tcp":  # a datagram or an Aeron message of its own
             data = bytearray(rng.integers(0, 256, int(rng.integers(1, 65)), dtype=np.uint8).tobytes())
             if len(data) > 4 and data[4] == WIRE_VERSION:
                 data[4] ^= 0xFF
@@ -408,7 +421,9 @@ class Feed:
     # ------------------------------------------------------------------------------------------ sockets
     def _open(self):
         c = self.config
-        if c.transport == "udp":
+        if c.transport == "aeron":
+            self._open_aeron()
+        elif c.transport == "udp":
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -416,11 +431,12 @@ class Feed:
             except BaseException:
                 sock.close()
                 raise
+            self._sock = sock
         else:
             sock = socket.create_connection((c.host, c.port), timeout=5.0)
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
+            self._sock = sock
         if c.to_sim_oms is not None:
             sim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
@@ -430,17 +446,56 @@ class Feed:
                 raise
             self._sim_oms_sock = sim
 
+    def _open_aeron(self, connect_timeout_s=5.0):
+        c = self.config
+        node = AeronNode(msgspec.convert({"driver": "external", "directory": c.aeron_directory}, AeronDriverConfig))
+        signals = {"channel": c.aeron_channel, "stream_id": c.aeron_stream}
+        market = {"channel": c.aeron_market_data_channel or c.aeron_channel, "stream_id": c.aeron_market_data_stream}
+        senders = [AeronSender(msgspec.convert({"stream": signals}, AeronSenderConfig), node)]
+        if market != signals:
+            senders.append(AeronSender(msgspec.convert({"stream": market}, AeronSenderConfig), node))
+        try:
+            for sender in senders:
+                sender.open()
+            deadline = time.monotonic() + connect_timeout_s
+            while not all(sender.connect() for sender in senders):
+                if time.monotonic() > deadline:
+                    raise TransportClosed(f"nobody subscribes to {' and '.join(str(s.config.stream) for s in senders)}"
+                                          f" after {connect_timeout_s} s: is the engine running with listen.aeron?")
+                time.sleep(0.001)
+        except BaseException:
+            for sender in senders:
+                sender.close()
+            raise
+        self._aeron = (senders[0], senders[-1])
+
     def _close(self):
         for sock in (self._sock, self._sim_oms_sock):
             if sock is not None:
                 sock.close()
         self._sock = self._sim_oms_sock = None
+        for sender in self._aeron:
+            sender.close()
+        self._aeron = ()
 
     def _send(self, md, signals, garbage):
         """Send one batch (market data first); False if the TCP peer is gone."""
         s = self.summary
         s.frames += len(md) // MARKET_DATA_FRAME_T.itemsize + len(signals) // SIGNAL_FRAME_T.itemsize + len(garbage)
-        if self.config.transport == "tcp":
+        if self.config.transport == "aeron":
+            per_message = self.config.frames_per_datagram
+            signal_sender, market_sender = self._aeron
+            try:
+                for part in _cut(md, MARKET_DATA_FRAME_T.itemsize * per_message):
+                    self._offer(market_sender, part)
+                for part in _cut(signals, SIGNAL_FRAME_T.itemsize * per_message):
+                    self._offer(signal_sender, part)
+                for part in garbage:
+                    self._offer(signal_sender, part)
+            except TransportClosed:
+                s.closed = True
+                return False
+        elif self.config.transport == "tcp":
             try:
                 for part in (md, signals, *garbage):
                     if len(part):
@@ -463,6 +518,16 @@ class Feed:
                 if self._datagram(self._sim_oms_sock, part, count=False):
                     s.sim_oms_datagrams += 1
         return True
+
+    def _offer(self, sender, part):
+        """One Aeron message, retried while back-pressured (counted) unless the feed is stopped."""
+        while not sender.send(part):
+            self.summary.backpressure += 1
+            if self._stop:
+                return
+            time.sleep(0)
+        self.summary.sends += 1
+        self.summary.bytes += len(part)
 
     def _datagram(self, sock, part, count=True):
         """One datagram; a refusal (no listener yet, buffer full) is counted and the datagram is lost."""
@@ -501,7 +566,7 @@ def _list(kind):
 
 
 _OPTIONS = (  # flag, FeedConfig key, type, help
-    ("--transport", "transport", str, "udp or tcp"),
+    ("--transport", "transport", str, "udp, tcp or aeron"),
     ("--host", "host", str, "receiver host"),
     ("--port", "port", int, "receiver port"),
     ("--rate", "rate", float, "signals per second"),
@@ -520,9 +585,14 @@ _OPTIONS = (  # flag, FeedConfig key, type, help
     ("--aggression-bps", "aggression_bps", float, "signal price distance from mid, toward the value's side"),
     ("--bad-ratio", "bad_ratio", float, "share of signals replaced by bad ones"),
     ("--bad-kinds", "bad_kinds", _list(str), "comma-separated subset of " + ",".join(BAD_KINDS)),
-    ("--frames-per-datagram", "frames_per_datagram", int, "UDP frames per datagram"),
+    ("--frames-per-datagram", "frames_per_datagram", int, "frames per UDP datagram or Aeron message"),
     ("--to-sim-oms", "to_sim_oms", str, "host:port: copy market data to the simulated OMS over UDP"),
     ("--max-batch", "max_batch", int, "signals per send pass at most"),
+    ("--aeron-directory", "aeron_directory", str, "Aeron: the running media driver's directory"),
+    ("--aeron-channel", "aeron_channel", str, "Aeron: channel of the signals stream"),
+    ("--aeron-stream", "aeron_stream", int, "Aeron: signals stream id"),
+    ("--aeron-market-data-channel", "aeron_market_data_channel", str, "Aeron: market data channel"),
+    ("--aeron-market-data-stream", "aeron_market_data_stream", int, "Aeron: market data stream id"),
 )
 
 
@@ -542,13 +612,21 @@ def add_arguments(parser):
     return parser
 
 
-def config_from_engine(path, transport="udp"):
-    """FeedConfig fields taken from an engine config: where it listens, its instruments and signal ids."""
+def config_from_engine(path, transport=None):
+    """FeedConfig fields taken from an engine config: where it listens, its instruments and signal ids. With no
+    transport given, the engine's first of udp, tcp, aeron: an engine that listens on Aeron only gets Aeron."""
     from engine.config import load_config, parse_address
     config = load_config(path)
-    address = config.engine.listen.tcp if transport == "tcp" else config.engine.listen.udp
-    fields = {}
-    if address:
+    listen, aeron = config.engine.listen, config.engine.aeron
+    if transport is None:
+        transport = "udp" if listen.udp else "tcp" if listen.tcp else "aeron"
+    address = listen.tcp if transport == "tcp" else listen.udp
+    fields = {"transport": transport}
+    if transport == "aeron":
+        fields.update(aeron_directory=aeron.directory, aeron_channel=aeron.signals.channel,
+                      aeron_stream=aeron.signals.stream_id, aeron_market_data_channel=aeron.market_data.channel,
+                      aeron_market_data_stream=aeron.market_data.stream_id)
+    elif address:
         fields["host"], fields["port"] = parse_address(address)
     fields["instruments"] = [i.id for i in config.instruments]
     fields["start_prices"] = [i.reference_price for i in config.instruments]
@@ -562,7 +640,7 @@ def config_from_args(args):
     fields = {}
     given = {key: getattr(args, key) for _, key, _, _ in _OPTIONS if getattr(args, key, None) is not None}
     if getattr(args, "config", None):
-        fields.update(config_from_engine(args.config, given.get("transport", "udp")))
+        fields.update(config_from_engine(args.config, given.get("transport")))
     fields.update(given)
     try:
         return msgspec.convert(fields, FeedConfig)
@@ -578,8 +656,10 @@ def main(args):
         summary = feed.run()
     except KeyboardInterrupt:
         summary = feed.summary
-    except OSError as e:
-        print(f"feed: cannot send to {config.transport} {config.host}:{config.port}: {e}", file=sys.stderr)
+    except (OSError, TransportClosed) as e:
+        where = (f"aeron {config.aeron_channel} stream {config.aeron_stream}" if config.transport == "aeron" else
+                 f"{config.transport} {config.host}:{config.port}")
+        print(f"feed: cannot send to {where}: {e}", file=sys.stderr)
         return 1
     print(msgspec.json.encode(summary.as_dict()).decode() if args.json else summary.line(), flush=True)
     return 1 if summary.closed else 0

@@ -8,6 +8,7 @@ import hashlib
 
 from adapters.replay import ReplayReader, ReplayReaderConfig
 from engine.driver import Engine
+from engine.report import strategies_report
 from engine.state import EngineState
 from kernels.dtypes import COUNTER_NAMES
 
@@ -58,4 +59,4 @@ def replay(config, path):
     return {"batches": batches, "orders_digest": digest.hash.hexdigest(), "orders": digest.orders,
             "truncated_records": reader.stats.truncated,
             "counters": {name: int(v) for name, v in zip(COUNTER_NAMES, state.counters)},
-            "strategies": state.snapshot()}
+            "strategies": strategies_report(state)}

@@ -1,34 +1,96 @@
 """What a running or finished engine tells its operator: the live table and the final report."""
+import os
 import time
 
 from rich.table import Table
 
+from adapters.udp import UdpReceiver
+from kernels.arena import S_TX_LEN
+from kernels.codec import ORDER_FRAME_SIZE
 from kernels.dtypes import COUNTER_NAMES, REASON_NAMES, STATE_NAMES
 
 
 def final_report(service):
-    """Everything worth knowing after a run, as plain JSON-ready data."""
+    """Everything worth knowing after a run, as plain JSON-ready data. Call it before `service.close()`: some
+    facts (UDP datagrams the kernel dropped, bytes the OMS link still holds) are read from open sockets."""
     engine = service.engine
     state = engine.state
     elapsed = max((engine.clock() - service.started_ns) / 1e9, 1e-9)
     counters = {name: int(value) for name, value in zip(COUNTER_NAMES, state.counters)}
     latency = service.latency.signal_to_order
-    strategies = state.snapshot()
+    strategies = strategies_report(state)
     for s, name in enumerate(state.strategy_names):
         strategies[name]["signal_to_order_us"] = {
             "p50": latency.percentile(50, s) / 1000, "p99": latency.percentile(99, s) / 1000,
             "count": latency.total(s)}
+    oms_config = state.config.engine.oms
     return {
         "engine": state.config.engine.name,
         "seconds": round(elapsed, 3),
         "signals_per_second": round(counters["signals"] / elapsed, 1),
         "counters": counters,
-        "oms": {"up": engine.oms_up, **engine.stats.as_dict(), "transport": engine.oms.stats.as_dict()},
-        "transports": {type(t).__name__: t.stats.as_dict() for t in engine.inbound},
+        "oms": {"kind": oms_config.kind, "up": engine.oms_up, "on_disconnect": oms_config.on_disconnect,
+                **engine.stats.as_dict(),
+                # encoded orders the OMS link has not taken yet (back-pressure at the end of the run)
+                "orders_pending": int(state.scalars[S_TX_LEN]) // ORDER_FRAME_SIZE,
+                "transport": {**engine.oms.stats.as_dict(),
+                              "pending_bytes": int(getattr(engine.oms, "pending_bytes", 0))}},
+        "transports": {kind: _transport(t) for kind, t in _inbound(engine)},
+        "instruments": _instruments(state),
         "signal_to_order_us": {"p50": latency.percentile(50) / 1000, "p99": latency.percentile(99) / 1000,
                                "p99.9": latency.percentile(99.9) / 1000, "count": latency.total()},
         "strategies": strategies,
     }
+
+
+def strategies_report(state):
+    """Per strategy name: state, positions, P&L (with net = realized + unrealized - fees), orders, rejects."""
+    strategies = state.snapshot()
+    for row in strategies.values():
+        pnl = row["pnl"]
+        pnl["net"] = pnl["realized"] + pnl["unrealized"] - pnl["fees"]
+    return strategies
+
+
+def _inbound(engine):
+    kinds = {"UdpReceiver": "udp", "TcpServer": "tcp", "AeronReceiver": "aeron"}
+    return [(kinds.get(type(t).__name__, type(t).__name__), t) for t in engine.inbound]
+
+
+def _transport(t):
+    out = {"address": "%s:%d" % t.address[:2]} if hasattr(t, "address") and not t.closed else {}
+    out.update(t.stats.as_dict())
+    if isinstance(t, UdpReceiver) and not t.closed:
+        out["kernel_drops"] = udp_kernel_drops(t.fileno())
+    return out
+
+
+def udp_kernel_drops(fd):
+    """Datagrams the kernel dropped for this socket (receive buffer full): Linux's /proc/net/udp `drops`
+    column for the socket's inode; None where that is not readable."""
+    inode = os.fstat(fd).st_ino
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if int(fields[9]) == inode:
+                        return int(fields[12])
+        except (OSError, IndexError, ValueError, StopIteration):
+            continue
+    return None
+
+
+def _instruments(state):
+    """The market as the engine last saw it, in currency; mark is what unrealized P&L is computed at."""
+    out = {}
+    for i, symbol in enumerate(state.instrument_symbols):
+        row = state.instruments[i]
+        tick = float(row["tick_size"])
+        out[symbol] = {key: int(row[f"{key}_ticks"]) * tick for key in ("bid", "ask", "last", "mark")}
+        out[symbol]["multiplier"] = float(row["multiplier"])
+    return out
 
 
 def live_table(service):
@@ -57,6 +119,9 @@ def live_table(service):
     return table
 
 
+_TRANSPORT_FAULTS = ("oversize", "bad_version", "empty", "partial_discarded", "connect_failures", "kernel_drops")
+
+
 def print_report(report, console):
     """The final report for a person: strategies, then what went wrong, then latency."""
     table = Table(title=f"final report: {report['engine']}, {report['seconds']} s, "
@@ -79,8 +144,13 @@ def print_report(report, console):
     nonzero = {k: v for k, v in report["counters"].items() if v}
     console.print("engine counters: " + ", ".join(f"{k} {v}" for k, v in nonzero.items()))
     oms = report["oms"]
-    console.print(f"OMS: {'up' if oms['up'] else 'DOWN'}, disconnects {oms['oms_disconnects']}, "
-                  f"back-pressure {oms['oms_backpressure']}, orders unsent (canceled locally) {oms['orders_unsent']}")
+    console.print(f"OMS ({oms['kind']}): {'up' if oms['up'] else 'DOWN'}, disconnects {oms['oms_disconnects']} "
+                  f"(policy {oms['on_disconnect']}), back-pressure {oms['oms_backpressure']}, orders unsent "
+                  f"(canceled locally) {oms['orders_unsent']}, orders still pending {oms['orders_pending']}")
+    for kind, t in report["transports"].items():
+        faults = {k: v for k, v in t.items() if k in _TRANSPORT_FAULTS and v}
+        if faults:
+            console.print(f"{kind} {t.get('address', '')}: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
     lat = report["signal_to_order_us"]
     console.print(f"signal -> order latency: p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us, "
                   f"p99.9 {lat['p99.9']:.1f} us over {lat['count']} orders")

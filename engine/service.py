@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from adapters.aeron import AeronClient, AeronClientConfig, AeronNode, AeronReceiver, AeronReceiverConfig
 from adapters.base import TransportClosed
 from adapters.oms_sim import SimOmsConfig, SimOmsTransport
 from adapters.tcp import TcpClient, TcpClientConfig, TcpServer, TcpServerConfig
@@ -72,7 +73,12 @@ class Service:
             transport.close()
 
     def addresses(self):
-        return {type(t).__name__: t.address for t in self.engine.inbound if hasattr(t, "address")}
+        """Where signals arrive, as bound (a port 0 in the config is the OS's pick): {"udp": "host:port", ...}."""
+        kinds = {UdpReceiver: "udp", TcpServer: "tcp"}
+        found = {kinds[type(t)]: "%s:%d" % t.address[:2] for t in self.engine.inbound if type(t) in kinds}
+        found.update(("aeron", " + ".join(map(str, t.config.streams))) for t in self.engine.inbound
+                     if isinstance(t, AeronReceiver))
+        return found
 
 
 def build(config, *, sim_oms=SimOmsConfig(), clock=time.time_ns, connect_timeout_s=2.0):
@@ -86,9 +92,18 @@ def build(config, *, sim_oms=SimOmsConfig(), clock=time.time_ns, connect_timeout
     if listen.tcp:
         host, port = parse_address(listen.tcp)
         inbound.append(TcpServer(TcpServerConfig(host=host, port=port)))
-    oms_config = config.engine.oms
+    oms_config, aeron = config.engine.oms, config.engine.aeron
+    node = AeronNode(aeron) if listen.aeron or oms_config.kind == "aeron" else None  # one driver link for both
+    if listen.aeron:  # market data first: a signal then finds the quotes sent before it
+        streams = tuple(dict.fromkeys((aeron.market_data, aeron.signals)))
+        inbound.append(AeronReceiver(AeronReceiverConfig(streams=streams, max_message_bytes=aeron.max_message_bytes),
+                                     node))
     if oms_config.kind == "sim":
         oms = InProcessOms(state, sim_oms, clock)
+    elif oms_config.kind == "aeron":
+        oms = AeronClient(AeronClientConfig(orders=aeron.orders, reports=aeron.reports,
+                                            max_message_bytes=aeron.max_message_bytes,
+                                            offer_attempts=aeron.offer_attempts), node)
     else:
         host, port = parse_address(oms_config.address)
         oms = TcpClient(TcpClientConfig(host=host, port=port))
@@ -96,7 +111,7 @@ def build(config, *, sim_oms=SimOmsConfig(), clock=time.time_ns, connect_timeout
     try:
         for transport in transports:
             transport.open()
-    except OSError:
+    except (OSError, TransportClosed):  # TransportClosed: no Aeron media driver
         for transport in transports:
             transport.close()
         raise
@@ -104,7 +119,7 @@ def build(config, *, sim_oms=SimOmsConfig(), clock=time.time_ns, connect_timeout
     engine = Engine(state, inbound, oms, on_disconnect=oms_config.on_disconnect, clock=clock,
                     listeners=[latency],
                     backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms))
-    if isinstance(oms, TcpClient):
+    if isinstance(oms, (TcpClient, AeronClient)):
         _connect(engine, oms, connect_timeout_s)
     warm_up(engine)
     return Service(engine, latency, transports, clock())
@@ -115,15 +130,18 @@ def _connect(engine, oms, timeout_s):
     try:
         while not oms.connect():
             if time.monotonic() > deadline:
-                raise TransportClosed(f"OMS at {oms.config.host}:{oms.config.port} did not answer in {timeout_s} s")
+                where = (f"aeron {oms.config.orders}" if isinstance(oms, AeronClient) else
+                         f"{oms.config.host}:{oms.config.port}")
+                raise TransportClosed(f"OMS at {where} did not answer in {timeout_s} s")
             time.sleep(0.001)
     except TransportClosed as e:
         log.error("OMS unreachable at start: %s", e)
         engine.oms_down()
 
 
-def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, cpu=None):
-    """Run until SIGINT/SIGTERM or `duration_s`; drain; return. `on_tick(service)` runs every tick_s."""
+def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, cpu=None, on_ready=None):
+    """Run until SIGINT/SIGTERM or `duration_s`; drain; return. `on_tick(service)` runs every tick_s;
+    `on_ready(service)` once the signal handlers are in place, just before the driver starts."""
     stop_async = None
     stop_flag = threading.Event()
 
@@ -134,12 +152,16 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
 
     if driver == "spin":
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        timer = _ticker(service, stop_flag, duration_s, on_tick, tick_s)
         try:
-            run_spin(service.engine, stop_flag, cpu=cpu)
+            if on_ready:
+                on_ready(service)
+            timer = _ticker(service, stop_flag, duration_s, on_tick, tick_s)
+            try:
+                run_spin(service.engine, stop_flag, cpu=cpu)
+            finally:
+                stop_flag.set()
+                timer.join()
         finally:
-            stop_flag.set()
-            timer.join()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return
@@ -152,9 +174,14 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
         async def main():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, request_stop)
+            if on_ready:
+                on_ready(service)
             ticker = loop.create_task(_tick_async(service, stop_async, duration_s, on_tick, tick_s))
-            await run_event(service.engine, stop_async)
-            ticker.cancel()
+            try:
+                await run_event(service.engine, stop_async)
+            finally:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
 
         loop.run_until_complete(main())
     finally:

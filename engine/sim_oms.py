@@ -15,6 +15,10 @@ due are written first; later ones are lost with it); `stall_ms` stops reading fo
 connection's first `stall_after` orders (0: as soon as it connects), so the client's writes back up. While
 the client does not read its reports and our send buffer is full, we stop reading orders too.
 
+Aeron (`--aeron ENGINE_CONFIG`): orders, reports and market data on the streams of that engine config's [aeron]
+table, through the media driver running in its directory (the engine's embedded one, or an external driver):
+see AeronSimOms. Fault injection is TCP only.
+
 Ends on SIGTERM or SIGINT with one summary line on stdout.
 """
 import argparse
@@ -26,8 +30,13 @@ import time
 import tomllib
 
 import msgspec
+import numpy as np
+import pyaeron
 import uvloop
 
+from adapters.aeron import (AeronDriverConfig, AeronNode, AeronReceiver, AeronReceiverConfig, AeronSender,
+                            AeronSenderConfig, AeronUnavailable)
+from adapters.base import TransportClosed
 from adapters.oms_sim import MarketState, SimOmsConfig, SimulatedOms, append_frame
 from engine.wire import FrameError, iter_frames
 from kernels.dtypes import MSG_MARKET_DATA
@@ -226,6 +235,165 @@ class _MarketDataProtocol(asyncio.DatagramProtocol):
         self.server.on_market_data(data)
 
 
+# ---------------------------------------------------------------------------------------------- aeron
+class _StampedOms(SimulatedOms):
+    """A SimulatedOms that also keeps, per order, its arrival time minus its signal's ts_ns (signal -> OMS)."""
+
+    def __init__(self, config, capacity):
+        super().__init__(config)
+        self.signal_to_oms_ns = np.zeros(capacity, np.int64)
+        self.recorded = 0
+
+    def on_order(self, order, now_ns):
+        if self.recorded < len(self.signal_to_oms_ns):
+            self.signal_to_oms_ns[self.recorded] = now_ns - order.signal_ts_ns
+            self.recorded += 1
+        super().on_order(order, now_ns)
+
+
+class AeronSimOms:
+    """The simulated OMS over Aeron: orders in on one stream, market data in on another (optional: it fills
+    resting orders), reports out on a third. A duty cycle, not asyncio: `work()` does one round (market data,
+    orders, the reports now due) and returns how much it did; `run(stop)` repeats it and idles with an Aeron idle
+    strategy (which releases the GIL) when a round finds nothing. One SimulatedOms: one engine at a time.
+
+    Reports refused by back-pressure wait for the next round; with no engine subscribed to the reports stream
+    they are dropped and counted (`reports_lost`). A chunk whose frame headers cannot be trusted is counted
+    (`bad_chunks`) and the rest of it dropped. With `latency_capacity`, `signal_to_oms_ns()` gives each order's
+    arrival minus its signal's ts_ns (the engine's whole signal -> order path, on one host's clock)."""
+
+    def __init__(self, node, orders, reports, market_data=None, config=SimOmsConfig(), *, clock=time.time_ns,
+                 latency_capacity=0, rx_bytes=1 << 20, rx_chunks=1024):
+        self.clock = clock
+        self.oms = _StampedOms(config, latency_capacity)
+        # the streams are validated AeronStreamConfig already (decoded from a config): no decoding needed
+        self.orders_in = AeronReceiver(AeronReceiverConfig(streams=(orders,)), node)
+        self.market_in = None if market_data is None else AeronReceiver(AeronReceiverConfig(streams=(market_data,)),
+                                                                         node)
+        self.reports_out = AeronSender(AeronSenderConfig(stream=reports), node)
+        self.counts = dict(reports=0, reports_lost=0, bad_chunks=0)
+        self._rx = np.zeros(rx_bytes, np.uint8)
+        self._rx_sizes = np.zeros(rx_chunks, np.int32)
+        self._encoder = msgspec.msgpack.Encoder()
+        self._reports = []
+        self._out = bytearray()  # encoded reports not yet taken by the publication
+        self._out_count = 0
+
+    def transports(self):
+        return [t for t in (self.orders_in, self.market_in, self.reports_out) if t is not None]
+
+    def open(self):
+        try:
+            for transport in self.transports():
+                transport.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self):
+        for transport in self.transports():
+            transport.close()
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def work(self):
+        """One round; the number of chunks taken and reports sent (0: nothing to do)."""
+        done = 0
+        if self.market_in is not None:
+            done += self._take(self.market_in)
+        done += self._take(self.orders_in)
+        self.oms.pop_due(self.clock(), self._reports)
+        if self._reports:
+            for report in self._reports:
+                append_frame(self._encoder, report, self._out)
+            self._out_count += len(self._reports)
+            self._reports.clear()
+        if self._out:
+            try:
+                sent = self.reports_out.send(self._out)
+            except TransportClosed:  # nobody subscribes to the reports: no engine
+                self.counts["reports_lost"] += self._out_count
+                sent = True
+            else:
+                self.counts["reports"] += self._out_count if sent else 0
+            if sent:
+                done += self._out_count
+                self._out.clear()
+                self._out_count = 0
+        return done
+
+    def _take(self, receiver):
+        n, end = receiver.poll(self._rx, 0, self._rx_sizes, 0, len(self._rx_sizes))
+        if n:
+            now, pos = self.clock(), 0
+            with memoryview(self._rx) as view:
+                for size in self._rx_sizes[:n].tolist():
+                    try:
+                        self.oms.on_frames(view[pos:pos + size], now)
+                    except FrameError:
+                        self.counts["bad_chunks"] += 1
+                    pos += size
+        return n
+
+    def run(self, stop, idle=None):
+        """work() until `stop` (a threading.Event) is set; idle (default backoff) between empty rounds."""
+        idle = idle or pyaeron.IdleStrategy.backoff()
+        while not stop.is_set():
+            idle.idle(self.work())
+
+    def signal_to_oms_ns(self):
+        return self.oms.signal_to_oms_ns[:self.oms.recorded]
+
+    def totals(self):
+        return {**{key: getattr(self.oms.stats, key) for key in _CORE_COUNTS}, **self.counts}
+
+    def summary(self):
+        return "sim-oms: " + " ".join(f"{k}={v}" for k, v in self.totals().items())
+
+
+_IDLE = {"backoff": lambda: pyaeron.IdleStrategy.backoff(), "yield": lambda: pyaeron.IdleStrategy.yielding(),
+         "sleeping": lambda: pyaeron.IdleStrategy.sleeping(100_000), "spin": lambda: pyaeron.IdleStrategy.busy_spin()}
+
+
+def serve_aeron(config, engine_config, idle="backoff"):
+    """Run the simulated OMS over Aeron on the streams of an engine config's [aeron] table until SIGTERM or
+    SIGINT; print a ready line, then a summary line. The media driver is the engine's (or an external one): wait
+    up to its timeout_ms for it to run. Returns the counts."""
+    from engine.config import load_config
+    aeron = load_config(engine_config).engine.aeron
+    driver = msgspec.convert({"driver": "external", "directory": aeron.directory, "timeout_ms": aeron.timeout_ms},
+                             AeronDriverConfig)
+    server = AeronSimOms(AeronNode(driver), aeron.orders, aeron.reports, aeron.market_data, config)
+    deadline = time.monotonic() + aeron.timeout_ms / 1000
+    while True:
+        try:
+            server.open()
+            break
+        except AeronUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    print(f"sim-oms listening on aeron {aeron.orders}, reports on {aeron.reports}, "
+          f"market data on {aeron.market_data}", flush=True)
+    try:
+        server.run(stop, _IDLE[idle]())
+    except TransportClosed as e:  # the driver went (the engine that embeds it exited)
+        print(f"sim-oms: {e}", file=sys.stderr, flush=True)
+    finally:
+        server.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(server.summary(), flush=True)
+    return server.totals()
+
+
 # ---------------------------------------------------------------------------------------------- process
 async def _serve(config, host, port, market_data_port, stop=None, **faults):
     server = await SimOmsServer(config, host, port, market_data_port, **faults).start()
@@ -283,6 +451,11 @@ def add_arguments(parser):
                         help="fault: stop reading a connection for this long, once (0: never)")
     parser.add_argument("--stall-after", type=int, default=0, metavar="N",
                         help="fault: stall after the connection's N-th order (default 0: on connect)")
+    parser.add_argument("--aeron", metavar="ENGINE_CONFIG", default=None,
+                        help="serve over Aeron instead of TCP: the orders, reports and market_data streams and the "
+                             "driver directory of this engine config's [aeron] table")
+    parser.add_argument("--aeron-idle", choices=sorted(_IDLE), default="backoff",
+                        help="with --aeron: what the OMS loop does when a round finds nothing (default backoff)")
     return parser
 
 
@@ -310,6 +483,12 @@ def main(args):
     for key in ("drop_after", "stall_ms", "stall_after"):
         if getattr(args, key) < 0:
             raise SystemExit(f"sim-oms: --{key.replace('_', '-')} must be >= 0")
+    if getattr(args, "aeron", None):
+        try:
+            serve_aeron(config, args.aeron, args.aeron_idle)
+        except AeronUnavailable as e:
+            raise SystemExit(f"sim-oms: {e}") from None
+        return 0
     serve(config, args.host, args.port, args.market_data_port, drop_after=args.drop_after,
           stall_ms=args.stall_ms, stall_after=args.stall_after)
     return 0

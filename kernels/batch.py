@@ -1,19 +1,19 @@
 """The whole batch in one compiled call: inbound frames -> reports applied -> marks -> orders -> order frames.
 
 Order of work inside a batch: execution reports first (they release open quantity and move positions), then
-market data marks, then signals, so every signal is checked against the freshest state the batch has.
+the marks that market data moved, then signals, so every signal is checked against the freshest state the
+batch has.
 """
 import numpy as np
 from numba import types
 
 from kernels._jit import inlined, kernel
-from kernels.arena import HEAD, RING_ORDERS, S_TX_LEN, TAIL, views
+from kernels.arena import HEAD, RING_ORDERS, S_TX_LEN, views
 from kernels.codec import ORDER_FRAME_SIZE, decode_inbound, encode_orders
-from kernels.pipeline import apply_reports, mark_to_market, process_batch
+from kernels.pipeline import apply_reports, process_batch
 
 _decode_inbound = inlined(decode_inbound)
 _apply_reports = inlined(apply_reports)
-_mark_to_market = inlined(mark_to_market)
 _process_batch = inlined(process_batch)
 _encode_orders = inlined(encode_orders)
 
@@ -27,12 +27,9 @@ def run_batch(arena, layout, n_chunks, now_ns):
     _decode_inbound(rx, rx_sizes, n_chunks, now_ns, signals, reports, cursors, instruments, counters)
     _apply_reports(reports, cursors, now_ns, strategies, instruments, positions, accounts, exposures, open_orders,
                   free_slots, scalars, counters, trip_counts, transitions)
-    _mark_to_market(instruments, strategies, positions, accounts, exposures, counters, trip_counts, transitions,
-                   now_ns)
     first = np.int64(cursors[RING_ORDERS, HEAD])
-    ring_room = len(orders) - (first - np.int64(cursors[RING_ORDERS, TAIL]))
     tx_room = (len(tx) - scalars[S_TX_LEN]) // ORDER_FRAME_SIZE
-    placed = _process_batch(signals, cursors, now_ns, min(ring_room, tx_room), strategies, instruments, positions,
+    placed = _process_batch(signals, cursors, now_ns, tx_room, strategies, instruments, positions,
                            accounts, exposures, open_orders, free_slots, sub_ptr, sub_strategy, source_seq,
                            counters, reason_counts, trip_counts, transitions, scalars, orders, rejects)
     scalars[S_TX_LEN] = _encode_orders(orders, first, first + placed, instruments, tx, scalars[S_TX_LEN])

@@ -371,7 +371,7 @@ def encode_orders(orders, start, stop, instruments, tx_out, tx_len):
 
     Sequences are the ring's cursor values as int64 (they never reach 2**63). Frames are ORDER_FRAME_SIZE bytes
     each, so the caller learns how many went from the length. Encoding stops at the first frame that does not
-    fit (the caller counts C_TX_FULL and sends the rest later).
+    fit: run_batch asks process_batch for no more orders than tx has room for, so that never happens there.
     """
     mask = len(orders) - 1
     i = start

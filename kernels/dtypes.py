@@ -124,9 +124,7 @@ COUNTERS = (
     ("C_MARKET_DATA_INVALID", "market data with NaN, infinite or negative prices"),
     ("C_ORDERS", "orders accepted"),
     ("C_REJECTS", "orders rejected by pre-trade risk"),
-    ("C_ORDER_RING_FULL", "accepted orders that found the order ring full (kept in the table, counted)"),
     ("C_REJECT_RING_FULL", "rejects not recorded: reject ring full (counts are still exact)"),
-    ("C_TX_FULL", "encoded orders that did not fit the transmit buffer"),
     ("C_REPORTS", "execution reports decoded"),
     ("C_REPORT_RING_FULL", "execution reports dropped: report ring full"),
     ("C_REPORT_UNKNOWN_ORDER", "execution reports for an order id the engine does not know"),
@@ -202,6 +200,8 @@ ACCOUNT_T = _record(
 EXPOSURE_T = _record(  # one per (account, instrument): the account's net of all its strategies
     ("qty", i8), ("open_buy", i8), ("open_sell", i8), ("gross", f8), ("net", f8),
     ("best_buy_ticks", i8), ("best_sell_ticks", i8),  # best working prices, for self-match prevention
+    ("best_buy_count", i4), ("best_sell_count", i4),  # working orders at those prices: a fill of one of several
+                                                      # at the best leaves the best as it is, no list walk
     ("working_head", i4),  # first working order slot of this account and instrument, -1 if none
 )
 

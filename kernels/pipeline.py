@@ -23,7 +23,9 @@ from kernels.dtypes import (
 from kernels.positions import apply_fill, finite_positive, link_order, refresh_exposure, release_order, \
     remark, slot_of
 from kernels.risk import order_reasons, refill_tokens
-from kernels.sizing import limit_ticks, order_delta, side_of
+from kernels.sizing import QTY_CLAMP, limit_ticks, order_delta, side_of
+
+MAX_PRICE_TICKS = float(QTY_CLAMP)
 
 
 # ------------------------------------------------------------------------------------------ signals
@@ -35,7 +37,7 @@ def signal_reasons(sig, last_seq, now_ns):
         r |= R_DUPLICATE
     elif sig["seq"] < last_seq:
         r |= R_OUT_OF_ORDER
-    if sig["ttl_ns"] > 0 and now_ns - sig["ts_ns"] > sig["ttl_ns"]:
+    if sig["ttl_ns"] > 0 and sig["ts_ns"] < now_ns - sig["ttl_ns"]:  # now - ts could wrap around int64
         r |= R_STALE
     if not (math.isfinite(sig["value"]) and math.isfinite(sig["price"])):
         r |= R_NOT_FINITE
@@ -44,7 +46,7 @@ def signal_reasons(sig, last_seq, now_ns):
         if abs(sig["value"]) > 1.0:
             r |= R_SIGNAL_RANGE
     elif kind == SIGNAL_ORDER:
-        if sig["value"] != math.floor(sig["value"]):
+        if math.isfinite(sig["value"]) and sig["value"] != math.floor(sig["value"]):
             r |= R_QTY_LOT  # a fraction of a unit is no multiple of any lot
     else:
         r |= R_SIGNAL_RANGE
@@ -132,6 +134,30 @@ def place_order(sig, s, side, qty, px_ticks, now_ns, strategies, instruments, po
     cursors[RING_ORDERS, HEAD] = head + 1
 
 
+# ------------------------------------------------------------------------------------------ market data
+@helper
+def mark_dirty_instruments(instruments, strategies, positions, accounts, exposures, counters, trip_counts,
+                           transitions, now_ns):
+    """Re-mark P&L and exposure on every instrument whose mark moved; return how many instruments."""
+    marked = 0
+    for i in range(len(instruments)):
+        if not instruments[i]["mark_dirty"]:
+            continue
+        instruments[i]["mark_dirty"] = 0
+        marked += 1
+        for a in range(len(accounts)):
+            refresh_exposure(accounts, exposures, instruments, a, i)
+        for s in range(len(strategies)):
+            if positions[s, i]["qty"] != 0 or positions[s, i]["unrealized"] != 0.0:
+                remark(strategies, positions, accounts, instruments, s, i)
+                check_pnl(transitions, strategies, trip_counts, counters, s, now_ns)
+    return marked
+
+
+mark_to_market = kernel(types.int64(T.INSTRUMENTS, T.STRATEGIES, T.POSITIONS, T.ACCOUNTS, T.EXPOSURES, T.I8,
+                                    T.I8_GRID, T.TRANSITIONS, types.int64))(mark_dirty_instruments.py_func)
+
+
 @kernel(types.int64(T.SIGNALS, T.U8_GRID, types.int64, types.int64, T.STRATEGIES, T.INSTRUMENTS, T.POSITIONS,
                     T.ACCOUNTS, T.EXPOSURES, T.OPEN_ORDERS, T.I4, T.I4, T.I4, T.U8, T.I8, T.I8_GRID, T.I8_GRID,
                     T.TRANSITIONS, T.I8, T.ORDERS, T.REJECTS))
@@ -140,8 +166,13 @@ def process_batch(signals, cursors, now_ns, max_orders, strategies, instruments,
                   trip_counts, transitions, scalars, orders, rejects):
     """Turn the signals waiting in the ring into orders (order ring) and rejects (reject ring); return the
     number of orders. Stops early, leaving signals in the ring, when the next signal could produce more
-    orders than `max_orders` still allows (back-pressure from the order ring or the transmit buffer)."""
+    orders than `max_orders` or the order ring's room still allow (back-pressure, never an overwrite).
+    Moved marks are applied first, so every check sees exposure and P&L at the current marks."""
     cool_down(transitions, strategies, now_ns)
+    mark_dirty_instruments(instruments, strategies, positions, accounts, exposures, counters, trip_counts,
+                           transitions, now_ns)
+    ring_room = len(orders) - (np.int64(cursors[RING_ORDERS, HEAD]) - np.int64(cursors[RING_ORDERS, TAIL]))
+    max_orders = min(max_orders, ring_room)
     placed = 0
     mask = len(signals) - 1
     seq = np.int64(cursors[RING_SIGNALS, TAIL])  # u64 in the arena, int64 here: numba turns u64 + int into float
@@ -200,27 +231,6 @@ def process_batch(signals, cursors, now_ns, max_orders, strategies, instruments,
     return placed
 
 
-# ------------------------------------------------------------------------------------------ market data
-@kernel(types.int64(T.INSTRUMENTS, T.STRATEGIES, T.POSITIONS, T.ACCOUNTS, T.EXPOSURES, T.I8, T.I8_GRID,
-                    T.TRANSITIONS, types.int64))
-def mark_to_market(instruments, strategies, positions, accounts, exposures, counters, trip_counts, transitions,
-                   now_ns):
-    """Re-mark P&L and exposure on every instrument whose mark moved; return how many instruments."""
-    marked = 0
-    for i in range(len(instruments)):
-        if not instruments[i]["mark_dirty"]:
-            continue
-        instruments[i]["mark_dirty"] = 0
-        marked += 1
-        for a in range(len(accounts)):
-            refresh_exposure(accounts, exposures, instruments, a, i)
-        for s in range(len(strategies)):
-            if positions[s, i]["qty"] != 0 or positions[s, i]["unrealized"] != 0.0:
-                remark(strategies, positions, accounts, instruments, s, i)
-                check_pnl(transitions, strategies, trip_counts, counters, s, now_ns)
-    return marked
-
-
 # ------------------------------------------------------------------------------------------ execution reports
 @kernel(types.int64(T.REPORTS, T.U8_GRID, types.int64, T.STRATEGIES, T.INSTRUMENTS, T.POSITIONS, T.ACCOUNTS,
                     T.EXPOSURES, T.OPEN_ORDERS, T.I4, T.I8, T.I8, T.I8_GRID, T.TRANSITIONS))
@@ -252,13 +262,16 @@ def apply_reports(reports, cursors, now_ns, strategies, instruments, positions, 
                 or not finite_positive(rep["price"]) or not (math.isfinite(rep["fee"]) and rep["fee"] >= 0):
             counters[C_REPORT_INVALID] += 1
             continue
+        ins = instruments[o["instrument"]]
+        px = rep["price"] / ins["tick_size"]
+        if px > MAX_PRICE_TICKS:  # a fat-fingered report must not turn P&L into inf, then NaN
+            counters[C_REPORT_INVALID] += 1
+            continue
         qty = rep["qty"]
         if qty > o["leaves"]:
             counters[C_REPORT_OVERFILL] += 1
             qty = o["leaves"]
         s, i, a = o["strategy"], o["instrument"], o["account"]
-        ins = instruments[i]
-        px = rep["price"] / ins["tick_size"]
         realized = apply_fill(positions[s, i], o["side"], qty, px) * ins["tick_size"] * ins["multiplier"]
         positions[s, i]["realized"] += realized
         positions[s, i]["fees"] += rep["fee"]

@@ -85,20 +85,48 @@ def slot_of(order_id):
 
 
 @helper
-def _recompute_best(open_orders, exposure):
-    best_buy = NO_PRICE
-    best_sell = NO_PRICE
+def _better(side, px, best):
+    return best == NO_PRICE or (px > best if side == SIDE_BUY else px < best)
+
+
+@helper
+def _recompute_best(open_orders, exposure, side):
+    """Walk the account-instrument's working orders for the best price of one side and how many sit there."""
+    best = NO_PRICE
+    count = 0
     slot = exposure["working_head"]
     while slot != NO_SLOT:
         o = open_orders[slot]
-        if o["side"] == SIDE_BUY:
-            if best_buy == NO_PRICE or o["px_ticks"] > best_buy:
-                best_buy = o["px_ticks"]
-        elif best_sell == NO_PRICE or o["px_ticks"] < best_sell:
-            best_sell = o["px_ticks"]
+        if o["side"] == side:
+            px = o["px_ticks"]
+            if _better(side, px, best):
+                best = px
+                count = 1
+            elif px == best:
+                count += 1
         slot = o["next"]
-    exposure["best_buy_ticks"] = best_buy
-    exposure["best_sell_ticks"] = best_sell
+    if side == SIDE_BUY:
+        exposure["best_buy_ticks"] = best
+        exposure["best_buy_count"] = count
+    else:
+        exposure["best_sell_ticks"] = best
+        exposure["best_sell_count"] = count
+
+
+@helper
+def _join_best(exposure, side, px):
+    """A new working order at px: it may set or share the best price of its side."""
+    if side == SIDE_BUY:
+        if _better(side, px, exposure["best_buy_ticks"]):
+            exposure["best_buy_ticks"] = px
+            exposure["best_buy_count"] = 1
+        elif px == exposure["best_buy_ticks"]:
+            exposure["best_buy_count"] += 1
+    elif _better(side, px, exposure["best_sell_ticks"]):
+        exposure["best_sell_ticks"] = px
+        exposure["best_sell_count"] = 1
+    elif px == exposure["best_sell_ticks"]:
+        exposure["best_sell_count"] += 1
 
 
 @helper
@@ -110,12 +138,21 @@ def link_order(open_orders, exposure, slot):
     if head != NO_SLOT:
         open_orders[head]["prev"] = slot
     exposure["working_head"] = slot
-    px = open_orders[slot]["px_ticks"]
-    if open_orders[slot]["side"] == SIDE_BUY:
-        if exposure["best_buy_ticks"] == NO_PRICE or px > exposure["best_buy_ticks"]:
-            exposure["best_buy_ticks"] = px
-    elif exposure["best_sell_ticks"] == NO_PRICE or px < exposure["best_sell_ticks"]:
-        exposure["best_sell_ticks"] = px
+    _join_best(exposure, open_orders[slot]["side"], open_orders[slot]["px_ticks"])
+
+
+@helper
+def _leave_best(open_orders, exposure, side, px):
+    """A working order at px is gone: only the last one at the best price makes the side look again."""
+    if side == SIDE_BUY:
+        if px == exposure["best_buy_ticks"]:
+            exposure["best_buy_count"] -= 1
+            if exposure["best_buy_count"] == 0:
+                _recompute_best(open_orders, exposure, side)
+    elif px == exposure["best_sell_ticks"]:
+        exposure["best_sell_count"] -= 1
+        if exposure["best_sell_count"] == 0:
+            _recompute_best(open_orders, exposure, side)
 
 
 @helper
@@ -142,7 +179,7 @@ def release_order(strategies, positions, accounts, exposures, instruments, open_
         e["working_head"] = nxt
     if nxt != NO_SLOT:
         open_orders[nxt]["prev"] = prev
-    _recompute_best(open_orders, e)
+    _leave_best(open_orders, e, o["side"], o["px_ticks"])
     refresh_exposure(accounts, exposures, instruments, a, i)
     strategies[s]["open_orders"] -= 1
     free_slots[scalars[S_FREE_TOP]] = slot

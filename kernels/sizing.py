@@ -8,12 +8,15 @@ QTY_CLAMP = 1 << 62  # any float beyond this is clamped: it fails max_order_qty 
 
 
 @helper
+def _clamp(x):
+    """A float (finite or infinite) brought inside +-QTY_CLAMP while it is still a float: converting a float
+    beyond int64 to an integer is undefined behaviour in compiled code."""
+    return min(max(x, -float(QTY_CLAMP)), float(QTY_CLAMP))
+
+
+@helper
 def _clamp_to_int(x):
-    if x > QTY_CLAMP:
-        return QTY_CLAMP
-    if x < -QTY_CLAMP:
-        return -QTY_CLAMP
-    return int(x)
+    return int(_clamp(x))
 
 
 @helper
@@ -36,9 +39,9 @@ def limit_ticks(price, tick_size, side):
     """Signal price to ticks, rounded passively (a buy down, a sell up): never worse than the signal asked."""
     if not math.isfinite(price):
         return 0
-    ticks = price / tick_size
+    ticks = _clamp(price / tick_size)
     # A price that is a whole number of ticks can carry float noise (101.27 / 0.01 = 10126.999...).
-    nearest = round(ticks)
+    nearest = float(round(ticks))
     if abs(ticks - nearest) < 1e-9 * max(1.0, abs(ticks)):
         return _clamp_to_int(nearest)
     return _clamp_to_int(math.floor(ticks) if side == SIDE_BUY else math.ceil(ticks))

@@ -19,6 +19,14 @@ def event_loop_globals():
         runner.run(asyncio.sleep(0))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def aeron_globals(tmp_path_factory):
+    """The Aeron C library opens /dev/urandom once per process and keeps it: open it before any test counts fds."""
+    from adapters.aeron import AeronDriverConfig, AeronNode
+    with AeronNode(AeronDriverConfig(directory=str(tmp_path_factory.mktemp("aeron") / "driver"))):
+        pass
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_fds():
     """Every socket and file a test opens is closed by its end (an unclosed one also fails by ResourceWarning)."""

@@ -7,12 +7,14 @@ import msgspec
 import pytest
 import uvloop
 
+from adapters.aeron import (AeronDriverConfig, AeronNode, AeronReceiver, AeronReceiverConfig, AeronSender,
+                            AeronSenderConfig)
 from adapters.base import Inbound, Outbound, TransportClosed
 from adapters.framing import MAX_FRAME_SIZE
 from adapters.replay import ReplayReader, ReplayReaderConfig, ReplayWriter, ReplayWriterConfig
 from adapters.tcp import TcpClient, TcpClientConfig, TcpServer, TcpServerConfig
 from adapters.udp import UdpReceiver, UdpReceiverConfig, UdpSender, UdpSenderConfig
-from tests.adapters.adapter_testkit import Sink, frame, max_frame, split_frames, tag
+from tests.adapters.adapter_testkit import Sink, frame, free_port, max_frame, split_frames, tag
 
 UDP_MAX_DATAGRAM = 2048  # small, so the room tests need only a small rx
 
@@ -71,7 +73,38 @@ class ReplayPair:
             self.receiver.open()
 
 
-@pytest.fixture(params=[UdpPair, TcpPair, ReplayPair], ids=lambda p: p.name)
+class AeronIpcPair:
+    """A real embedded media driver in the test's directory. A 64 KiB term: the publication window (half a term)
+    fills after some 30 of the largest frames, so back-pressure comes quickly."""
+    name, one_chunk_per_send, min_room, no_backpressure = "aeron-ipc", True, UDP_MAX_DATAGRAM, None
+    channel = "aeron:ipc?term-length=64k"
+
+    def __init__(self, tmp_path):
+        node = AeronNode(config(AeronDriverConfig, directory=str(tmp_path / "aeron")))
+        stream = {"channel": self.channel, "stream_id": 1001}
+        self.receiver = AeronReceiver(config(AeronReceiverConfig, streams=[stream], max_message_bytes=self.min_room),
+                                      node)
+        self.receiver.open()
+        self.sender = AeronSender(config(AeronSenderConfig, stream=stream), node)
+        self.sender.open()
+        deadline = time.monotonic() + 5
+        while not self.sender.connect():
+            assert time.monotonic() < deadline, "the publication did not connect to the subscription"
+            time.sleep(0.001)
+
+    def ready(self):
+        pass
+
+
+class AeronUdpPair(AeronIpcPair):
+    name = "aeron-udp"
+
+    def __init__(self, tmp_path):
+        self.channel = f"aeron:udp?endpoint=127.0.0.1:{free_port()}|term-length=64k"
+        super().__init__(tmp_path)
+
+
+@pytest.fixture(params=[UdpPair, TcpPair, ReplayPair, AeronIpcPair, AeronUdpPair], ids=lambda p: p.name)
 def pair(request, tmp_path):
     p = request.param(tmp_path)
     yield p
@@ -196,7 +229,8 @@ def test_transport_when_attached_to_an_event_loop_then_readiness_drives_poll(pai
 
 
 @pytest.mark.parametrize("cls", [UdpReceiverConfig, UdpSenderConfig, TcpServerConfig, TcpClientConfig,
-                                 ReplayWriterConfig, ReplayReaderConfig])
+                                 ReplayWriterConfig, ReplayReaderConfig, AeronDriverConfig, AeronReceiverConfig,
+                                 AeronSenderConfig])
 def test_transport_config_when_a_key_is_unknown_then_decoding_names_it(cls):
     with pytest.raises(msgspec.ValidationError, match="unknown field `hots`"):
         msgspec.toml.decode(b'hots = "127.0.0.1"\n', type=cls)

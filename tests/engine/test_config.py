@@ -280,7 +280,7 @@ def test_load_config_when_listen_table_is_empty_then_error_asks_for_a_transport(
     (config_dir / "engine.toml").write_text('name = "x"\n[listen]\n')
 
     assert str(load_error(config_dir)) == (
-        f"{config_dir / 'engine.toml'}: at $.listen: Expected at least one of udp, tcp, got neither")
+        f"{config_dir / 'engine.toml'}: at $.listen: Expected at least one of udp, tcp, aeron, got none")
 
 
 @pytest.mark.parametrize("text, expected", [

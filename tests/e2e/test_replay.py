@@ -1,0 +1,68 @@
+"""`run --record` a live run, then `orchestrator replay` it: the same orders (digest), counters and books as
+the live run, every time."""
+import json
+import time
+from collections import Counter
+
+import pytest
+
+from tests.e2e.e2e_kit import derive_config, market_data_frame
+from tests.e2e.test_bad_input import Source
+from tests.e2e.test_oms_faults import sells, tcp_oms_config
+
+
+def replay_twice(procs, config, recording):
+    results = []
+    for attempt in range(2):
+        code, out, err = procs.run("replay", str(config), str(recording), "--json", name=f"replay-{attempt}")
+        assert code == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+def without_latency(strategies):
+    return {name: {k: v for k, v in s.items() if k != "signal_to_order_us"} for name, s in strategies.items()}
+
+
+def test_replay_when_run_twice_then_same_orders_as_the_live_run(procs, tmp_path):
+    config = derive_config(tmp_path / "config", strategies={"pairs": {"enabled": True}})
+    sim_oms = tmp_path / "sim-oms.toml"
+    sim_oms.write_text("[sim_oms]\nfee_per_unit = 0.25\npartial_fill_ratio = 0.3\nreject_ratio = 0.05\n")
+    recording = tmp_path / "live.replay"
+    engine = procs.engine(config, "--sim-oms", str(sim_oms), "--record", str(recording))
+    procs.feed(engine, "udp", "--rate", 2000, "--count", 2000, "--duration", 0, "--seed", 11, "--bad-ratio", 0.05)
+    live = engine.report()
+    first, second = replay_twice(procs, config, recording)
+    assert first["orders_digest"] == second["orders_digest"]
+    assert first["counters"] == second["counters"] and first["batches"] == second["batches"]
+    assert first["orders"] == live["counters"]["orders"] > 0
+    # the recording holds the OMS's reports too: the replay ends with the live run's books, not just its orders
+    assert first["counters"] == live["counters"]
+    assert first["strategies"] == without_latency(live["strategies"])
+    assert first["truncated_records"] == 0
+
+
+def test_replay_when_file_is_missing_then_exits_1_naming_it(procs, tmp_path):
+    code, out, err = procs.run("replay", str(derive_config(tmp_path / "config")), str(tmp_path / "none.replay"))
+    assert code == 1 and out == "" and "cannot replay" in err and "none.replay" in err
+
+
+@pytest.mark.xfail(strict=True, reason="the OMS link policy (strategies moved to REDUCING/HALTED) and the local "
+                                       "cancels of unsent orders happen outside the recorded inbound chunks")
+def test_replay_when_live_run_lost_its_oms_then_same_orders(procs, tmp_path):
+    oms = procs.sim_oms("--drop-after", "3")
+    config = tcp_oms_config(tmp_path, oms.port, "reduce", backoff_ms=(1500, 3000))
+    recording = tmp_path / "live.replay"
+    engine = procs.engine(config, "--record", str(recording))
+    udp, s = procs.udp(engine), Source(0, Counter())
+    udp.send(market_data_frame())
+    for _ in range(3):
+        udp.send(s.good())
+        time.sleep(0.02)
+    engine.wait_status(lambda r: not r["oms"]["up"], "the OMS link to drop")
+    udp.send(sells(s, 2), s.good(2))
+    engine.wait_status(lambda r: r["counters"]["signals"] == 7, "7 signals")
+    live = engine.report()
+    first, _ = replay_twice(procs, config, recording)
+    assert first["orders"] == live["counters"]["orders"]
+    assert first["strategies"]["momentum"]["state"] == live["strategies"]["momentum"]["state"]
