@@ -59,6 +59,9 @@ class Engine:
         self.listeners = list(listeners)  # each gets on_batch(orders, rejects, now_ns) with ring views
         self.stats = EngineStats()
         self._batch = entry_point(run_batch)
+        self._arena, self._layout = state.arena, state.layout
+        self._scalars = state.scalars
+        self._cursors = state.cursors.reshape(-1)  # flat, for .item(): a Python int without a numpy scalar
         # The OMS's share of rx: at most as many reports as the report ring holds, each at its smallest encoding,
         # but never less than the room the OMS transport needs to read at all (one frame; Aeron: one message).
         need = max(MAX_FRAME_SIZE, getattr(getattr(oms, "config", None), "max_message_bytes", 0))
@@ -102,19 +105,17 @@ class Engine:
         now = self.clock() if now_ns is None else now_ns
         if self.recorder is not None and self._chunks:
             self.recorder.write_polled(self.state.rx, 0, self.state.rx_sizes, 0, self._chunks, now)
-        placed = self._batch(self.state.arena, self.state.layout, self._chunks, now)
+        placed = self._batch(self._arena, self._layout, self._chunks, now)
         self._offset = self._chunks = 0
         self.stats.batches += 1
-        self._send()
+        if self._scalars.item(S_TX_LEN):
+            self._send()
         self._drain(now)
         return placed
 
     def _send(self):
-        scalars = self.state.scalars
-        length = int(scalars[S_TX_LEN])
-        if length == 0:
-            return
-        frames = self.state.tx[:length]
+        scalars = self._scalars
+        frames = self.state.tx[:scalars.item(S_TX_LEN)]
         try:
             sent = self._oms_up and self.oms.send(frames)
         except TransportClosed:
@@ -130,15 +131,18 @@ class Engine:
             scalars[S_TX_LEN] = 0
 
     def _drain(self, now):
-        cursors = self.state.cursors
-        orders = ring_slices(self.state.orders, int(cursors[RING_ORDERS, TAIL]), int(cursors[RING_ORDERS, HEAD]))
-        rejects = ring_slices(self.state.rejects, int(cursors[RING_REJECTS, TAIL]),
-                              int(cursors[RING_REJECTS, HEAD]))
-        if orders or rejects:
-            for listener in self.listeners:
-                listener.on_batch(orders, rejects, now)
-        cursors[RING_ORDERS, TAIL] = cursors[RING_ORDERS, HEAD]
-        cursors[RING_REJECTS, TAIL] = cursors[RING_REJECTS, HEAD]
+        """Hand the batch's new orders and rejects to the listeners, then release them from their rings."""
+        cursors = self._cursors
+        orders_tail, orders_head = cursors.item(2 * RING_ORDERS + TAIL), cursors.item(2 * RING_ORDERS + HEAD)
+        rejects_tail, rejects_head = cursors.item(2 * RING_REJECTS + TAIL), cursors.item(2 * RING_REJECTS + HEAD)
+        if orders_tail == orders_head and rejects_tail == rejects_head:
+            return
+        orders = ring_slices(self.state.orders, orders_tail, orders_head)
+        rejects = ring_slices(self.state.rejects, rejects_tail, rejects_head)
+        for listener in self.listeners:
+            listener.on_batch(orders, rejects, now)
+        cursors[2 * RING_ORDERS + TAIL] = orders_head
+        cursors[2 * RING_REJECTS + TAIL] = rejects_head
 
     # ------------------------------------------------------------------------------------------ OMS link policy
     def oms_down(self):
