@@ -211,8 +211,8 @@ class EngineState:
         before = int(row["state"])
         after = next_state(before, event)
         row["state"] = after
+        row["trip_cause"] = NO_TRIP  # the operator takes over from the breaker: no cool-down undoes a command
         if event == EV_RESET or (before in _BREAKER_STATES and after in _TRADING_STATES):
-            row["trip_cause"] = NO_TRIP
             row["tripped_at_ns"] = 0
             row["consecutive_rejects"] = 0
             row["window_orders"] = row["window_rejects"] = 0

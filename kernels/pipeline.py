@@ -17,7 +17,7 @@ from kernels.dtypes import (
     C_FILLS, C_ORDERS, C_REJECT_RING_FULL, C_REJECTS, C_REPORT_INVALID, C_REPORT_MISMATCH,
     C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID,
     C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL,
-    EXEC_PARTIAL_FILL, EXEC_REJECT, N_REASONS, ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_FINITE, R_OUT_OF_ORDER, R_QTY_LOT,
+    EXEC_PARTIAL_FILL, EXEC_REJECT, N_REASONS, ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_FINITE, R_NOT_ACTIVE, R_OUT_OF_ORDER, R_QTY_LOT,
     R_SIGNAL_RANGE, R_STALE, SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
 )
 from kernels.positions import apply_fill, finite_positive, link_order, refresh_exposure, release_order, \
@@ -223,7 +223,7 @@ def process_batch(signals, cursors, now_ns, max_orders, strategies, instruments,
                     counters[C_REJECTS] += 1
                     count_reasons(reason_counts, s, reasons)
                     push_reject(rejects, cursors, counters, sig, s, i, side, qty, px, reasons, now_ns)
-                if bad == 0:
+                if bad == 0 and not reasons & R_NOT_ACTIVE:  # breakers judge orders, not the lifecycle
                     record_outcome(transitions, strategies, trip_counts, counters, s, reasons != 0, now_ns)
         seq += 1
     cursors[RING_SIGNALS, TAIL] = seq
@@ -259,11 +259,11 @@ def apply_reports(reports, cursors, now_ns, strategies, instruments, positions, 
                           scalars, slot)
             continue
         if (kind != EXEC_FILL and kind != EXEC_PARTIAL_FILL) or rep["qty"] <= 0 \
-                or not finite_positive(rep["price"]) or not (math.isfinite(rep["fee"]) and rep["fee"] >= 0):
+                or not finite_positive(rep["price"]) or not math.isfinite(rep["fee"]):  # a negative fee is a rebate
             counters[C_REPORT_INVALID] += 1
             continue
         ins = instruments[o["instrument"]]
-        px = rep["price"] / ins["tick_size"]
+        px = float(rep["price"]) / float(ins["tick_size"])
         if px > MAX_PRICE_TICKS:  # a fat-fingered report must not turn P&L into inf, then NaN
             counters[C_REPORT_INVALID] += 1
             continue

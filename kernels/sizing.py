@@ -39,7 +39,7 @@ def limit_ticks(price, tick_size, side):
     """Signal price to ticks, rounded passively (a buy down, a sell up): never worse than the signal asked."""
     if not math.isfinite(price):
         return 0
-    ticks = _clamp(price / tick_size)
+    ticks = _clamp(float(price) / float(tick_size))  # Python floats: no numpy overflow warning
     # A price that is a whole number of ticks can carry float noise (101.27 / 0.01 = 10126.999...).
     nearest = float(round(ticks))
     if abs(ticks - nearest) < 1e-9 * max(1.0, abs(ticks)):

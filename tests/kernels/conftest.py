@@ -1,0 +1,222 @@
+"""Kernel test fixtures: a small programmatic state builder (no config loader) and the two engines.
+
+`make_state(n_strategies, n_instruments, n_accounts, **overrides)` builds one arena the way the engine does
+(`arena.plan` + `arena.numpy_views`) and returns a `KernelState`: the views by region name (`k.strategies`,
+`k.positions`, ...), `copy()` and ring helpers; `engine.process_batch(k, now_ns, max_orders)` (and
+`mark_to_market`, `apply_reports`) call a kernel on it. Defaults are sane and loose (tick 0.01, lot 100,
+reference 100.00, every strategy ACTIVE, breakers off) so a test states only what it is about.
+
+`engine` runs a test body on the compiled kernels and on their Python source. For the Python engine every
+compiled function of `kernels/` is swapped for its `py_func` while the module's tests run, so helpers run as
+plain Python too (a bare `kernel.py_func` would still call compiled helpers).
+"""
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from kernels import arena as A  # kernels before numba: kernels/__init__ points numba's cache at .numba_cache
+from kernels.dtypes import ACTIVE, N_COUNTERS, N_REASONS, N_TRIPS, NO_PRICE, NO_SLOT, NO_TRIP
+from kernels.lifecycle import TRANSITIONS
+from kernels.pipeline import apply_reports, mark_to_market, process_batch
+
+NOW_NS = 1_700_000_000_000_000_000
+
+INSTRUMENT_DEFAULTS = dict(tick_size=0.01, lot_size=100, multiplier=1.0, band_pct=5.0, tradable=1,
+                           ref_px_ticks=10_000, mark_ticks=10_000)
+STRATEGY_DEFAULTS = dict(state=ACTIVE, trip_cause=NO_TRIP, max_position=10_000, max_order_qty=5_000,
+                         max_order_notional=1e6, max_open_orders=10, rate_per_s=100.0, burst=10.0, tokens=10.0,
+                         tokens_ts_ns=NOW_NS, daily_loss_limit=1e4, ratio_window_ns=10**9)
+ACCOUNT_DEFAULTS = dict(max_gross_notional=1e7, max_net_notional=1e7, daily_loss_limit=1e5)
+POSITION_DEFAULTS = dict(allowed=1)
+
+
+class KernelState:
+    """One engine arena; each region is an attribute named as in `arena.REGION_NAMES`."""
+
+    def __init__(self, arena, layout):
+        self.arena, self.layout = arena, layout
+        for name, view in zip(A.REGION_NAMES, A.numpy_views(arena, layout)):
+            setattr(self, name, view)
+
+    def copy(self):
+        return KernelState(self.arena.copy(), self.layout.copy())
+
+    # ---------------------------------------------------------------- rings, as the adapters use them
+    def _push(self, ring, table, fields):
+        head, tail = (int(c) for c in self.cursors[ring])
+        if head - tail >= len(table):
+            return False
+        index = head & (len(table) - 1)
+        table[index] = np.zeros((), table.dtype)
+        for name, value in fields.items():
+            table[index][name] = value
+        self.cursors[ring, A.HEAD] = head + 1
+        return True
+
+    def push_signal(self, **fields):
+        """Write one signal at the head of the signal ring; False when the ring is full."""
+        return self._push(A.RING_SIGNALS, self.signals, fields)
+
+    def push_report(self, **fields):
+        """Write one execution report at the head of the report ring; False when the ring is full."""
+        return self._push(A.RING_REPORTS, self.reports, fields)
+
+    def _take(self, ring, table):
+        head, tail = (int(c) for c in self.cursors[ring])
+        taken = np.array([table[seq & (len(table) - 1)] for seq in range(max(tail, head - len(table)), head)],
+                         table.dtype)
+        self.cursors[ring, A.TAIL] = head
+        return taken
+
+    def take_orders(self):
+        """The orders waiting in the order ring (copies), oldest first; the ring is then empty."""
+        return self._take(A.RING_ORDERS, self.orders)
+
+    def take_rejects(self):
+        return self._take(A.RING_REJECTS, self.rejects)
+
+    def order_room(self):
+        head, tail = (int(c) for c in self.cursors[A.RING_ORDERS])
+        return len(self.orders) - (head - tail)
+
+    def live_orders(self):
+        return [int(slot) for slot in np.flatnonzero(self.open_orders["live"])]
+
+    def set_mark(self, instrument, mark_ticks):
+        """Market data moved the mark of `instrument` (P&L and exposure wait for mark_to_market)."""
+        self.instruments[instrument]["mark_ticks"] = mark_ticks
+        self.instruments[instrument]["mark_dirty"] = 1
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The three batch kernels, compiled or as plain Python, called with a KernelState."""
+    name: str
+    process_batch_fn: object
+    mark_to_market_fn: object
+    apply_reports_fn: object
+
+    def process_batch(self, k, now_ns=NOW_NS, max_orders=None):
+        max_orders = k.order_room() if max_orders is None else max_orders
+        return self.process_batch_fn(
+            k.signals, k.cursors, now_ns, max_orders, k.strategies, k.instruments, k.positions, k.accounts,
+            k.exposures, k.open_orders, k.free_slots, k.sub_ptr, k.sub_strategy, k.source_seq, k.counters,
+            k.reason_counts, k.trip_counts, k.transitions, k.scalars, k.orders, k.rejects)
+
+    def mark_to_market(self, k, now_ns=NOW_NS):
+        return self.mark_to_market_fn(k.instruments, k.strategies, k.positions, k.accounts, k.exposures,
+                                      k.counters, k.trip_counts, k.transitions, now_ns)
+
+    def apply_reports(self, k, now_ns=NOW_NS):
+        return self.apply_reports_fn(k.reports, k.cursors, now_ns, k.strategies, k.instruments, k.positions,
+                                     k.accounts, k.exposures, k.open_orders, k.free_slots, k.scalars, k.counters,
+                                     k.trip_counts, k.transitions)
+
+
+COMPILED = Engine("compiled", process_batch, mark_to_market, apply_reports)
+PYTHON = Engine("python", process_batch.py_func, mark_to_market.py_func, apply_reports.py_func)
+
+
+BATCH_MODULES = ("arena", "breakers", "lifecycle", "pipeline", "positions", "risk", "sizing")
+
+
+@pytest.fixture(scope="module", params=["compiled", "python"])
+def engine(request):
+    """The test body once on the compiled kernels, once on their Python source (helpers included)."""
+    if request.param == "compiled":
+        yield COMPILED
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (importlib.import_module(f"kernels.{name}") for name in BATCH_MODULES):
+            for name, value in list(vars(module).items()):
+                if callable(getattr(value, "py_func", None)):   # a numba dispatcher
+                    patch.setattr(module, name, value.py_func)
+        yield PYTHON
+
+
+# -------------------------------------------------------------------------------------------- the builder
+def _assign(table, values):
+    for name, value in values.items():
+        table[name] = value
+
+
+def make_state(n_strategies=1, n_instruments=1, n_accounts=1, *, subscriptions=None, n_sources=2,
+               order_table=64, signal_ring=64, order_ring=64, reject_ring=64, report_ring=64,
+               instruments=None, strategies=None, accounts=None, positions=None, holdings=None):
+    """A fresh engine state.
+
+    subscriptions: one list of strategy ids per signal id (default: signal id s -> strategy s).
+    instruments / strategies / accounts / positions: {field: value or one value per row} over the defaults.
+    holdings: {(strategy, instrument): (qty, avg_px_ticks)} to start from; exposure and P&L are settled at
+    the marks. Strategy s trades for account s % n_accounts unless `strategies` says otherwise.
+    """
+    subscriptions = [[s] for s in range(n_strategies)] if subscriptions is None else subscriptions
+    sub_ptr = np.cumsum([0] + [len(subs) for subs in subscriptions])
+    shapes = [None] * A.N_REGIONS
+    shapes[A.RX], shapes[A.RX_SIZES], shapes[A.TX] = (64, 1), (8, 1), (64, 1)
+    shapes[A.SIGNALS], shapes[A.ORDERS] = (signal_ring, 1), (order_ring, 1)
+    shapes[A.REJECTS], shapes[A.REPORTS] = (reject_ring, 1), (report_ring, 1)
+    shapes[A.CURSORS] = (A.N_RINGS, 2)
+    shapes[A.INSTRUMENTS], shapes[A.STRATEGIES] = (n_instruments, 1), (n_strategies, 1)
+    shapes[A.POSITIONS] = (n_strategies, n_instruments)
+    shapes[A.ACCOUNTS], shapes[A.EXPOSURES] = (n_accounts, 1), (n_accounts, n_instruments)
+    shapes[A.OPEN_ORDERS], shapes[A.FREE_SLOTS] = (order_table, 1), (order_table, 1)
+    shapes[A.SUB_PTR], shapes[A.SUB_STRATEGY] = (len(sub_ptr), 1), (int(sub_ptr[-1]), 1)
+    shapes[A.SOURCE_SEQ], shapes[A.COUNTERS] = (n_sources, 1), (N_COUNTERS, 1)
+    shapes[A.REASON_COUNTS], shapes[A.TRIP_COUNTS] = (n_strategies, N_REASONS), (n_strategies, N_TRIPS)
+    shapes[A.TRANSITIONS], shapes[A.SCALARS] = TRANSITIONS.shape, (A.N_SCALARS, 1)
+    layout, nbytes = A.plan(shapes)
+    k = KernelState(np.zeros(nbytes, np.uint8), layout)
+
+    k.transitions[:] = TRANSITIONS
+    _assign(k.instruments, INSTRUMENT_DEFAULTS | (instruments or {}))
+    _assign(k.strategies, STRATEGY_DEFAULTS | {"account": np.arange(n_strategies) % n_accounts} | (strategies or {}))
+    _assign(k.accounts, ACCOUNT_DEFAULTS | (accounts or {}))
+    _assign(k.positions, POSITION_DEFAULTS | (positions or {}))
+    k.exposures["best_buy_ticks"] = NO_PRICE
+    k.exposures["best_sell_ticks"] = NO_PRICE
+    k.exposures["working_head"] = NO_SLOT
+    k.free_slots[:] = np.arange(order_table)[::-1]
+    k.scalars[A.S_FREE_TOP] = order_table
+    k.scalars[A.S_ORDER_GEN] = 1
+    k.sub_ptr[:] = sub_ptr
+    k.sub_strategy[:] = [s for subs in subscriptions for s in subs]
+    for (s, i), (qty, avg_px_ticks) in (holdings or {}).items():
+        k.positions[s, i]["qty"] = qty
+        k.positions[s, i]["avg_px_ticks"] = avg_px_ticks
+    settle(k)
+    return k
+
+
+def settle(k):
+    """Exposure, account totals and unrealized P&L from the positions at the current marks (start-up only)."""
+    n_strategies, n_instruments = k.positions.shape
+    k.exposures["qty"] = 0
+    for s in range(n_strategies):
+        k.exposures[k.strategies[s]["account"]]["qty"] += k.positions[s]["qty"]
+    for name in ("gross", "net", "unrealized"):
+        k.accounts[name] = 0.0
+    k.strategies["unrealized"] = 0.0
+    for i in range(n_instruments):
+        ins = k.instruments[i]
+        unit = ins["mark_ticks"] * ins["tick_size"] * ins["multiplier"]
+        for a in range(len(k.accounts)):
+            e = k.exposures[a, i]
+            e["gross"] = max(abs(e["qty"] + e["open_buy"]), abs(e["qty"] - e["open_sell"])) * unit
+            e["net"] = (e["qty"] + e["open_buy"] - e["open_sell"]) * unit
+            k.accounts[a]["gross"] += e["gross"]
+            k.accounts[a]["net"] += e["net"]
+        for s in range(n_strategies):
+            p = k.positions[s, i]
+            p["unrealized"] = (ins["mark_ticks"] - p["avg_px_ticks"]) * p["qty"] * ins["tick_size"] \
+                * ins["multiplier"] if p["qty"] else 0.0
+            k.strategies[s]["unrealized"] += p["unrealized"]
+            k.accounts[k.strategies[s]["account"]]["unrealized"] += p["unrealized"]
+    k.strategies["peak_pnl"] = k.strategies["realized"] + k.strategies["unrealized"] - k.strategies["fees"]
+
+
+@pytest.fixture(name="make_state", scope="session")
+def make_state_fixture():
+    return make_state

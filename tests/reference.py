@@ -1,0 +1,550 @@
+"""Plain-Python reference of the batch kernels: process_batch, mark_to_market and apply_reports.
+
+Written to be read, not to be fast: Python ints (they never overflow) and floats, records with attributes,
+dicts and lists. It shares nothing with `kernels/` but the contract in `kernels/dtypes.py` (constants) and the
+transition table the state carries. Money is computed in the kernels' operation order and running totals are
+kept the kernels' way (`total += new - old`), so kernel and reference agree bit for bit.
+
+Where a kernel rule is wrong for a trading system, this reference has the right rule, marked `RIGHT WAY:` with
+the reason, and the property tests fail until the kernel agrees. (None at present: the stale-timestamp
+overflow, the NaN quantity, the int64 price overflow, the absurd fill price, the order-ring overwrite and the
+exposure check at stale marks were fixed in the kernels; tests/kernels/test_rules.py keeps an example of each.)
+
+The working-order table is modelled as {slot: order} with a LIFO free-slot stack (order ids carry their slot,
+so the slot choice is part of the contract); best working prices are found by scanning the working orders,
+not kept in linked lists.
+"""
+import math
+from types import SimpleNamespace
+
+from kernels.dtypes import (
+    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_ORDERS, C_REJECT_RING_FULL,
+    C_REJECTS, C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE,
+    C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_COOLDOWN, EV_TRIP_HALT,
+    EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, N_REASONS, NO_PRICE,
+    NO_TRIP, ORDER_MARKET, ORDER_SLOT_BITS, R_DUPLICATE, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT,
+    R_LOSS_STRATEGY, R_NET_MAX, R_NO_REFERENCE, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NOTIONAL_MAX,
+    R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL, R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID,
+    R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, R_SIGNAL_RANGE, R_STALE,
+    REDUCING, SIDE_BUY, SIDE_SELL, SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN,
+    TRIP_LOSS, TRIP_REJECT_RATIO,
+)
+
+QTY_CLAMP = 1 << 62   # quantities and prices beyond this many units/ticks are clamped (and then rejected)
+SLOT_MASK = (1 << ORDER_SLOT_BITS) - 1
+RING_SIGNALS, RING_ORDERS, RING_REJECTS, RING_REPORTS = range(4)   # rows of the cursors table
+S_FREE_TOP, S_ORDER_GEN, S_NOW_NS = 0, 1, 3                       # slots of the scalars table
+ORDER_FIELDS = ("order_id", "strategy", "version", "account", "instrument", "side", "live", "qty", "leaves",
+                "px_ticks", "ts_ns")   # what a working order is; the kernels' prev/next links are theirs
+
+
+class Record(SimpleNamespace):
+    """One row of a table: an attribute per field, Python int or float values."""
+
+
+def record_of(row):
+    """A numpy structured row -> Record."""
+    return Record(**{name: row[name].item() for name in row.dtype.names})
+
+
+def new_record(dtype, **values):
+    record = Record(**{name: 0.0 if dtype[name].kind == "f" else 0 for name in dtype.names})
+    record.__dict__.update(values)
+    return record
+
+
+class Ring:
+    """A ring of records with monotonic head/tail sequences: it holds head - tail records."""
+
+    def __init__(self, rows, head, tail):
+        self.dtype = rows.dtype
+        self.slots = [record_of(row) for row in rows]
+        self.head, self.tail = int(head), int(tail)
+
+    def room(self):
+        return len(self.slots) - (self.head - self.tail)
+
+    def push(self, **values):
+        """Append a record at the head; False (nothing written) when the ring is full."""
+        if self.room() <= 0:
+            return False
+        self.slots[self.head % len(self.slots)] = new_record(self.dtype, **values)
+        self.head += 1
+        return True
+
+
+class Reference:
+    """The engine state as plain Python objects, and the three batch kernels over it."""
+
+    def __init__(self, k):
+        """Copy a kernel state (anything with the arena's region names as attributes)."""
+        self.instruments = [record_of(row) for row in k.instruments]
+        self.strategies = [record_of(row) for row in k.strategies]
+        self.accounts = [record_of(row) for row in k.accounts]
+        n_strategies, n_instruments = k.positions.shape
+        self.positions = {(s, i): record_of(k.positions[s, i])
+                          for s in range(n_strategies) for i in range(n_instruments)}
+        self.exposures = {(a, i): record_of(k.exposures[a, i])
+                          for a in range(len(self.accounts)) for i in range(n_instruments)}
+        self.working = {slot: Record(**{f: k.open_orders[slot][f].item() for f in ORDER_FIELDS})
+                        for slot in range(len(k.open_orders)) if k.open_orders[slot]["live"]}
+        self.free = [int(slot) for slot in k.free_slots[:int(k.scalars[S_FREE_TOP])]]
+        self.order_gen = int(k.scalars[S_ORDER_GEN])
+        self.now_ns = int(k.scalars[S_NOW_NS])
+        ptr = [int(x) for x in k.sub_ptr]
+        self.subscribers = [[int(s) for s in k.sub_strategy[ptr[sid]:ptr[sid + 1]]] for sid in range(len(ptr) - 1)]
+        self.last_seq = [int(x) for x in k.source_seq]
+        self.counters = [int(x) for x in k.counters]
+        self.reason_counts = [[int(x) for x in row] for row in k.reason_counts]
+        self.trip_counts = [[int(x) for x in row] for row in k.trip_counts]
+        self.transitions = [[int(x) for x in row] for row in k.transitions]
+        rings = [(k.signals, RING_SIGNALS), (k.orders, RING_ORDERS), (k.rejects, RING_REJECTS),
+                 (k.reports, RING_REPORTS)]
+        self.signals, self.orders, self.rejects, self.reports = (
+            Ring(rows, k.cursors[ring, 0], k.cursors[ring, 1]) for rows, ring in rings)
+
+    # ================================================================================== process_batch
+    def process_batch(self, now_ns, max_orders):
+        """Signals waiting in the signal ring -> orders and rejects; returns the number of orders placed.
+        First tripped strategies may cool down and moved marks are applied (so every check sees exposure and
+        P&L at the current marks). Stops before a signal whose subscribers could exceed the orders still
+        allowed: `max_orders`, and never more than the order ring has room for (no overwrite)."""
+        self.cool_down(now_ns)
+        self.mark_to_market(now_ns)
+        max_orders = min(max_orders, self.orders.room())
+        placed = 0
+        ring = self.signals
+        while ring.tail < ring.head:
+            sig = ring.slots[ring.tail % len(ring.slots)]
+            if sig.source >= len(self.last_seq):
+                self.counters[C_SIGNAL_UNKNOWN_SOURCE] += 1
+            elif sig.signal_id >= len(self.subscribers) or not self.subscribers[sig.signal_id]:
+                self.counters[C_SIGNAL_UNKNOWN_ID] += 1
+            elif sig.instrument >= len(self.instruments):
+                self.counters[C_SIGNAL_UNKNOWN_INSTRUMENT] += 1
+            else:
+                subscribers = self.subscribers[sig.signal_id]
+                if len(subscribers) > max_orders - placed:
+                    break
+                bad = self.signal_reasons(sig, now_ns)
+                self.last_seq[sig.source] = max(self.last_seq[sig.source], sig.seq)
+                for s in subscribers:
+                    placed += self.signal_to_strategy(sig, s, bad, now_ns)
+            ring.tail += 1
+        self.now_ns = now_ns
+        return placed
+
+    def signal_reasons(self, sig, now_ns):
+        """Reasons that condemn the signal itself, whatever strategy it reaches."""
+        r = 0
+        last = self.last_seq[sig.source]
+        if sig.seq == last:
+            r |= R_DUPLICATE
+        elif sig.seq < last:
+            r |= R_OUT_OF_ORDER
+        if sig.ttl_ns > 0 and now_ns - sig.ts_ns > sig.ttl_ns:   # exact: no int64 wrap-around for any ts_ns
+            r |= R_STALE
+        if not (math.isfinite(sig.value) and math.isfinite(sig.price)):
+            r |= R_NOT_FINITE
+        if sig.kind == SIGNAL_TARGET:
+            if abs(sig.value) > 1.0:
+                r |= R_SIGNAL_RANGE
+        elif sig.kind == SIGNAL_ORDER:
+            # fractional only if a finite number with a fraction (NaN and inf are NOT_FINITE, not a lot issue)
+            if math.isfinite(sig.value) and sig.value != math.floor(sig.value):
+                r |= R_QTY_LOT
+        else:
+            r |= R_SIGNAL_RANGE
+        return int(r)
+
+    def signal_to_strategy(self, sig, s, bad, now_ns):
+        """One signal reaches strategy s: size it, check it, book it or reject it. Returns orders placed."""
+        st = self.strategies[s]
+        i = sig.instrument
+        ins = self.instruments[i]
+        p = self.positions[s, i]
+        st.signals += 1
+        delta = order_delta(sig.kind, sig.value, st.max_position, ins.lot_size, p.qty + p.open_buy - p.open_sell)
+        side = SIDE_BUY if delta > 0 else SIDE_SELL
+        qty = abs(delta)
+        px_ticks = limit_ticks(sig.price, ins.tick_size, side)
+        if bad == 0 and delta == 0 and sig.kind == SIGNAL_TARGET:
+            self.counters[C_SIGNAL_NO_CHANGE] += 1
+            return 0
+        reasons = bad
+        if bad == 0:
+            refill_tokens(st, now_ns)
+            reasons = self.order_reasons(st, s, i, side, qty, px_ticks)
+        placed = 0
+        if reasons == 0:
+            self.place_order(sig, s, side, qty, px_ticks, now_ns)
+            self.counters[C_ORDERS] += 1
+            placed = 1
+        else:
+            st.rejects += 1
+            self.counters[C_REJECTS] += 1
+            for bit in range(N_REASONS):
+                if reasons >> bit & 1:
+                    self.reason_counts[s][bit] += 1
+            if not self.rejects.push(signal_seq=sig.seq, signal_source=sig.source, strategy=s, instrument=i,
+                                     side=side, qty=qty, px_ticks=px_ticks, reasons=reasons, ts_ns=now_ns):
+                self.counters[C_REJECT_RING_FULL] += 1
+        if bad == 0 and not reasons & R_NOT_ACTIVE:  # signal or lifecycle rejects: no breaker input
+            self.record_outcome(s, reasons != 0, now_ns)
+        return placed
+
+    # ---------------------------------------------------------------------------------- pre-trade risk
+    def order_reasons(self, st, s, i, side, qty, px_ticks):
+        """Every pre-trade rule, each setting its own bit (0 = accept)."""
+        account = self.accounts[st.account]
+        ins = self.instruments[i]
+        p = self.positions[s, i]
+        e = self.exposures[st.account, i]
+        reducing = reduces(p.qty, p.open_buy, p.open_sell, side, qty)
+        r = 0
+        if st.state != ACTIVE and not (st.state == REDUCING and reducing):
+            r |= R_NOT_ACTIVE
+        if account.kill:
+            r |= R_KILL_SWITCH
+        if not ins.tradable:
+            r |= R_NOT_TRADABLE
+        if not p.allowed:
+            r |= R_RESTRICTED
+        if qty <= 0:
+            r |= R_QTY_INVALID
+        elif qty % ins.lot_size != 0:
+            r |= R_QTY_LOT
+        if qty > st.max_order_qty:
+            r |= R_QTY_MAX
+        if px_ticks <= 0:
+            r |= R_PRICE_INVALID
+        if float(qty) * abs(float(px_ticks)) * (ins.tick_size * ins.multiplier) > st.max_order_notional:
+            r |= R_NOTIONAL_MAX
+        ref = ins.mark_ticks
+        if ref <= 0:
+            r |= R_NO_REFERENCE
+        elif abs(px_ticks - ref) * 100.0 > ins.band_pct * ref:
+            r |= R_PRICE_COLLAR
+        # position: the worst case on the order's side, working orders included, may not grow past the limit
+        before = p.qty + p.open_buy if side == SIDE_BUY else p.qty - p.open_sell
+        after = before + side * qty
+        if abs(after) > st.max_position and abs(after) > abs(before):
+            r |= R_POSITION_MAX
+        # account exposure, worst case with this order working; an order over the limit is rejected only if
+        # it adds exposure (the stored e.gross and account.net are at the current marks: the batch re-marked
+        # moved instruments first)
+        gross, net = exposure_of(e.qty, e.open_buy + (qty if side == SIDE_BUY else 0),
+                                 e.open_sell + (qty if side == SIDE_SELL else 0), money_per_unit(ins))
+        gross_total = account.gross - e.gross + gross
+        net_total = account.net - e.net + net
+        if gross_total > account.max_gross_notional and gross > e.gross:
+            r |= R_GROSS_MAX
+        if abs(net_total) > account.max_net_notional and abs(net_total) > abs(account.net):
+            r |= R_NET_MAX
+        if st.tokens < 1.0:
+            r |= R_RATE
+        if st.open_orders >= st.max_open_orders:
+            r |= R_OPEN_ORDERS_MAX
+        if not self.free:
+            r |= R_ORDER_TABLE_FULL
+        # losses stop new risk, never a reduction
+        if not reducing:
+            if pnl_of(st) <= -st.daily_loss_limit:
+                r |= R_LOSS_STRATEGY
+            if pnl_of(account) <= -account.daily_loss_limit:
+                r |= R_LOSS_ACCOUNT
+        # self-match: would it cross a working order of the same account on the same instrument?
+        (best_buy, _), (best_sell, _) = self.best_prices(st.account, i)
+        if side == SIDE_BUY:
+            if best_sell != NO_PRICE and (st.order_type == ORDER_MARKET or px_ticks >= best_sell):
+                r |= R_SELF_MATCH
+        elif best_buy != NO_PRICE and (st.order_type == ORDER_MARKET or px_ticks <= best_buy):
+            r |= R_SELF_MATCH
+        return int(r)
+
+    def best_prices(self, a, i):
+        """((highest working buy, orders at it), (lowest working sell, orders at it)) of account a on
+        instrument i; (NO_PRICE, 0) for a side without working orders."""
+        def best(side, pick):
+            prices = [o.px_ticks for o in self.working.values() if (o.account, o.instrument, o.side) == (a, i, side)]
+            price = pick(prices, default=NO_PRICE)
+            return price, prices.count(price)
+        return best(SIDE_BUY, max), best(SIDE_SELL, min)
+
+    # ---------------------------------------------------------------------------------- booking
+    def place_order(self, sig, s, side, qty, px_ticks, now_ns):
+        """Book an accepted order: working-order table, open quantities, exposure, tokens, order ring."""
+        st = self.strategies[s]
+        i, a = sig.instrument, st.account
+        slot = self.free.pop()
+        order_id = (self.order_gen << ORDER_SLOT_BITS) | slot
+        self.order_gen += 1
+        self.working[slot] = Record(order_id=order_id, strategy=s, version=st.version, account=a, instrument=i,
+                                    side=side, live=1, qty=qty, leaves=qty, px_ticks=px_ticks, ts_ns=now_ns)
+        self.add_open(s, a, i, side, qty)
+        st.tokens -= 1.0
+        st.open_orders += 1
+        st.orders += 1
+        pushed = self.orders.push(order_id=order_id, strategy=s, version=st.version, account=a, instrument=i,
+                                  side=side, order_type=st.order_type, qty=qty, px_ticks=px_ticks,
+                                  price=px_ticks * self.instruments[i].tick_size, ts_ns=now_ns,
+                                  signal_seq=sig.seq, signal_source=sig.source, signal_ts_ns=sig.ts_ns)
+        assert pushed, "process_batch caps max_orders at the order ring's room"
+
+    def add_open(self, s, a, i, side, qty):
+        """Working quantity changes by `qty` (negative to release) on the order's side."""
+        name = "open_buy" if side == SIDE_BUY else "open_sell"
+        setattr(self.positions[s, i], name, getattr(self.positions[s, i], name) + qty)
+        setattr(self.exposures[a, i], name, getattr(self.exposures[a, i], name) + qty)
+        self.refresh_exposure(a, i)
+
+    def release(self, slot):
+        """The order in `slot` is done: its leaves stop counting as open and the slot is free again."""
+        o = self.working.pop(slot)
+        self.add_open(o.strategy, o.account, o.instrument, o.side, -o.leaves)
+        self.strategies[o.strategy].open_orders -= 1
+        self.free.append(slot)
+
+    def refresh_exposure(self, a, i):
+        e = self.exposures[a, i]
+        gross, net = exposure_of(e.qty, e.open_buy, e.open_sell, money_per_unit(self.instruments[i]))
+        self.accounts[a].gross += gross - e.gross
+        self.accounts[a].net += net - e.net
+        e.gross, e.net = gross, net
+
+    # ---------------------------------------------------------------------------------- breakers
+    def apply_event(self, st, event):
+        target = self.transitions[st.state][event]
+        if target < 0:
+            return False
+        st.state = target
+        return True
+
+    def trip(self, s, cause, now_ns):
+        st = self.strategies[s]
+        event = EV_TRIP_REDUCE if st.breaker_action == BREAKER_ACTION_REDUCE else EV_TRIP_HALT
+        if self.apply_event(st, event):
+            st.trip_cause = cause
+            st.tripped_at_ns = now_ns
+            self.trip_counts[s][cause] += 1
+            self.counters[C_BREAKER_TRIPS] += 1
+
+    def record_outcome(self, s, rejected, now_ns):
+        """One order outcome into the reject breakers (consecutive rejects, reject ratio in a window)."""
+        st = self.strategies[s]
+        if now_ns - st.window_start_ns >= st.ratio_window_ns:
+            st.window_start_ns = now_ns
+            st.window_orders = 0
+            st.window_rejects = 0
+        st.window_orders += 1
+        if rejected:
+            st.window_rejects += 1
+            st.consecutive_rejects += 1
+        else:
+            st.consecutive_rejects = 0
+        if 0 < st.max_consecutive_rejects <= st.consecutive_rejects:
+            self.trip(s, TRIP_CONSECUTIVE_REJECTS, now_ns)
+        elif (st.max_reject_ratio > 0 and st.window_orders >= st.ratio_min_orders
+              and st.window_rejects >= st.max_reject_ratio * st.window_orders):
+            self.trip(s, TRIP_REJECT_RATIO, now_ns)
+
+    def check_pnl(self, s, now_ns):
+        """Track the P&L peak; trip on the loss limit, else on the drawdown from the peak."""
+        st = self.strategies[s]
+        pnl = pnl_of(st)
+        if pnl > st.peak_pnl:
+            st.peak_pnl = pnl
+        if st.loss_limit > 0 and pnl <= -st.loss_limit:
+            self.trip(s, TRIP_LOSS, now_ns)
+        elif st.max_drawdown > 0 and st.peak_pnl - pnl >= st.max_drawdown:
+            self.trip(s, TRIP_DRAWDOWN, now_ns)
+
+    def cool_down(self, now_ns):
+        """Tripped strategies whose cool-down has passed come back, with their breakers started afresh."""
+        for st in self.strategies:
+            if (st.trip_cause != NO_TRIP and st.cooldown_ns > 0 and now_ns - st.tripped_at_ns >= st.cooldown_ns
+                    and self.apply_event(st, EV_COOLDOWN)):
+                st.trip_cause = NO_TRIP
+                st.consecutive_rejects = 0
+                st.window_start_ns = now_ns
+                st.window_orders = 0
+                st.window_rejects = 0
+                st.peak_pnl = pnl_of(st)
+
+    # ================================================================================== mark_to_market
+    def mark_to_market(self, now_ns):
+        """Re-mark exposure and P&L on every instrument whose mark moved; returns how many instruments."""
+        marked = 0
+        for i, ins in enumerate(self.instruments):
+            if not ins.mark_dirty:
+                continue
+            ins.mark_dirty = 0
+            marked += 1
+            for a in range(len(self.accounts)):
+                self.refresh_exposure(a, i)
+            for s in range(len(self.strategies)):
+                p = self.positions[s, i]
+                if p.qty != 0 or p.unrealized != 0.0:
+                    self.remark(s, i)
+                    self.check_pnl(s, now_ns)
+        return marked
+
+    def remark(self, s, i):
+        """Unrealized P&L of strategy s on instrument i at the mark; strategy and account totals follow."""
+        p, ins, st = self.positions[s, i], self.instruments[i], self.strategies[s]
+        unrealized = 0.0
+        if p.qty != 0:
+            unrealized = (ins.mark_ticks - p.avg_px_ticks) * p.qty * ins.tick_size * ins.multiplier
+        change = unrealized - p.unrealized
+        p.unrealized = unrealized
+        st.unrealized += change
+        self.accounts[st.account].unrealized += change
+
+    # ================================================================================== apply_reports
+    def apply_reports(self, now_ns):
+        """Execution reports waiting in the report ring -> working orders, positions, P&L; returns fills."""
+        fills = 0
+        ring = self.reports
+        for seq in range(ring.tail, ring.head):
+            fills += self.apply_report(ring.slots[seq % len(ring.slots)], now_ns)
+        ring.tail = ring.head
+        return fills
+
+    def apply_report(self, rep, now_ns):
+        slot = rep.order_id & SLOT_MASK
+        o = self.working.get(slot)
+        if o is None or o.order_id != rep.order_id:
+            self.counters[C_REPORT_UNKNOWN_ORDER] += 1
+            return 0
+        if (o.strategy, o.version) != (rep.strategy, rep.version):
+            self.counters[C_REPORT_MISMATCH] += 1
+            return 0
+        if rep.exec_type == EXEC_ACK:
+            return 0
+        if rep.exec_type in (EXEC_REJECT, EXEC_CANCELED):
+            self.release(slot)
+            return 0
+        s, i, a = o.strategy, o.instrument, o.account
+        ins, p, st, account = self.instruments[i], self.positions[s, i], self.strategies[s], self.accounts[a]
+        px_ticks = rep.price / ins.tick_size
+        if (rep.exec_type not in (EXEC_FILL, EXEC_PARTIAL_FILL) or rep.qty <= 0
+                or not (math.isfinite(rep.price) and rep.price > 0)
+                # a fill price beyond QTY_CLAMP ticks (the bound of every order price) is malformed: booked, it
+                # would make the average price inf and P&L inf - inf = NaN, which no loss limit catches
+                or not px_ticks <= QTY_CLAMP
+                or not math.isfinite(rep.fee)):
+            self.counters[C_REPORT_INVALID] += 1
+            return 0
+        qty = rep.qty
+        if qty > o.leaves:   # the contract clamps an overfill to the leaves
+            self.counters[C_REPORT_OVERFILL] += 1
+            qty = o.leaves
+        realized = fill_position(p, o.side, qty, px_ticks) * ins.tick_size * ins.multiplier
+        p.realized += realized
+        p.fees += rep.fee
+        st.realized += realized
+        st.fees += rep.fee
+        st.fills += 1
+        st.filled_qty += qty
+        account.realized += realized
+        account.fees += rep.fee
+        self.exposures[a, i].qty += o.side * qty
+        o.leaves -= qty
+        self.add_open(s, a, i, o.side, -qty)
+        self.remark(s, i)
+        self.counters[C_FILLS] += 1
+        if o.leaves == 0 or rep.exec_type == EXEC_FILL:
+            self.release(slot)
+        self.check_pnl(s, now_ns)
+        return 1
+
+
+# ====================================================================================== pure rules
+def clamp_to_int(x):
+    """A float quantity or price -> int, truncated toward zero, clamped to +-QTY_CLAMP."""
+    if x > QTY_CLAMP:
+        return QTY_CLAMP
+    if x < -QTY_CLAMP:
+        return -QTY_CLAMP
+    return int(x)
+
+
+def order_delta(kind, value, max_position, lot_size, working_qty):
+    """Signed quantity to trade. TARGET: value x max_position in whole lots (toward zero), minus what the
+    strategy holds and has working. ORDER: the value itself (lot rules are risk's)."""
+    if not math.isfinite(value):
+        return 0
+    if kind == SIGNAL_TARGET:
+        target = clamp_to_int(value * max_position)
+        whole_lots = abs(target) // lot_size * lot_size
+        return (whole_lots if target >= 0 else -whole_lots) - working_qty
+    if kind == SIGNAL_ORDER:
+        return clamp_to_int(value)
+    return 0
+
+
+def limit_ticks(price, tick_size, side):
+    """Signal price -> ticks, rounded passively (a buy down, a sell up); a whole number of ticks up to float
+    noise (relative 1e-9) is taken as that number."""
+    if not math.isfinite(price):
+        return 0
+    ticks = price / tick_size
+    # clamped while still a float: 1e20 or inf ticks is +2**62 (and then rejected), never an int64 overflow
+    if ticks >= QTY_CLAMP:
+        return QTY_CLAMP
+    if ticks <= -QTY_CLAMP:
+        return -QTY_CLAMP
+    nearest = round(ticks)
+    if abs(ticks - nearest) < 1e-9 * max(1.0, abs(ticks)):
+        return nearest
+    return math.floor(ticks) if side == SIDE_BUY else math.ceil(ticks)
+
+
+def reduces(qty_held, open_buy, open_sell, side, qty):
+    """True when the order can only bring the position toward zero, even if every working order fills."""
+    if side == SIDE_BUY:
+        return qty_held < 0 and qty_held + open_buy + qty <= 0
+    return qty_held > 0 and qty_held - open_sell - qty >= 0
+
+
+def refill_tokens(st, now_ns):
+    """Token bucket: rate_per_s tokens a second, at most `burst` saved up."""
+    elapsed = now_ns - st.tokens_ts_ns
+    if elapsed > 0:
+        st.tokens = min(st.burst, st.tokens + elapsed * 1e-9 * st.rate_per_s)
+        st.tokens_ts_ns = now_ns
+
+
+def money_per_unit(ins):
+    return ins.mark_ticks * ins.tick_size * ins.multiplier
+
+
+def exposure_of(qty, open_buy, open_sell, unit):
+    """(gross, net) money of a holding with working orders: gross is the worse side if all of one fills."""
+    gross = max(abs(qty + open_buy), abs(qty - open_sell)) * unit
+    net = (qty + open_buy - open_sell) * unit
+    return gross, net
+
+
+def pnl_of(record):
+    return record.realized + record.unrealized - record.fees
+
+
+def fill_position(p, side, qty, px_ticks):
+    """Move a position by a fill at px_ticks (float); returns the realized P&L in ticks x units.
+    Adding to a position averages the price in; reducing realizes against the average; a flip through zero
+    starts the new position at the fill price; flat has average 0."""
+    held = p.qty
+    realized = 0.0
+    if held == 0 or (held > 0) == (side == SIDE_BUY):
+        p.avg_px_ticks = (p.avg_px_ticks * abs(held) + px_ticks * qty) / (abs(held) + qty)
+    else:
+        closed = min(qty, abs(held))
+        realized = (px_ticks - p.avg_px_ticks) * closed * (1 if held > 0 else -1)
+        after = held + side * qty
+        if after == 0:
+            p.avg_px_ticks = 0.0
+        elif (after > 0) != (held > 0):
+            p.avg_px_ticks = float(px_ticks)
+    p.qty = held + side * qty
+    return realized
