@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/orchestrator run config/demo --duration 10
+	$(VENV)/bin/orchestrator run config/demo --feed 1000 --duration 10
 
 test: $(STAMP)
 	$(PY) -m pytest -q
