@@ -1,7 +1,7 @@
 """Where whole frames end in a byte run. The header is `<IBBH`: body length, version, message type, reserved.
 
 Transports need only the boundaries (TCP to cut a stream into whole frames, replay and tests to check them);
-decoding the bodies is the engine's job. engine/wire.py has the same `whole_frames_end`; one will go.
+decoding the bodies is the engine's job.
 """
 import struct
 

@@ -88,7 +88,6 @@ MESSAGE_TYPES = {MSG_SIGNAL: Signal, MSG_MARKET_DATA: MarketData, MSG_ORDER: Ord
                  MSG_EXECUTION_REPORT: ExecutionReport}
 
 _HEADER = struct.Struct("<IBBH")
-_LENGTH = struct.Struct("<I")
 assert _HEADER.size == FRAME_HEADER_SIZE
 _encoder = msgspec.msgpack.Encoder()
 _decoders = {msg_type: msgspec.msgpack.Decoder(cls) for msg_type, cls in MESSAGE_TYPES.items()}
@@ -149,21 +148,3 @@ def iter_frames(buf):
             raise FrameError(pos, f"{MSG_NAMES[msg_type]}: {e}") from None
         yield msg_type, msg
         pos = body_end
-
-
-def whole_frames_end(buf, start, end):
-    """Where the last whole frame in buf[start:end] ends (start if none): the TCP adapter keeps the rest.
-
-    Reads headers only. A header whose length exceeds MAX_FRAME_BODY can never complete and leaves the stream
-    with no frame boundary to find again: that raises FrameError, and the adapter should drop the connection.
-    """
-    pos = start
-    unpack_from = _LENGTH.unpack_from
-    while end - pos >= FRAME_HEADER_SIZE:
-        length = unpack_from(buf, pos)[0]
-        if length > MAX_FRAME_BODY:
-            raise FrameError(pos, f"body length {length} > MAX_FRAME_BODY {MAX_FRAME_BODY}: stream out of sync")
-        if pos + FRAME_HEADER_SIZE + length > end:
-            break
-        pos += FRAME_HEADER_SIZE + length
-    return pos

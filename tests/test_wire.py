@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.framing import whole_frames_end
 from engine import wire
 from kernels.dtypes import (
     FRAME_HEADER_SIZE, MAX_FRAME_BODY, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL, WIRE_VERSION,
@@ -118,22 +119,7 @@ def test_whole_frames_end_when_buffer_cut_anywhere_then_ends_at_last_whole_frame
     for msg_type, msg in wire.iter_frames(buf):
         ends.append(ends[-1] + len(wire.encode_frame(msg)))
     cut = data.draw(st.integers(0, len(buf)))
-    assert wire.whole_frames_end(buf, 0, cut) == max(e for e in ends if e <= cut)
-
-
-def test_whole_frames_end_when_start_offset_then_counts_from_start():
-    frame = wire.encode_frame(SIGNAL)
-    buf = bytearray(b"junk" + frame * 2 + frame[:3])
-    assert wire.whole_frames_end(buf, 4, len(buf)) == 4 + 2 * len(frame)
-    assert wire.whole_frames_end(buf, 4, 4 + len(frame) - 1) == 4
-    assert wire.whole_frames_end(memoryview(buf), 4 + len(frame), len(buf)) == 4 + 2 * len(frame)
-
-
-def test_whole_frames_end_when_length_beyond_max_then_stream_out_of_sync():
-    buf = wire.encode_frame(SIGNAL) + _frame(b"", length=MAX_FRAME_BODY + 1)
-    with pytest.raises(wire.FrameError, match="out of sync") as e:
-        wire.whole_frames_end(buf, 0, len(buf))
-    assert e.value.offset == len(wire.encode_frame(SIGNAL))
+    assert whole_frames_end(buf, 0, cut) == max(e for e in ends if e <= cut)
 
 
 def test_docs_signal_example_when_encoded_then_matches_the_annotated_hex_dump():

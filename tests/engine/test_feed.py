@@ -15,7 +15,8 @@ from engine import feed as feed_module
 from engine.feed import (
     BAD_KINDS, MARKET_DATA_FRAME_T, SIGNAL_FRAME_T, STALE_AGE_NS, UNKNOWN_ID, FeedConfig, run_feed,
 )
-from engine.wire import FrameError, MarketData, Signal, decode_body, iter_frames, read_header, whole_frames_end
+from adapters.framing import whole_frames_end
+from engine.wire import FrameError, MarketData, Signal, decode_body, iter_frames, read_header
 from kernels.dtypes import FRAME_HEADER_SIZE, MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_TARGET
 
 ROOT = Path(__file__).resolve().parents[2]
