@@ -67,7 +67,7 @@ class Flow:
                             k.transitions)
 
     def run(self, n_signals):
-        k, cursors = self.k, self.k.cursors
+        cursors = self.k.cursors
         for _ in range(n_signals // BATCH):
             np.add(self.offsets, self.seq, out=self.signal_seq)
             self.signal_value.fill(100.0 if self.batches % 2 == 0 else -100.0)
