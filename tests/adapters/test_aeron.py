@@ -46,7 +46,7 @@ def stream(stream_id, channel="aeron:ipc"):
     return {"channel": channel, "stream_id": stream_id}
 
 
-def until(condition, timeout=5.0, what="condition"):
+def until(condition, timeout=30.0, what="condition"):  # generous: CI shares 2 cores
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

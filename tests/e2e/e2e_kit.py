@@ -169,7 +169,7 @@ class Engine(Process):
             lambda: self.ready_path.exists() and self.ready_path.read_text(), "ready file"))
         return self.ready
 
-    def wait_status(self, predicate, what, timeout=10):
+    def wait_status(self, predicate, what, timeout=30):
         """Wait until the report so far (the status file, rewritten every 0.1 s) satisfies predicate; return it."""
         def status():
             if self.status_path.exists():

@@ -142,7 +142,7 @@ def test_oms_when_stalled_then_back_pressure_is_counted_and_no_order_is_lost(pro
         return c["report_ring_full"] or (c["signals"] + c["signal_ring_full"] == sent and c["fills"] == c["orders"]
                                          and r["oms"]["orders_pending"] == 0)
 
-    done = engine.wait_status(settled, "every order filled", timeout=30)
+    done = engine.wait_status(settled, "every order filled", timeout=90)  # 2 shared cores, ~200k orders
     assert done["counters"]["report_ring_full"] == 0
     report = engine.report()
     counters, link = report["counters"], report["oms"]
