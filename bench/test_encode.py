@@ -9,6 +9,7 @@ from bench.budgets import STREAM_NS_PER_SIGNAL
 from bench.conftest import run
 from bench.frames import ORDER_FRAME_SIZE
 from bench.workloads import Encode
+from kernels.arena import S_TX_LEN
 
 ROUNDS = {1: 2000, 16: 1000, 256: 300, 4096: 100}
 
@@ -20,7 +21,8 @@ def _bench(n):
         run(benchmark, w, rounds=ROUNDS[n], warmup_rounds=20, unit="order",
             budget_ns=STREAM_NS_PER_SIGNAL if n >= 256 else None,
             budget_note="share of the stream budget (decode + process + encode)")
-        assert w.call() == n * ORDER_FRAME_SIZE  # the new tx length
+        w.setup()
+        assert w.call() == n and w.state.scalars[S_TX_LEN] == n * ORDER_FRAME_SIZE
     test.__doc__ = f"encode {n} orders: ns per order."
     return test
 

@@ -25,6 +25,7 @@ from kernels import arena as A
 from kernels._jit import entry_point
 from kernels.batch import run_batch
 from kernels.dtypes import REASON_NAMES, SIGNAL_TARGET
+from kernels.rings import HEAD, TAIL
 
 DEMO = BENCH_DIR / "config_mixed"  # a copy of config/demo: tight limits, shared signals
 
@@ -45,8 +46,8 @@ def _kernel_orders(config, frames, batches=1, step_ns=0, per_chunk=16):
         batch(state.arena, state.layout, chunks, NOW_NS + b * step_ns)
         tx += bytes(state.tx[:int(state.scalars[A.S_TX_LEN])])
         state.scalars[A.S_TX_LEN] = 0
-        state.cursors[A.RING_ORDERS, A.TAIL] = state.cursors[A.RING_ORDERS, A.HEAD]
-        state.cursors[A.RING_REJECTS, A.TAIL] = state.cursors[A.RING_REJECTS, A.HEAD]
+        state.cursors[A.RING_ORDERS, TAIL] = state.cursors[A.RING_ORDERS, HEAD]
+        state.cursors[A.RING_REJECTS, TAIL] = state.cursors[A.RING_REJECTS, HEAD]
     reasons = {name: {REASON_NAMES[b]: int(c) for b, c in enumerate(state.reason_counts[s]) if c}
                for s, name in enumerate(state.strategy_names)}
     return [o for _, o in iter_frames(tx)], reasons

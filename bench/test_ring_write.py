@@ -2,9 +2,9 @@
 
 Two figures:
 - `test_signal_ring_write_<n>_throughput`: a compiled claim-and-publish loop over the engine's own ring (the arena's
-  signal ring and cursors; the discipline of kernels/codec.py: power-of-two capacity, u64 head and tail, a full
-  ring refuses and counts, never overwrites), n SIGNAL_T records per call. The loop is bench code: the engine's
-  ring write is inlined into decode_inbound and cannot be called alone.
+  signal ring and cursors, kernels/rings.py: power-of-two capacity, u64 head and tail, a full ring refuses and
+  counts, never overwrites), n SIGNAL_T records per call. The loop is bench code: the engine's ring write is
+  inlined into decode_inbound and cannot be called alone.
 - `test_decode_4096_ring_full_throughput`: the engine's decode of 4096 frames into a ring with no room (every frame
   decoded, every claim refused and counted as back-pressure). Its difference to `test_decode_4096_throughput` is
   what the ring write costs inside the engine's decode.
@@ -13,29 +13,29 @@ Budget: none of its own (issue 2 asks for rings with back-pressure, not a figure
 """
 import numpy as np
 import pytest
-from numba import njit, types
+from numba import from_dtype, njit, types
 
 from bench.conftest import run
 from bench.workloads import Decode, Workload
-from kernels import types as T
-from kernels.arena import HEAD, RING_SIGNALS, TAIL
-from kernels.dtypes import C_SIGNAL_RING_FULL
+from kernels.arena import RING_SIGNALS
+from kernels.dtypes import C_SIGNAL_RING_FULL, SIGNAL_T
+from kernels.rings import HEAD, NO_ROOM, claim, publish
+
+SIGNALS = from_dtype(SIGNAL_T)[::1]
 
 
-@njit(types.int64(T.SIGNALS, T.U8_GRID, T.SIGNALS, types.int64, T.I8), cache=True, nogil=True,
+@njit(types.int64(SIGNALS, types.uint64[:, ::1], SIGNALS, types.int64, types.int64[::1]), cache=True, nogil=True,
       error_model="numpy")
 def ring_write(ring_out, cursors, records, n, counters):
     """Claim a slot and publish each of records[:n] into ring_out; count and skip when full; return written."""
-    mask = np.uint64(len(ring_out) - 1)
-    capacity = np.uint64(len(ring_out))
     written = 0
     for k in range(n):
-        head = cursors[RING_SIGNALS, HEAD]
-        if head - cursors[RING_SIGNALS, TAIL] >= capacity:
+        slot = claim(cursors, RING_SIGNALS, len(ring_out))
+        if slot == NO_ROOM:
             counters[C_SIGNAL_RING_FULL] += 1
             continue
-        ring_out[head & mask] = records[k]
-        cursors[RING_SIGNALS, HEAD] = head + np.uint64(1)
+        ring_out[slot] = records[k]
+        publish(cursors, RING_SIGNALS)
         written += 1
     return written
 

@@ -6,8 +6,8 @@ books back between rounds and no round measures a book that has filled up (no li
 path, every check evaluated, is what is timed). `call()` is the timed part: one compiled call through the kernel's
 entry point (kernels._jit.entry_point), the way the engine calls run_batch.
 
-Kernel arguments are bound by parameter name (`signals_out` -> the `signals` region, `now_ns` -> a value), so the
-benches follow the kernels when their argument order changes.
+Kernel arguments are bound by parameter name (`arena` and `layout` -> the engine state's, `now_ns` -> a value given),
+so the benches follow the kernels when their argument order changes.
 """
 import inspect
 import time
@@ -24,6 +24,7 @@ from kernels.batch import run_batch
 from kernels.codec import decode_inbound, encode_orders
 from kernels.dtypes import EXEC_FILL
 from kernels.pipeline import apply_reports, process_batch
+from kernels.rings import HEAD, TAIL
 
 NOW_NS = 1_767_225_600_000_000_000  # 2026-01-01: the clock every in-process round runs at
 SOURCE = 0
@@ -46,16 +47,10 @@ def bench_config():
 
 
 def bind(kernel, state, **values):
-    """The kernel's positional arguments: each parameter is a value given here or the arena region of its name
-    (a trailing `_out` dropped)."""
-    args = []
-    for name in inspect.signature(kernel.py_func).parameters:
-        if name in values:
-            args.append(values[name])
-        else:
-            region = name[:-4] if name.endswith("_out") else name
-            args.append(getattr(state, region))
-    return tuple(args)
+    """The kernel's positional arguments: each parameter is a value given here or the engine state's attribute of
+    its name (`arena`, `layout`)."""
+    return tuple(values[name] if name in values else getattr(state, name)
+                 for name in inspect.signature(kernel.py_func).parameters)
 
 
 class Workload:
@@ -157,7 +152,7 @@ class OneSignal(Workload):
         st.rx[:SIGNAL_FRAME_SIZE] = self.raw[self.k]
         self.k += 1
         st.scalars[A.S_TX_LEN] = 0
-        st.cursors[A.RING_ORDERS, A.TAIL] = st.cursors[A.RING_ORDERS, A.HEAD]
+        st.cursors[A.RING_ORDERS, TAIL] = st.cursors[A.RING_ORDERS, HEAD]
 
     def call(self):
         return self.fn(*self.args)
@@ -172,7 +167,7 @@ class Decode(Workload):
         self.name, self.items = f"decode_{n}{'_ring_full' if full else ''}", n
         n_chunks = self.load_rx(self.signals(n), per_chunk)
         if full:  # a ring whose head is a whole lap ahead of its tail
-            self.state.cursors[A.RING_SIGNALS, A.HEAD] = len(self.state.signals)
+            self.state.cursors[A.RING_SIGNALS, HEAD] = len(self.state.signals)
         self.snapshot()
         self.cursors = self.state.cursors.copy()
         self.kernel, self.fn = decode_inbound, entry_point(decode_inbound)
@@ -214,7 +209,7 @@ class ApplyReports(Workload):
         self.load_rx(self.signals(n))
         entry_point(run_batch)(st.arena, st.layout, -(-n // FRAMES_PER_CHUNK), NOW_NS)
         orders = st.orders[:n]
-        assert int(st.cursors[A.RING_ORDERS, A.HEAD]) == n, "the bench workload must place one order per signal"
+        assert int(st.cursors[A.RING_ORDERS, HEAD]) == n, "the bench workload must place one order per signal"
         reports = st.reports[:n]
         reports["order_id"] = orders["order_id"]
         reports["strategy"] = orders["strategy"]
@@ -243,12 +238,12 @@ class Encode(Workload):
         st = self.state
         self.load_rx(self.signals(n))
         entry_point(run_batch)(st.arena, st.layout, -(-n // FRAMES_PER_CHUNK), NOW_NS)
-        assert int(st.cursors[A.RING_ORDERS, A.HEAD]) == n
+        assert int(st.cursors[A.RING_ORDERS, HEAD]) == n
         self.kernel, self.fn = encode_orders, entry_point(encode_orders)
-        self.args = bind(encode_orders, st, start=0, stop=n, tx_len=0)
+        self.args = bind(encode_orders, st, start=0, stop=n)
 
     def setup(self):
-        pass
+        self.state.scalars[A.S_TX_LEN] = 0  # tx is empty again: each round encodes into the same bytes
 
     def call(self):
         return self.fn(*self.args)

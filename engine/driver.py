@@ -1,7 +1,8 @@
 """The batch loop around the compiled pipeline: poll transports into the arena, run one batch, send the orders.
 
-`Engine` owns the order of work and the OMS policy; the drivers (engine/drivers.py) decide *when* a batch
-runs: event mode (uvloop, frames of one loop iteration coalesced) or spin mode (busy poll on a pinned core).
+`Engine` owns the order of work and the OMS policy; the drivers at the end of this module (`run_event`,
+`run_spin`) decide *when* a batch runs: event mode (uvloop, frames of one loop iteration coalesced) or spin mode
+(busy poll on a pinned core).
 """
 import asyncio
 import gc
@@ -13,23 +14,13 @@ from adapters.base import TransportClosed
 from adapters.framing import MAX_FRAME_SIZE
 from engine.wire import iter_frames
 from kernels._jit import entry_point
-from kernels.arena import HEAD, RING_ORDERS, RING_REJECTS, RING_REPORTS, S_TX_LEN, TAIL
+from kernels import rings
+from kernels.arena import RING_ORDERS, RING_REJECTS, RING_REPORTS, S_TX_LEN
 from kernels.batch import run_batch
 from kernels.dtypes import ACTIVE, EV_HALT, EV_REDUCE, EXEC_CANCELED, FRAME_HEADER_SIZE, MSG_ORDER, REDUCING
 
 log = logging.getLogger("orchestrator.engine")
 MIN_REPORT_FRAME = FRAME_HEADER_SIZE + 1 + 10  # header, array tag, ten fields of one byte: the smallest report
-
-
-def ring_slices(ring, tail, head):
-    """The records of sequences [tail, head) of a ring, as at most two views (the ring may wrap)."""
-    cap = len(ring)
-    start, stop = tail % cap, head % cap
-    if head - tail == 0:
-        return ()
-    if start < stop:
-        return (ring[start:stop],)
-    return (ring[start:], ring[:stop]) if stop else (ring[start:],)
 
 
 class EngineStats:
@@ -61,7 +52,7 @@ class Engine:
         self._batch = entry_point(run_batch)
         self._arena, self._layout = state.arena, state.layout
         self._scalars = state.scalars
-        self._cursors = state.cursors.reshape(-1)  # flat, for .item(): a Python int without a numpy scalar
+        self._cursors = state.cursors
         # The OMS's share of rx: at most as many reports as the report ring holds, each at its smallest encoding,
         # but never less than the room the OMS transport needs to read at all (one frame; Aeron: one message).
         need = max(MAX_FRAME_SIZE, getattr(getattr(oms, "config", None), "max_message_bytes", 0))
@@ -133,16 +124,16 @@ class Engine:
     def _drain(self, now):
         """Hand the batch's new orders and rejects to the listeners, then release them from their rings."""
         cursors = self._cursors
-        orders_tail, orders_head = cursors.item(2 * RING_ORDERS + TAIL), cursors.item(2 * RING_ORDERS + HEAD)
-        rejects_tail, rejects_head = cursors.item(2 * RING_REJECTS + TAIL), cursors.item(2 * RING_REJECTS + HEAD)
+        orders_tail, orders_head = rings.available(cursors, RING_ORDERS)
+        rejects_tail, rejects_head = rings.available(cursors, RING_REJECTS)
         if orders_tail == orders_head and rejects_tail == rejects_head:
             return
-        orders = ring_slices(self.state.orders, orders_tail, orders_head)
-        rejects = ring_slices(self.state.rejects, rejects_tail, rejects_head)
+        orders = rings.slices(self.state.orders, orders_tail, orders_head)
+        rejects = rings.slices(self.state.rejects, rejects_tail, rejects_head)
         for listener in self.listeners:
             listener.on_batch(orders, rejects, now)
-        cursors[2 * RING_ORDERS + TAIL] = orders_head
-        cursors[2 * RING_REJECTS + TAIL] = rejects_head
+        rings.release(cursors, RING_ORDERS, orders_head)
+        rings.release(cursors, RING_REJECTS, rejects_head)
 
     # ------------------------------------------------------------------------------------------ OMS link policy
     def oms_down(self):
@@ -191,12 +182,11 @@ class Engine:
                 continue
             # Room is certain: the batch just applied every report, and the state builder sizes the report
             # ring to hold a full transmit buffer of orders.
-            head = int(cursors[RING_REPORTS, HEAD])
-            rec = reports[head % len(reports)]
+            rec = reports[rings.claim(cursors, RING_REPORTS, len(reports))]
             rec["order_id"], rec["strategy"], rec["version"] = order.order_id, order.strategy, order.version
             rec["exec_type"], rec["qty"], rec["price"], rec["leaves"] = EXEC_CANCELED, 0, 0.0, 0
             rec["fee"], rec["ts_ns"], rec["reason"] = 0.0, self.clock(), 0
-            cursors[RING_REPORTS, HEAD] = head + 1
+            rings.publish(cursors, RING_REPORTS)
             self.stats.orders_unsent += 1
 
 

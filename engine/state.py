@@ -34,7 +34,7 @@ from kernels.dtypes import (
 )
 from kernels.lifecycle import N_EVENTS, N_STATES, TRANSITIONS, next_state
 
-__all__ = ["Deploy", "EngineState", "allocate_arena", "region_shapes"]
+__all__ = ["Deploy", "EngineState", "allocate_arena", "arena_sizes"]
 
 MS_NS = 1_000_000
 
@@ -49,30 +49,16 @@ class Deploy:
     source: str
 
 
-def region_shapes(config: Config) -> list[tuple[int, int]]:
-    """(rows, cols) of every arena region, in region order, for `arena.plan`."""
+def arena_sizes(config: Config) -> A.Sizes:
+    """The counts that size every arena region (kernels/arena.py REGIONS), read from a config."""
     engine, rings = config.engine, config.engine.rings
-    n_inst, n_strat, n_acct = len(config.instruments), len(config.strategies), len(config.accounts)
-    max_signal = max(g for s in config.strategies for g in s.signals)
-    n_subscriptions = sum(len(s.signals) for s in config.strategies)
-    shapes = [None] * A.N_REGIONS
-    for region, rows in (
-        (A.RX, engine.rx_bytes), (A.RX_SIZES, engine.rx_chunks), (A.TX, engine.tx_bytes),
-        (A.SIGNALS, rings.signals), (A.ORDERS, rings.orders), (A.REJECTS, rings.rejects),
-        (A.REPORTS, rings.reports), (A.INSTRUMENTS, n_inst), (A.STRATEGIES, n_strat), (A.ACCOUNTS, n_acct),
-        (A.OPEN_ORDERS, engine.max_open_orders), (A.FREE_SLOTS, engine.max_open_orders),
-        (A.SUB_PTR, max_signal + 2), (A.SUB_STRATEGY, n_subscriptions), (A.SOURCE_SEQ, engine.sources),
-        (A.COUNTERS, N_COUNTERS), (A.SCALARS, A.N_SCALARS),
-    ):
-        shapes[region] = (rows, 1)
-    for region, shape in (
-        (A.CURSORS, (A.N_RINGS, 2)), (A.POSITIONS, (n_strat, n_inst)), (A.EXPOSURES, (n_acct, n_inst)),
-        (A.REASON_COUNTS, (n_strat, N_REASONS)), (A.TRIP_COUNTS, (n_strat, N_TRIPS)),
-        (A.TRANSITIONS, (N_STATES, N_EVENTS)),
-    ):
-        assert region in A.TWO_D
-        shapes[region] = shape
-    return shapes
+    return A.Sizes(
+        rx_bytes=engine.rx_bytes, rx_chunks=engine.rx_chunks, tx_bytes=engine.tx_bytes,
+        signal_ring=rings.signals, order_ring=rings.orders, reject_ring=rings.rejects, report_ring=rings.reports,
+        instruments=len(config.instruments), strategies=len(config.strategies), accounts=len(config.accounts),
+        order_table=engine.max_open_orders,
+        signal_ids=max(g for s in config.strategies for g in s.signals) + 1,
+        subscriptions=sum(len(s.signals) for s in config.strategies), sources=engine.sources)
 
 
 def allocate_arena(nbytes: int) -> np.ndarray:
@@ -110,7 +96,7 @@ class EngineState:
     @classmethod
     def build(cls, config: Config) -> EngineState:
         """Plan and allocate the arena for `config` and fill every table from it."""
-        layout, nbytes = A.plan(region_shapes(config))
+        layout, nbytes = A.plan(arena_sizes(config))
         state = cls(config, allocate_arena(nbytes), layout)
         state._fill()
         return state

@@ -1,10 +1,12 @@
 """The one decorator policy for compiled code.
 
-`kernel(signature)` for public kernels: an explicit signature turns a wrong dtype into a TypeError instead of
-a silent recompile. `helper` for functions called only from kernels, and `inlined(kernel)` for a public
-kernel that a fused kernel calls: both are inlined into their caller at numba's IR level. A real call would
-pass every array argument through the runtime's reference counting (two atomic operations per array, ~5 ns
-each); inlined, numba prunes those, and a fused batch costs what its work costs.
+- `kernel(signature)`: a public kernel, callable from Python. The explicit signature turns a wrong dtype into a
+  TypeError instead of a silent recompile.
+- `helper`: a function called only from compiled code, compiled on its own and called (numba does not inline it;
+  LLVM may). For small leaf functions over a few records or arrays.
+- `inline`: inlined into its caller at numba's IR level. For the stages and steps that take the whole `Regions`
+  tuple of views (kernels/arena.py): as a real call, its ~23 arrays would be passed as some 170 scalars.
+- `inlined(kernel)`: a public kernel compiled again to be inlined into a fused kernel.
 `error_model="numpy"` keeps division by zero a NaN/inf instead of an exception in the hot path.
 `_nrt=False` compiles without numba's runtime: no allocation is possible (an `np.empty` in a kernel is a
 compile error, so "no allocation on the hot path" is proven by the compiler, not hoped for), and array views
@@ -25,6 +27,12 @@ def helper(fn):
 
 def inline(fn):
     return njit(inline="always", **_POLICY)(fn)
+
+
+def generated_inline(fn):
+    """`inline` for a function written out at import (it has no source file to key a disk cache on): it is only
+    ever inlined into cached kernels, never compiled on its own."""
+    return njit(inline="always", **{**_POLICY, "cache": False})(fn)
 
 
 def inlined(dispatcher):

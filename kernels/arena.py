@@ -1,13 +1,18 @@
-"""All engine state lives in one preallocated byte arena, carved into typed regions.
-
-RX holds inbound bytes as chunks (a datagram, or the whole frames of a TCP read); RX_SIZES their lengths.
-TX holds encoded order frames for the OMS adapter to send.
+"""All engine state lives in one preallocated byte arena, carved into typed regions by one table.
 
 Why one arena: a compiled call costs ~55 ns per array argument to unbox. Passing one arena and its layout instead of
 twenty tables keeps a whole batch (decode, risk, positions, encode) at one call of ~200 ns overhead.
-`layout[region] = (offset, nbytes, rows, cols)`; regions start on 64-byte (cache line) boundaries.
-The engine builds the arena (engine/state.py); kernels take views of it with `views(arena, layout)`.
+
+`REGIONS` is the table: a region's name, its record dtype and the rule that sizes it from `Sizes` (the counts
+the engine reads from its config). Everything else is generated from it: the region ids (`RX`, `POSITIONS`, ...),
+`plan` (the layout), and `views`, which returns a `Regions` named tuple with one typed view per region, in compiled
+code and in Python alike (`state.positions[s, i]`). A new table is one row.
+`layout[region] = (offset, nbytes, rows, cols)`; regions start on 64-byte (cache line) boundaries; a vector
+region has cols == 1. The engine allocates the arena (engine/state.py); kernels take `(arena, layout)`.
 """
+from collections import namedtuple
+from typing import Callable, NamedTuple
+
 import numpy as np
 from numba import types
 from numba.core import cgutils
@@ -15,74 +20,111 @@ from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
-from kernels._jit import inline
+from kernels._jit import generated_inline
 from kernels.dtypes import (
-    ACCOUNT_T, EXPOSURE_T, INSTRUMENT_T, OPEN_ORDER_T, ORDER_T, POSITION_T, REJECT_T, REPORT_T, SIGNAL_T,
-    STRATEGY_T,
+    ACCOUNT_T, EVENT_NAMES, EXPOSURE_T, INSTRUMENT_T, N_COUNTERS, N_REASONS, N_TRIPS, OPEN_ORDER_T, ORDER_T,
+    POSITION_T, REJECT_T, REPORT_T, SIGNAL_T, STATE_NAMES, STRATEGY_T,
 )
-
-# Region ids, in arena order.
-(RX, RX_SIZES, TX, SIGNALS, ORDERS, REJECTS, REPORTS, CURSORS, INSTRUMENTS, STRATEGIES, POSITIONS, ACCOUNTS, EXPOSURES,
- OPEN_ORDERS, FREE_SLOTS, SUB_PTR, SUB_STRATEGY, SOURCE_SEQ, COUNTERS, REASON_COUNTS, TRIP_COUNTS,
- TRANSITIONS, SCALARS) = range(23)
-N_REGIONS = 23
-REGION_NAMES = ("rx", "rx_sizes", "tx", "signals", "orders", "rejects", "reports", "cursors", "instruments", "strategies",
-                "positions", "accounts", "exposures", "open_orders", "free_slots", "sub_ptr", "sub_strategy",
-                "source_seq", "counters", "reason_counts", "trip_counts", "transitions", "scalars")
-REGION_DTYPES = (np.dtype(np.uint8), np.dtype(np.int32), np.dtype(np.uint8), SIGNAL_T, ORDER_T, REJECT_T, REPORT_T,
-                 np.dtype(np.uint64), INSTRUMENT_T, STRATEGY_T, POSITION_T, ACCOUNT_T, EXPOSURE_T, OPEN_ORDER_T,
-                 np.dtype(np.int32), np.dtype(np.int32), np.dtype(np.int32), np.dtype(np.uint64),
-                 np.dtype(np.int64), np.dtype(np.int64), np.dtype(np.int64), np.dtype(np.int8),
-                 np.dtype(np.int64))
-
-# Ring ids: CURSORS is (N_RINGS, 2) of (head, tail) sequences; a ring holds head - tail records.
-RING_SIGNALS, RING_ORDERS, RING_REJECTS, RING_REPORTS = range(4)
-N_RINGS = 4
-HEAD, TAIL = 0, 1
-
-# SCALARS slots.
-S_FREE_TOP = 0       # free slots in FREE_SLOTS[:S_FREE_TOP]
-S_ORDER_GEN = 1      # generation for the next order id
-S_TX_LEN = 2         # bytes of encoded order frames waiting in TX
-S_NOW_NS = 3         # clock of the last batch
-N_SCALARS = 8
 
 ALIGN = 64
 
+# Ring ids: the cursors region is (N_RINGS, 2) of (head, tail) sequences (kernels/rings.py).
+RING_SIGNALS, RING_ORDERS, RING_REJECTS, RING_REPORTS = range(4)
+N_RINGS = 4
 
-def plan(shapes):
-    """Offsets for regions of the given (rows, cols) shapes: returns (layout, total_bytes)."""
+# Slots of the scalars region.
+S_FREE_TOP = 0       # free slots in free_slots[:S_FREE_TOP]
+S_ORDER_GEN = 1      # generation for the next order id
+S_TX_LEN = 2         # bytes of encoded order frames waiting in tx
+N_SCALARS = 8
+
+
+class Sizes(NamedTuple):
+    """The counts that size the arena (engine/state.py reads them from the config)."""
+    rx_bytes: int         # inbound bytes per batch
+    rx_chunks: int        # inbound chunks (datagrams, reads) per batch
+    tx_bytes: int         # encoded order frames per batch
+    signal_ring: int      # ring capacities in records (powers of two)
+    order_ring: int
+    reject_ring: int
+    report_ring: int
+    instruments: int
+    strategies: int
+    accounts: int
+    order_table: int      # working orders, engine-wide
+    signal_ids: int       # largest subscribed signal id + 1
+    subscriptions: int    # (signal id, strategy) pairs
+    sources: int          # signal source ids 0..sources-1
+
+
+class Region(NamedTuple):
+    name: str
+    dtype: np.dtype
+    rows: Callable[[Sizes], int]
+    cols: Callable[[Sizes], int] | None = None  # None: a vector (one row per record)
+
+
+U1, I1, I4, I8, U8 = (np.dtype(c) for c in ("u1", "i1", "i4", "i8", "u8"))
+
+REGIONS = (
+    #      name             dtype          rows                           cols
+    Region("rx",            U1,            lambda z: z.rx_bytes),                 # inbound chunks, back to back
+    Region("rx_sizes",      I4,            lambda z: z.rx_chunks),                # their lengths
+    Region("tx",            U1,            lambda z: z.tx_bytes),                 # order frames for the OMS link
+    Region("signals",       SIGNAL_T,      lambda z: z.signal_ring),
+    Region("orders",        ORDER_T,       lambda z: z.order_ring),
+    Region("rejects",       REJECT_T,      lambda z: z.reject_ring),
+    Region("reports",       REPORT_T,      lambda z: z.report_ring),
+    Region("cursors",       U8,            lambda z: N_RINGS,             lambda z: 2),
+    Region("instruments",   INSTRUMENT_T,  lambda z: z.instruments),
+    Region("strategies",    STRATEGY_T,    lambda z: z.strategies),
+    Region("positions",     POSITION_T,    lambda z: z.strategies,        lambda z: z.instruments),
+    Region("accounts",      ACCOUNT_T,     lambda z: z.accounts),
+    Region("exposures",     EXPOSURE_T,    lambda z: z.accounts,          lambda z: z.instruments),
+    Region("open_orders",   OPEN_ORDER_T,  lambda z: z.order_table),
+    Region("free_slots",    I4,            lambda z: z.order_table),              # a stack of open_orders slots
+    Region("sub_ptr",       I4,            lambda z: z.signal_ids + 1),           # CSR over signal ids ...
+    Region("sub_strategy",  I4,            lambda z: z.subscriptions),            # ... into strategy ids
+    Region("source_seq",    U8,            lambda z: z.sources),                  # last sequence per source
+    Region("counters",      I8,            lambda z: N_COUNTERS),
+    Region("reason_counts", I8,            lambda z: z.strategies,        lambda z: N_REASONS),
+    Region("trip_counts",   I8,            lambda z: z.strategies,        lambda z: N_TRIPS),
+    Region("transitions",   I1,            lambda z: len(STATE_NAMES),    lambda z: len(EVENT_NAMES)),
+    Region("scalars",       I8,            lambda z: N_SCALARS),
+)
+N_REGIONS = len(REGIONS)
+REGION_NAMES = tuple(r.name for r in REGIONS)
+for _index, _region in enumerate(REGIONS):  # region ids: RX, RX_SIZES, ..., SCALARS
+    globals()[_region.name.upper()] = _index
+
+Regions = namedtuple("Regions", REGION_NAMES)
+
+# numba types of the two arguments every public batch kernel takes first
+ARENA = types.uint8[::1]
+LAYOUT = types.int64[:, ::1]
+
+
+def shapes(sizes: Sizes) -> list[tuple[int, int]]:
+    """(rows, cols) of every region, in region order."""
+    return [(int(r.rows(sizes)), 1 if r.cols is None else int(r.cols(sizes))) for r in REGIONS]
+
+
+def plan(sizes: Sizes):
+    """Offsets for the regions sized by `sizes`: returns (layout, total_bytes)."""
     layout = np.zeros((N_REGIONS, 4), np.int64)
     offset = 0
-    for region, (rows, cols) in enumerate(shapes):
-        nbytes = rows * cols * REGION_DTYPES[region].itemsize
-        layout[region] = (offset, nbytes, rows, cols)
+    for index, (rows, cols) in enumerate(shapes(sizes)):
+        nbytes = rows * cols * REGIONS[index].dtype.itemsize
+        layout[index] = (offset, nbytes, rows, cols)
         offset += -(-nbytes // ALIGN) * ALIGN
     return layout, max(offset, ALIGN)
 
 
-def numpy_views(arena, layout):
-    """The same views as `views`, for Python code (control plane, metrics, tests)."""
-    out = []
-    for region in range(N_REGIONS):
-        offset, nbytes, rows, cols = (int(v) for v in layout[region])
-        view = arena[offset:offset + nbytes].view(REGION_DTYPES[region])
-        out.append(view.reshape(rows, cols) if region in TWO_D else view)
-    return tuple(out)
-
-
-TWO_D = (CURSORS, POSITIONS, EXPOSURES, REASON_COUNTS, TRIP_COUNTS, TRANSITIONS)
-
-
-@inline
-def _flat(arena, layout, region):
-    return arena[layout[region, 0]:layout[region, 0] + layout[region, 1]]
-
-
+# ---------------------------------------------------------------------------------------------- views
 @intrinsic
 def _as_grid(typingctx, flat, rows, cols):
-    """A C-contiguous (rows, cols) view of a contiguous 1-D array. numba's `reshape` goes through a generic
-    C helper that costs ~40 ns a call; a batch takes six 2-D views, so this is a tenth of an empty batch."""
+    """A C-contiguous (rows, cols) view of a contiguous 1-D array. numba's `reshape` goes through a generic C
+    helper that costs ~40 ns a call; a batch takes six 2-D views, so this is a tenth of an empty batch."""
     grid = flat.copy(ndim=2, layout="C")
 
     def codegen(context, builder, signature, args):
@@ -98,33 +140,27 @@ def _as_grid(typingctx, flat, rows, cols):
     return grid(flat, types.intp, types.intp), codegen
 
 
-@inline
-def views(arena, layout):
-    """Typed views of every region, in region order (compiled code only; for Python use `numpy_views`)."""
-    def grid(region, dtype):
-        return _as_grid(_flat(arena, layout, region).view(dtype), layout[region, 2], layout[region, 3])
-    return (
-        _flat(arena, layout, RX),
-        _flat(arena, layout, RX_SIZES).view(np.int32),
-        _flat(arena, layout, TX),
-        _flat(arena, layout, SIGNALS).view(SIGNAL_T),
-        _flat(arena, layout, ORDERS).view(ORDER_T),
-        _flat(arena, layout, REJECTS).view(REJECT_T),
-        _flat(arena, layout, REPORTS).view(REPORT_T),
-        grid(CURSORS, np.uint64),
-        _flat(arena, layout, INSTRUMENTS).view(INSTRUMENT_T),
-        _flat(arena, layout, STRATEGIES).view(STRATEGY_T),
-        grid(POSITIONS, POSITION_T),
-        _flat(arena, layout, ACCOUNTS).view(ACCOUNT_T),
-        grid(EXPOSURES, EXPOSURE_T),
-        _flat(arena, layout, OPEN_ORDERS).view(OPEN_ORDER_T),
-        _flat(arena, layout, FREE_SLOTS).view(np.int32),
-        _flat(arena, layout, SUB_PTR).view(np.int32),
-        _flat(arena, layout, SUB_STRATEGY).view(np.int32),
-        _flat(arena, layout, SOURCE_SEQ).view(np.uint64),
-        _flat(arena, layout, COUNTERS).view(np.int64),
-        grid(REASON_COUNTS, np.int64),
-        grid(TRIP_COUNTS, np.int64),
-        grid(TRANSITIONS, np.int8),
-        _flat(arena, layout, SCALARS).view(np.int64),
-    )
+def _views_source():
+    """The source of `views`, one line per region: numba needs each view's dtype as a constant, so the function
+    is written out from the table rather than looped over it."""
+    lines = ["def views(arena, layout):", "    return Regions("]
+    for index, r in enumerate(REGIONS):
+        flat = f"arena[layout[{index}, 0]:layout[{index}, 0] + layout[{index}, 1]].view(_dtype_{r.name})"
+        lines.append(f"        {flat}," if r.cols is None else
+                     f"        as_grid({flat}, layout[{index}, 2], layout[{index}, 3]),")
+    lines.append("    )")
+    return "\n".join(lines)
+
+
+def _build_views(as_grid):
+    namespace = {"Regions": Regions, "as_grid": as_grid, **{f"_dtype_{r.name}": r.dtype for r in REGIONS}}
+    exec(compile(_views_source(), f"<{__name__}._views_source>", "exec"), namespace)
+    return namespace["views"]
+
+
+# The same source twice: compiled (2-D views by the intrinsic) and for Python code (control plane, metrics,
+# tests), where numpy's reshape makes the same views. `views.python` tells the two-engine tests which to run.
+numpy_views = _build_views(lambda flat, rows, cols: flat.reshape(rows, cols))
+numpy_views.__doc__ = "Regions(arena, layout): a typed numpy view of every region, for Python code."
+views = generated_inline(_build_views(_as_grid))
+views.python = numpy_views

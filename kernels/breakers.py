@@ -12,20 +12,20 @@ from kernels.positions import pnl_of
 
 
 @helper
-def trip(transitions, strategies, trip_counts, counters, s, cause, now_ns):
-    st = strategies[s]
+def trip(state, s, cause, now_ns):
+    st = state.strategies[s]
     event = EV_TRIP_REDUCE if st["breaker_action"] == BREAKER_ACTION_REDUCE else EV_TRIP_HALT
-    if apply_event(transitions, strategies, s, event):
+    if apply_event(state.transitions, state.strategies, s, event):
         st["trip_cause"] = cause
         st["tripped_at_ns"] = now_ns
-        trip_counts[s, cause] += 1
-        counters[C_BREAKER_TRIPS] += 1
+        state.trip_counts[s, cause] += 1
+        state.counters[C_BREAKER_TRIPS] += 1
 
 
 @helper
-def record_outcome(transitions, strategies, trip_counts, counters, s, rejected, now_ns):
+def record_outcome(state, s, rejected, now_ns):
     """Count one order outcome in the reject breakers' windows and trip them when over threshold."""
-    st = strategies[s]
+    st = state.strategies[s]
     if now_ns - st["window_start_ns"] >= st["ratio_window_ns"]:
         st["window_start_ns"] = now_ns
         st["window_orders"] = 0
@@ -37,23 +37,23 @@ def record_outcome(transitions, strategies, trip_counts, counters, s, rejected, 
     else:
         st["consecutive_rejects"] = 0
     if 0 < st["max_consecutive_rejects"] <= st["consecutive_rejects"]:
-        trip(transitions, strategies, trip_counts, counters, s, TRIP_CONSECUTIVE_REJECTS, now_ns)
+        trip(state, s, TRIP_CONSECUTIVE_REJECTS, now_ns)
     elif (st["max_reject_ratio"] > 0 and st["window_orders"] >= st["ratio_min_orders"]
           and st["window_rejects"] >= st["max_reject_ratio"] * st["window_orders"]):
-        trip(transitions, strategies, trip_counts, counters, s, TRIP_REJECT_RATIO, now_ns)
+        trip(state, s, TRIP_REJECT_RATIO, now_ns)
 
 
 @helper
-def check_pnl(transitions, strategies, trip_counts, counters, s, now_ns):
+def check_pnl(state, s, now_ns):
     """Track the P&L peak and trip on drawdown from it or on the loss limit."""
-    st = strategies[s]
+    st = state.strategies[s]
     pnl = pnl_of(st)
     if pnl > st["peak_pnl"]:
         st["peak_pnl"] = pnl
     if st["loss_limit"] > 0 and pnl <= -st["loss_limit"]:
-        trip(transitions, strategies, trip_counts, counters, s, TRIP_LOSS, now_ns)
+        trip(state, s, TRIP_LOSS, now_ns)
     elif st["max_drawdown"] > 0 and st["peak_pnl"] - pnl >= st["max_drawdown"]:
-        trip(transitions, strategies, trip_counts, counters, s, TRIP_DRAWDOWN, now_ns)
+        trip(state, s, TRIP_DRAWDOWN, now_ns)
 
 
 @helper
@@ -68,11 +68,11 @@ def reset_breakers(strategy, now_ns):
 
 
 @helper
-def cool_down(transitions, strategies, now_ns):
+def cool_down(state, now_ns):
     """Bring back tripped strategies whose cool-down has passed."""
-    for s in range(len(strategies)):
-        st = strategies[s]
+    for s in range(len(state.strategies)):
+        st = state.strategies[s]
         if (st["trip_cause"] != NO_TRIP and st["cooldown_ns"] > 0
                 and now_ns - st["tripped_at_ns"] >= st["cooldown_ns"]
-                and apply_event(transitions, strategies, s, EV_COOLDOWN)):
+                and apply_event(state.transitions, state.strategies, s, EV_COOLDOWN)):
             reset_breakers(st, now_ns)

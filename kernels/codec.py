@@ -9,21 +9,17 @@ reads after it fail at once without touching the buffer, and a body reader can r
 through and check `ok` once.
 """
 import numpy as np
-from numba import from_dtype, int32, int64, uint8, uint64
+from numba import int64
 
-from kernels._jit import helper, kernel
-from kernels.arena import HEAD, RING_REPORTS, RING_SIGNALS, TAIL
+from kernels._jit import helper, inline, kernel
+from kernels.arena import ARENA, LAYOUT, RING_REPORTS, RING_SIGNALS, S_TX_LEN, views
 from kernels.dtypes import (
     C_FRAME_BAD_TYPE, C_FRAME_BAD_VERSION, C_FRAME_MALFORMED, C_FRAME_OVERSIZE, C_FRAME_TRUNCATED, C_FRAMES,
     C_MARKET_DATA, C_MARKET_DATA_INVALID, C_MARKET_DATA_UNKNOWN_INSTRUMENT, C_REPORT_RING_FULL, C_REPORTS,
-    C_SIGNAL_RING_FULL, C_SIGNALS, FRAME_HEADER_SIZE, INSTRUMENT_T, MAX_FRAME_BODY, MSG_EXECUTION_REPORT,
-    MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL, ORDER_T, REPORT_T, SIGNAL_ORDER, SIGNAL_T, WIRE_VERSION,
+    C_SIGNAL_RING_FULL, C_SIGNALS, FRAME_HEADER_SIZE, MAX_FRAME_BODY, MSG_EXECUTION_REPORT,
+    MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL, SIGNAL_ORDER, WIRE_VERSION,
 )
-
-SIGNAL = from_dtype(SIGNAL_T)
-REPORT = from_dtype(REPORT_T)
-ORDER = from_dtype(ORDER_T)
-INSTRUMENT = from_dtype(INSTRUMENT_T)
+from kernels.rings import NO_ROOM, claim, publish
 
 # Typed constants: numba compares uint64 with int64 as float64, which is inexact above 2**53.
 _U8_MAX = np.uint64(0xFF)
@@ -163,15 +159,6 @@ def _read_header(buf, pos, end):
 
 # ---------------------------------------------------------------------------------------------- messages
 @helper
-def _claim(cursors, ring, capacity):
-    """The ring slot for the next record, or -1 if the ring is full (never overwrite)."""
-    head = cursors[ring, HEAD]
-    if capacity == 0 or head - cursors[ring, TAIL] >= np.uint64(capacity):
-        return -1
-    return np.int64(head & np.uint64(capacity - 1))
-
-
-@helper
 def _take_signal(buf, pos, end, recv_ns, signals_out, cursors, counters):
     """Decode one Signal body into the signals ring; return 1 if the body was well formed."""
     pos, ok = _read_array(buf, pos, end, SIGNAL_FIELDS)
@@ -187,8 +174,8 @@ def _take_signal(buf, pos, end, recv_ns, signals_out, cursors, counters):
     if not (ok and ok1 and ok2 and ok3 and ok4 and ok5 and ok6 and ok7 and ok8 and ok9 and pos == end):
         counters[C_FRAME_MALFORMED] += 1
         return 0
-    slot = _claim(cursors, RING_SIGNALS, len(signals_out))
-    if slot < 0:
+    slot = claim(cursors, RING_SIGNALS, len(signals_out))
+    if slot == NO_ROOM:
         counters[C_SIGNAL_RING_FULL] += 1
         return 1
     s = signals_out[slot]
@@ -202,7 +189,7 @@ def _take_signal(buf, pos, end, recv_ns, signals_out, cursors, counters):
     s["ts_ns"] = ts_ns
     s["ttl_ns"] = ttl_ns
     s["recv_ns"] = recv_ns
-    cursors[RING_SIGNALS, HEAD] += _ONE
+    publish(cursors, RING_SIGNALS)
     counters[C_SIGNALS] += 1
     return 1
 
@@ -210,7 +197,7 @@ def _take_signal(buf, pos, end, recv_ns, signals_out, cursors, counters):
 @helper
 def _ticks(price, tick_size):
     """(ticks, ok): a price in ticks; ok is False for NaN, inf, negative or absurdly large prices."""
-    t = price / tick_size
+    t = float(price) / float(tick_size)  # Python floats when run as Python: no numpy overflow warning
     if not (0.0 <= t <= _MAX_TICKS):  # also False for NaN
         return 0, False
     return np.int64(round(t)), True
@@ -271,8 +258,8 @@ def _take_report(buf, pos, end, reports_out, cursors, counters):
     if not (ok and ok1 and ok2 and ok3 and ok4 and ok5 and ok6 and ok7 and ok8 and ok9 and ok10 and pos == end):
         counters[C_FRAME_MALFORMED] += 1
         return 0
-    slot = _claim(cursors, RING_REPORTS, len(reports_out))
-    if slot < 0:
+    slot = claim(cursors, RING_REPORTS, len(reports_out))
+    if slot == NO_ROOM:
         counters[C_REPORT_RING_FULL] += 1
         return 1
     r = reports_out[slot]
@@ -286,20 +273,22 @@ def _take_report(buf, pos, end, reports_out, cursors, counters):
     r["fee"] = fee
     r["ts_ns"] = ts_ns
     r["reason"] = reason
-    cursors[RING_REPORTS, HEAD] += _ONE
+    publish(cursors, RING_REPORTS)
     counters[C_REPORTS] += 1
     return 1
 
 
-@kernel(int64(uint8[::1], int32[::1], int64, int64, SIGNAL[::1], REPORT[::1], uint64[:, ::1], INSTRUMENT[::1],
-              int64[::1]))
-def decode_inbound(rx, rx_sizes, n_chunks, recv_ns, signals_out, reports_out, cursors, instruments, counters):
-    """Decode the frames of rx's first n_chunks chunks into the rings and instruments; return how many were well formed.
+@inline
+def decode_chunks(state, n_chunks, recv_ns):
+    """Decode the frames of rx's first n_chunks chunks into the rings and instruments; return how many were well
+    formed.
 
     Chunk k is rx_sizes[k] bytes after chunk k-1 and is walked on its own: a bad header ends its walk, a bad
     body skips one frame. A well-formed frame counts even if its ring was full or its market data was refused
     (the counters say which): C_FRAMES == returned + C_FRAME_BAD_TYPE + C_FRAME_MALFORMED, per call.
     """
+    rx, rx_sizes, counters, cursors = state.rx, state.rx_sizes, state.counters, state.cursors
+    signals_out, reports_out, instruments = state.signals, state.reports, state.instruments
     decoded = 0
     start = 0
     for k in range(min(n_chunks, len(rx_sizes))):
@@ -324,6 +313,12 @@ def decode_inbound(rx, rx_sizes, n_chunks, recv_ns, signals_out, reports_out, cu
             pos = frame_end
         start += size
     return decoded
+
+
+@kernel(int64(ARENA, LAYOUT, int64, int64))
+def decode_inbound(arena, layout, n_chunks, recv_ns):
+    """`decode_chunks` on the arena; return how many frames were well formed."""
+    return decode_chunks(views(arena, layout), n_chunks, recv_ns)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -365,14 +360,16 @@ def _put_order(tx, pos, o, tick_size):
     return pos
 
 
-@kernel(int64(ORDER[::1], int64, int64, INSTRUMENT[::1], uint8[::1], int64))
-def encode_orders(orders, start, stop, instruments, tx_out, tx_len):
-    """Append Order frames for ring sequences [start, stop) to tx_out at tx_len; return the new length.
+@inline
+def encode_to_tx(state, start, stop):
+    """Append Order frames for order ring sequences [start, stop) to tx after the S_TX_LEN bytes waiting there;
+    return how many frames were encoded.
 
-    Sequences are the ring's cursor values as int64 (they never reach 2**63). Frames are ORDER_FRAME_SIZE bytes
-    each, so the caller learns how many went from the length. Encoding stops at the first frame that does not
-    fit: run_batch asks process_batch for no more orders than tx has room for, so that never happens there.
+    Sequences are the ring's cursor values as int64 (they never reach 2**63). Encoding stops at the first frame
+    that does not fit: run_batch asks for no more orders than tx has room for, so that never happens there.
     """
+    orders, instruments, tx_out = state.orders, state.instruments, state.tx
+    tx_len = state.scalars[S_TX_LEN]
     mask = len(orders) - 1
     i = start
     while i < stop and tx_len + ORDER_FRAME_SIZE <= len(tx_out) and mask >= 0:
@@ -382,4 +379,11 @@ def encode_orders(orders, start, stop, instruments, tx_out, tx_len):
         tick = instruments[instrument]["tick_size"] if instrument < len(instruments) else np.nan
         tx_len = _put_order(tx_out, tx_len, o, tick)
         i += 1
-    return tx_len
+    state.scalars[S_TX_LEN] = tx_len
+    return i - start
+
+
+@kernel(int64(ARENA, LAYOUT, int64, int64))
+def encode_orders(arena, layout, start, stop):
+    """`encode_to_tx` on the arena; return how many order frames were appended to tx."""
+    return encode_to_tx(views(arena, layout), start, stop)

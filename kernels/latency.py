@@ -5,10 +5,10 @@ over 1 ns .. 2**MAX_EXPONENT ns; longer lands in the last bucket. engine/metrics
 """
 import math
 
-from numba import types
+from numba import from_dtype, types
 
-from kernels import types as T
 from kernels._jit import helper, kernel
+from kernels.dtypes import ORDER_T
 
 SUB_BUCKETS = 16
 MAX_EXPONENT = 48  # 2**48 ns ~ 3 days
@@ -21,7 +21,7 @@ def bucket_of(value_ns):
     return min((exponent - 1) * SUB_BUCKETS + int((2.0 * mantissa - 1.0) * SUB_BUCKETS), N_BUCKETS - 1)
 
 
-@kernel(types.int64(T.ORDERS, types.int64, T.I8_GRID))
+@kernel(types.int64(from_dtype(ORDER_T)[::1], types.int64, types.int64[:, ::1]))
 def record_signal_to_order(orders, sent_ns, counts_out):
     """Count each order's latency from its signal's timestamp to `sent_ns` in counts_out[strategy]."""
     for k in range(len(orders)):

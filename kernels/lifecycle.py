@@ -63,7 +63,7 @@ def next_state(state, event):
 
 @helper
 def apply_event(transitions, strategies, s, event):
-    """Move strategy s by `event` if the table allows it; return True when the state changed (kernels)."""
+    """Move strategy s by `event` if the table allows it; return True when the state changed."""
     target = transitions[strategies[s]["state"], event]
     if target < 0:
         return False

@@ -27,28 +27,31 @@ def money_per_unit(instrument):
 
 
 @helper
-def refresh_exposure(accounts, exposures, instruments, a, i):
-    e = exposures[a, i]
-    gross, net = exposure_of(e["qty"], e["open_buy"], e["open_sell"], money_per_unit(instruments[i]))
-    accounts[a]["gross"] += gross - e["gross"]
-    accounts[a]["net"] += net - e["net"]
+def refresh_exposure(state, a, i):
+    """Account a's exposure on instrument i at the current mark; the account totals follow."""
+    e = state.exposures[a, i]
+    account = state.accounts[a]
+    gross, net = exposure_of(e["qty"], e["open_buy"], e["open_sell"], money_per_unit(state.instruments[i]))
+    account["gross"] += gross - e["gross"]
+    account["net"] += net - e["net"]
     e["gross"] = gross
     e["net"] = net
 
 
 # ------------------------------------------------------------------------------------------ P&L
 @helper
-def remark(strategies, positions, accounts, instruments, s, i):
+def remark(state, s, i):
     """Recompute the unrealized P&L of strategy s on instrument i at the instrument's mark."""
-    p = positions[s, i]
-    ins = instruments[i]
+    p = state.positions[s, i]
+    ins = state.instruments[i]
+    st = state.strategies[s]
     unrealized = 0.0
     if p["qty"] != 0:
         unrealized = (ins["mark_ticks"] - p["avg_px_ticks"]) * p["qty"] * ins["tick_size"] * ins["multiplier"]
     change = unrealized - p["unrealized"]
     p["unrealized"] = unrealized
-    strategies[s]["unrealized"] += change
-    accounts[strategies[s]["account"]]["unrealized"] += change
+    st["unrealized"] += change
+    state.accounts[st["account"]]["unrealized"] += change
 
 
 @helper
@@ -156,19 +159,19 @@ def _leave_best(open_orders, exposure, side, px):
 
 
 @helper
-def release_order(strategies, positions, accounts, exposures, instruments, open_orders, free_slots, scalars,
-                  slot):
+def release_order(state, slot):
     """The order in `slot` is done: release its leaves from open quantities, unlink it and free the slot."""
+    open_orders = state.open_orders
     o = open_orders[slot]
     s, i = o["strategy"], o["instrument"]
     a = o["account"]
     leaves = o["leaves"]
-    e = exposures[a, i]
+    e = state.exposures[a, i]
     if o["side"] == SIDE_BUY:
-        positions[s, i]["open_buy"] -= leaves
+        state.positions[s, i]["open_buy"] -= leaves
         e["open_buy"] -= leaves
     else:
-        positions[s, i]["open_sell"] -= leaves
+        state.positions[s, i]["open_sell"] -= leaves
         e["open_sell"] -= leaves
     o["leaves"] = 0
     o["live"] = 0
@@ -180,10 +183,10 @@ def release_order(strategies, positions, accounts, exposures, instruments, open_
     if nxt != NO_SLOT:
         open_orders[nxt]["prev"] = prev
     _leave_best(open_orders, e, o["side"], o["px_ticks"])
-    refresh_exposure(accounts, exposures, instruments, a, i)
-    strategies[s]["open_orders"] -= 1
-    free_slots[scalars[S_FREE_TOP]] = slot
-    scalars[S_FREE_TOP] += 1
+    refresh_exposure(state, a, i)
+    state.strategies[s]["open_orders"] -= 1
+    state.free_slots[state.scalars[S_FREE_TOP]] = slot
+    state.scalars[S_FREE_TOP] += 1
 
 
 @helper

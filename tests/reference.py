@@ -30,10 +30,11 @@ from kernels.dtypes import (
     TRIP_LOSS, TRIP_REJECT_RATIO,
 )
 
+from kernels.arena import RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_FREE_TOP, S_ORDER_GEN
+from kernels.rings import HEAD, TAIL
+
 QTY_CLAMP = 1 << 62   # quantities and prices beyond this many units/ticks are clamped (and then rejected)
 SLOT_MASK = (1 << ORDER_SLOT_BITS) - 1
-RING_SIGNALS, RING_ORDERS, RING_REJECTS, RING_REPORTS = range(4)   # rows of the cursors table
-S_FREE_TOP, S_ORDER_GEN, S_NOW_NS = 0, 1, 3                       # slots of the scalars table
 ORDER_FIELDS = ("order_id", "strategy", "version", "account", "instrument", "side", "live", "qty", "leaves",
                 "px_ticks", "ts_ns")   # what a working order is; the kernels' prev/next links are theirs
 
@@ -90,7 +91,6 @@ class Reference:
                         for slot in range(len(k.open_orders)) if k.open_orders[slot]["live"]}
         self.free = [int(slot) for slot in k.free_slots[:int(k.scalars[S_FREE_TOP])]]
         self.order_gen = int(k.scalars[S_ORDER_GEN])
-        self.now_ns = int(k.scalars[S_NOW_NS])
         ptr = [int(x) for x in k.sub_ptr]
         self.subscribers = [[int(s) for s in k.sub_strategy[ptr[sid]:ptr[sid + 1]]] for sid in range(len(ptr) - 1)]
         self.last_seq = [int(x) for x in k.source_seq]
@@ -101,7 +101,7 @@ class Reference:
         rings = [(k.signals, RING_SIGNALS), (k.orders, RING_ORDERS), (k.rejects, RING_REJECTS),
                  (k.reports, RING_REPORTS)]
         self.signals, self.orders, self.rejects, self.reports = (
-            Ring(rows, k.cursors[ring, 0], k.cursors[ring, 1]) for rows, ring in rings)
+            Ring(rows, k.cursors[ring, HEAD], k.cursors[ring, TAIL]) for rows, ring in rings)
 
     # ================================================================================== process_batch
     def process_batch(self, now_ns, max_orders):
@@ -131,7 +131,6 @@ class Reference:
                 for s in subscribers:
                     placed += self.signal_to_strategy(sig, s, bad, now_ns)
             ring.tail += 1
-        self.now_ns = now_ns
         return placed
 
     def signal_reasons(self, sig, now_ns):

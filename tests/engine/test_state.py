@@ -12,7 +12,7 @@ from numba import literal_unroll, njit
 import pytest
 
 from engine.config import load_config
-from engine.state import EngineState, region_shapes
+from engine.state import EngineState, arena_sizes
 from kernels import arena as A
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_HALT, BREAKER_ACTION_REDUCE, EV_HALT, EV_PAUSE, HALTED, N_COUNTERS, N_REASONS, N_TRIPS,
@@ -46,15 +46,15 @@ def test_build_when_basic_config_then_every_region_has_its_configured_shape(stat
     for region, name in enumerate(A.REGION_NAMES):
         view = getattr(state, name)
         assert view.shape == expected[name], name
-        assert view.dtype == A.REGION_DTYPES[region], name
-        assert view is state.views[region]
+        assert view.dtype == A.REGIONS[region].dtype, name
+        assert view is state.views[region] is getattr(state.views, name)
 
 
-def test_region_shapes_when_region_is_one_dimensional_then_shape_is_rows_by_one():
-    shapes = region_shapes(load_config(BASIC))
+def test_region_shapes_when_region_is_a_vector_then_shape_is_rows_by_one():
+    shapes = A.shapes(arena_sizes(load_config(BASIC)))
 
-    for region, (rows, cols) in enumerate(shapes):
-        assert cols == 1 or region in A.TWO_D, A.REGION_NAMES[region]
+    for region, (rows, cols) in zip(A.REGIONS, shapes):
+        assert cols == 1 or region.cols is not None, region.name
 
 
 def test_build_when_built_then_state_is_one_zeroed_cache_aligned_arena(state):
@@ -152,7 +152,7 @@ def test_build_when_built_then_free_slot_stack_pops_slot_zero_first(state):
     top = state.scalars[A.S_FREE_TOP]
     assert top == 8 and state.free_slots[top - 1] == 0
     assert state.scalars[A.S_ORDER_GEN] == 1
-    assert (state.scalars[A.S_TX_LEN], state.scalars[A.S_NOW_NS]) == (0, 0)
+    assert state.scalars[A.S_TX_LEN] == 0
     assert (state.open_orders["prev"] == NO_SLOT).all() and (state.open_orders["next"] == NO_SLOT).all()
     assert not state.open_orders["live"].any()
 

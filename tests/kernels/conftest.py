@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from kernels import arena as A  # kernels before numba: kernels/__init__ points numba's cache at .numba_cache
-from kernels.dtypes import ACTIVE, N_COUNTERS, N_REASONS, N_TRIPS, NO_PRICE, NO_SLOT, NO_TRIP
+from kernels import rings
+from kernels.dtypes import ACTIVE, NO_PRICE, NO_SLOT, NO_TRIP
 from kernels.lifecycle import TRANSITIONS
 from kernels.pipeline import apply_reports, mark_to_market, process_batch
 
@@ -45,14 +46,13 @@ class KernelState:
 
     # ---------------------------------------------------------------- rings, as the adapters use them
     def _push(self, ring, table, fields):
-        head, tail = (int(c) for c in self.cursors[ring])
-        if head - tail >= len(table):
+        index = rings.claim(self.cursors, ring, len(table))
+        if index == rings.NO_ROOM:
             return False
-        index = head & (len(table) - 1)
         table[index] = np.zeros((), table.dtype)
         for name, value in fields.items():
             table[index][name] = value
-        self.cursors[ring, A.HEAD] = head + 1
+        rings.publish(self.cursors, ring)
         return True
 
     def push_signal(self, **fields):
@@ -64,10 +64,9 @@ class KernelState:
         return self._push(A.RING_REPORTS, self.reports, fields)
 
     def _take(self, ring, table):
-        head, tail = (int(c) for c in self.cursors[ring])
-        taken = np.array([table[seq & (len(table) - 1)] for seq in range(max(tail, head - len(table)), head)],
-                         table.dtype)
-        self.cursors[ring, A.TAIL] = head
+        tail, head = rings.available(self.cursors, ring)
+        taken = np.concatenate(rings.slices(table, tail, head) or (table[:0],))
+        rings.release(self.cursors, ring, head)
         return taken
 
     def take_orders(self):
@@ -78,8 +77,7 @@ class KernelState:
         return self._take(A.RING_REJECTS, self.rejects)
 
     def order_room(self):
-        head, tail = (int(c) for c in self.cursors[A.RING_ORDERS])
-        return len(self.orders) - (head - tail)
+        return rings.room(self.cursors, A.RING_ORDERS, len(self.orders))
 
     def live_orders(self):
         return [int(slot) for slot in np.flatnonzero(self.open_orders["live"])]
@@ -100,26 +98,20 @@ class Engine:
 
     def process_batch(self, k, now_ns=NOW_NS, max_orders=None):
         max_orders = k.order_room() if max_orders is None else max_orders
-        return self.process_batch_fn(
-            k.signals, k.cursors, now_ns, max_orders, k.strategies, k.instruments, k.positions, k.accounts,
-            k.exposures, k.open_orders, k.free_slots, k.sub_ptr, k.sub_strategy, k.source_seq, k.counters,
-            k.reason_counts, k.trip_counts, k.transitions, k.scalars, k.orders, k.rejects)
+        return self.process_batch_fn(k.arena, k.layout, now_ns, max_orders)
 
     def mark_to_market(self, k, now_ns=NOW_NS):
-        return self.mark_to_market_fn(k.instruments, k.strategies, k.positions, k.accounts, k.exposures,
-                                      k.counters, k.trip_counts, k.transitions, now_ns)
+        return self.mark_to_market_fn(k.arena, k.layout, now_ns)
 
     def apply_reports(self, k, now_ns=NOW_NS):
-        return self.apply_reports_fn(k.reports, k.cursors, now_ns, k.strategies, k.instruments, k.positions,
-                                     k.accounts, k.exposures, k.open_orders, k.free_slots, k.scalars, k.counters,
-                                     k.trip_counts, k.transitions)
+        return self.apply_reports_fn(k.arena, k.layout, now_ns)
 
 
 COMPILED = Engine("compiled", process_batch, mark_to_market, apply_reports)
 PYTHON = Engine("python", process_batch.py_func, mark_to_market.py_func, apply_reports.py_func)
 
 
-BATCH_MODULES = ("arena", "breakers", "lifecycle", "pipeline", "positions", "risk", "sizing")
+BATCH_MODULES = ("arena", "breakers", "lifecycle", "pipeline", "positions", "rings", "risk", "sizing")
 
 
 @pytest.fixture(scope="module", params=["compiled", "python"])
@@ -131,8 +123,8 @@ def engine(request):
     with pytest.MonkeyPatch.context() as patch:
         for module in (importlib.import_module(f"kernels.{name}") for name in BATCH_MODULES):
             for name, value in list(vars(module).items()):
-                if callable(getattr(value, "py_func", None)):   # a numba dispatcher
-                    patch.setattr(module, name, value.py_func)
+                if callable(getattr(value, "py_func", None)):   # a numba dispatcher, or its Python twin
+                    patch.setattr(module, name, getattr(value, "python", value.py_func))
         yield PYTHON
 
 
@@ -154,20 +146,11 @@ def make_state(n_strategies=1, n_instruments=1, n_accounts=1, *, subscriptions=N
     """
     subscriptions = [[s] for s in range(n_strategies)] if subscriptions is None else subscriptions
     sub_ptr = np.cumsum([0] + [len(subs) for subs in subscriptions])
-    shapes = [None] * A.N_REGIONS
-    shapes[A.RX], shapes[A.RX_SIZES], shapes[A.TX] = (64, 1), (8, 1), (64, 1)
-    shapes[A.SIGNALS], shapes[A.ORDERS] = (signal_ring, 1), (order_ring, 1)
-    shapes[A.REJECTS], shapes[A.REPORTS] = (reject_ring, 1), (report_ring, 1)
-    shapes[A.CURSORS] = (A.N_RINGS, 2)
-    shapes[A.INSTRUMENTS], shapes[A.STRATEGIES] = (n_instruments, 1), (n_strategies, 1)
-    shapes[A.POSITIONS] = (n_strategies, n_instruments)
-    shapes[A.ACCOUNTS], shapes[A.EXPOSURES] = (n_accounts, 1), (n_accounts, n_instruments)
-    shapes[A.OPEN_ORDERS], shapes[A.FREE_SLOTS] = (order_table, 1), (order_table, 1)
-    shapes[A.SUB_PTR], shapes[A.SUB_STRATEGY] = (len(sub_ptr), 1), (int(sub_ptr[-1]), 1)
-    shapes[A.SOURCE_SEQ], shapes[A.COUNTERS] = (n_sources, 1), (N_COUNTERS, 1)
-    shapes[A.REASON_COUNTS], shapes[A.TRIP_COUNTS] = (n_strategies, N_REASONS), (n_strategies, N_TRIPS)
-    shapes[A.TRANSITIONS], shapes[A.SCALARS] = TRANSITIONS.shape, (A.N_SCALARS, 1)
-    layout, nbytes = A.plan(shapes)
+    layout, nbytes = A.plan(A.Sizes(
+        rx_bytes=64, rx_chunks=8, tx_bytes=64, signal_ring=signal_ring, order_ring=order_ring,
+        reject_ring=reject_ring, report_ring=report_ring, instruments=n_instruments, strategies=n_strategies,
+        accounts=n_accounts, order_table=order_table, signal_ids=len(subscriptions),
+        subscriptions=int(sub_ptr[-1]), sources=n_sources))
     k = KernelState(np.zeros(nbytes, np.uint8), layout)
 
     k.transitions[:] = TRANSITIONS

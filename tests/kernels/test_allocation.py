@@ -21,13 +21,13 @@ import pytest
 from numba import njit
 from numba.core.runtime import _nrt_python, rtsys
 
+from kernels.arena import RING_ORDERS, RING_REPORTS, RING_SIGNALS, S_FREE_TOP, views
 from kernels.dtypes import C_ORDERS, C_REJECTS, EXEC_FILL, SIGNAL_ORDER
 from kernels.pipeline import apply_reports, process_batch
+from kernels.rings import HEAD, TAIL
 
 BATCH = 256
 NOW = 1_700_000_000_000_000_000
-RING_SIGNALS, RING_ORDERS, RING_REJECTS, RING_REPORTS = range(4)
-HEAD, TAIL = 0, 1
 
 
 @pytest.fixture
@@ -58,13 +58,8 @@ class Flow:
         self.report_fields = [(k.reports[name], k.orders[name]) for name in ("order_id", "strategy", "version",
                                                                             "qty")]
         self.report_price, self.order_price = k.reports["price"], k.orders["price"]
-        self.batch_args = (k.signals, k.cursors, NOW, BATCH, k.strategies, k.instruments, k.positions, k.accounts,
-                           k.exposures, k.open_orders, k.free_slots, k.sub_ptr, k.sub_strategy, k.source_seq,
-                           k.counters, k.reason_counts, k.trip_counts, k.transitions, k.scalars, k.orders,
-                           k.rejects)
-        self.report_args = (k.reports, k.cursors, NOW, k.strategies, k.instruments, k.positions, k.accounts,
-                            k.exposures, k.open_orders, k.free_slots, k.scalars, k.counters, k.trip_counts,
-                            k.transitions)
+        self.batch_args = (k.arena, k.layout, NOW, BATCH)
+        self.report_args = (k.arena, k.layout, NOW)
 
     def run(self, n_signals):
         cursors = self.k.cursors
@@ -105,7 +100,7 @@ def test_pipeline_when_100k_signals_flow_then_python_allocations_do_not_grow(flo
         tracemalloc.stop()
     k = flow.k
     assert (k.counters[C_ORDERS], k.counters[C_REJECTS]) == (flow.batches * BATCH, 0)
-    assert k.strategies[0]["open_orders"] == 0 and k.scalars[0] == len(k.open_orders)
+    assert k.strategies[0]["open_orders"] == 0 and k.scalars[S_FREE_TOP] == len(k.open_orders)
     # A small constant either way (interpreter free lists, tracemalloc's bookkeeping, other threads of the
     # process), the same bound for 10x the signals: one object kept per 1000 signals would be 100 blocks.
     assert abs(blocks_10k) <= 64 and abs(blocks_100k) <= 64, (blocks_10k, blocks_100k)
@@ -141,10 +136,10 @@ def test_pipeline_when_called_from_python_then_nrt_allocates_nothing_per_signal(
 
 
 @njit(cache=False)
-def compiled_flow(n_batches, batch, first_seq, signals, cursors, now_ns, strategies, instruments, positions,
-                  accounts, exposures, open_orders, free_slots, sub_ptr, sub_strategy, source_seq, counters,
-                  reason_counts, trip_counts, transitions, scalars, orders, rejects, reports):
+def compiled_flow(n_batches, batch, first_seq, arena, layout, now_ns):
     """The same flow as Flow.run, as one compiled loop: returns the number of fills."""
+    state = views(arena, layout)
+    signals, orders, reports, cursors = state.signals, state.orders, state.reports, state.cursors
     seq = first_seq
     fills = 0
     for b in range(n_batches):
@@ -154,9 +149,7 @@ def compiled_flow(n_batches, batch, first_seq, signals, cursors, now_ns, strateg
             signals[j]["seq"] = seq
             signals[j]["value"] = value
         cursors[RING_SIGNALS, HEAD] = cursors[RING_SIGNALS, HEAD] + np.uint64(batch)   # u64 + int is a float
-        process_batch(signals, cursors, now_ns, batch, strategies, instruments, positions, accounts, exposures,
-                      open_orders, free_slots, sub_ptr, sub_strategy, source_seq, counters, reason_counts,
-                      trip_counts, transitions, scalars, orders, rejects)
+        process_batch(arena, layout, now_ns, batch)
         for j in range(batch):
             reports[j]["order_id"] = orders[j]["order_id"]
             reports[j]["strategy"] = orders[j]["strategy"]
@@ -165,8 +158,7 @@ def compiled_flow(n_batches, batch, first_seq, signals, cursors, now_ns, strateg
             reports[j]["price"] = orders[j]["price"]
         cursors[RING_ORDERS, TAIL] = cursors[RING_ORDERS, HEAD]
         cursors[RING_REPORTS, HEAD] = cursors[RING_REPORTS, HEAD] + np.uint64(batch)
-        fills += apply_reports(reports, cursors, now_ns, strategies, instruments, positions, accounts, exposures,
-                               open_orders, free_slots, scalars, counters, trip_counts, transitions)
+        fills += apply_reports(arena, layout, now_ns)
     return fills
 
 
@@ -175,17 +167,14 @@ def test_pipeline_when_driven_by_a_compiled_loop_then_nrt_allocations_are_consta
 
     def run(n_signals):
         n_batches = n_signals // BATCH
-        fills = compiled_flow(n_batches, BATCH, flow.seq, k.signals, k.cursors, NOW, k.strategies, k.instruments,
-                              k.positions, k.accounts, k.exposures, k.open_orders, k.free_slots, k.sub_ptr,
-                              k.sub_strategy, k.source_seq, k.counters, k.reason_counts, k.trip_counts,
-                              k.transitions, k.scalars, k.orders, k.rejects, k.reports)
+        fills = compiled_flow(n_batches, BATCH, flow.seq, k.arena, k.layout, NOW)
         assert fills == n_batches * BATCH
         flow.seq += n_batches * BATCH
 
     run(2 * BATCH)   # compile and warm up
     allocs_10k, frees_10k = nrt_growth(nrt_stats, lambda: run(10_000))
     allocs_100k, frees_100k = nrt_growth(nrt_stats, lambda: run(100_000))
-    driver_array_args = 20
+    driver_array_args = 2  # the arena and its layout
     assert allocs_10k == allocs_100k == driver_array_args   # one per argument of the single call, none per batch
     assert frees_10k == frees_100k == driver_array_args
     assert (k.counters[C_ORDERS], k.counters[C_REJECTS]) == (flow.seq, 0)

@@ -15,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import wire
+from kernels import arena as A
 from kernels import codec
-from kernels.arena import HEAD, N_RINGS, RING_REPORTS, RING_SIGNALS, TAIL
+from kernels.arena import N_RINGS, RING_REPORTS, RING_SIGNALS
+from kernels.rings import HEAD, TAIL
 from kernels.dtypes import (
     C_FRAME_BAD_TYPE, C_FRAME_BAD_VERSION, C_FRAME_MALFORMED, C_FRAME_OVERSIZE, C_FRAME_TRUNCATED, C_FRAMES,
     C_MARKET_DATA, C_MARKET_DATA_INVALID, C_MARKET_DATA_UNKNOWN_INSTRUMENT, C_REPORT_RING_FULL, C_REPORTS,
@@ -30,14 +32,65 @@ TICKS = (0.01, 0.5, 1.0, 0.25)  # tick size of instruments 0..3
 SENTINEL = 0xA5                 # ring bytes the decoder must not touch
 
 
-@pytest.fixture(scope="module", params=["compiled", "python"])
-def decode(request):
-    return codec.decode_inbound if request.param == "compiled" else codec.decode_inbound.py_func
+CODEC_MODULES = ("arena", "codec", "rings")
+
+
+def in_arena(kernel, arrays, *args):
+    """Call `kernel(arena, layout, *args)` on an arena holding copies of `arrays` (region name -> array), then
+    copy every region back into its array: the tests keep their own arrays, the kernel sees the engine's layout.
+    Regions not given are empty (rows 0), so a kernel that touches one fails (bounds) instead of passing."""
+    rows = {name: len(array) for name, array in arrays.items()}
+    sizes = A.Sizes(rx_bytes=rows.get("rx", 0), rx_chunks=rows.get("rx_sizes", 0), tx_bytes=rows.get("tx", 0),
+                    signal_ring=rows.get("signals", 0), order_ring=rows.get("orders", 0), reject_ring=0,
+                    report_ring=rows.get("reports", 0), instruments=rows.get("instruments", 0), strategies=0,
+                    accounts=0, order_table=0, signal_ids=0, subscriptions=0, sources=0)
+    layout, nbytes = A.plan(sizes)
+    arena = np.zeros(nbytes, np.uint8)
+    views = A.numpy_views(arena, layout)
+    for name, array in arrays.items():
+        getattr(views, name)[...] = array
+    result = kernel(arena, layout, *args)
+    for name, array in arrays.items():
+        array[...] = getattr(views, name)
+    return result
 
 
 @pytest.fixture(scope="module", params=["compiled", "python"])
-def encode(request):
-    return codec.encode_orders if request.param == "compiled" else codec.encode_orders.py_func
+def engine(request):
+    """The codec's kernels compiled, or every compiled function of its modules run as Python."""
+    if request.param == "compiled":
+        yield request.param
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        for name in CODEC_MODULES:
+            module = getattr(__import__(f"kernels.{name}"), name)
+            for attr, value in list(vars(module).items()):
+                if callable(getattr(value, "py_func", None)):
+                    patch.setattr(module, attr, getattr(value, "python", value.py_func))
+        yield request.param
+
+
+@pytest.fixture(scope="module")
+def decode(engine):
+    kernel = codec.decode_inbound  # the Python source while the engine fixture has it patched
+
+    def run(rx, rx_sizes, n_chunks, recv_ns, signals, reports, cursors, instruments, counters):
+        return in_arena(kernel, dict(rx=rx, rx_sizes=rx_sizes, signals=signals, reports=reports, cursors=cursors,
+                                     instruments=instruments, counters=counters), n_chunks, recv_ns)
+    return run
+
+
+@pytest.fixture(scope="module")
+def encode(engine):
+    kernel = codec.encode_orders
+
+    def run(orders, start, stop, instruments, tx, tx_len):
+        scalars = np.zeros(A.N_SCALARS, np.int64)
+        scalars[A.S_TX_LEN] = tx_len
+        frames = in_arena(kernel, dict(orders=orders, instruments=instruments, tx=tx, scalars=scalars), start, stop)
+        assert scalars[A.S_TX_LEN] == tx_len + frames * codec.ORDER_FRAME_SIZE
+        return int(scalars[A.S_TX_LEN])
+    return run
 
 
 # ---------------------------------------------------------------------------------------------- engine state

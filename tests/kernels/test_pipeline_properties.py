@@ -21,7 +21,9 @@ from kernels.dtypes import (
     EV_RESET, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, HALTED, ORDER_IOC, ORDER_LIMIT,
     ORDER_MARKET, PAUSED, READY, REDUCING, SIGNAL_ORDER, SIGNAL_TARGET,
 )
+from kernels.arena import RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_FREE_TOP, S_ORDER_GEN
 from kernels.lifecycle import TRANSITIONS
+from kernels.rings import HEAD, TAIL
 from tests.reference import ORDER_FIELDS, Reference
 
 NOW_NS = 1_700_000_000_000_000_000
@@ -311,15 +313,16 @@ def state_differences(k, ref):
         out.append(f"working order slots: kernel {sorted(live)}, reference {sorted(ref.working)}")
     for slot in live & set(ref.working):
         out += record_differences(f"open_orders[{slot}]", k.open_orders[slot], ref.working[slot], ORDER_FIELDS)
-    top = int(k.scalars[0])
+    top = int(k.scalars[S_FREE_TOP])
     if [int(x) for x in k.free_slots[:top]] != ref.free:
         out.append(f"free slots: kernel {k.free_slots[:top].tolist()}, reference {ref.free}")
-    if (int(k.scalars[1]), int(k.scalars[3])) != (ref.order_gen, ref.now_ns):
-        out.append(f"order gen, now: kernel {k.scalars[[1, 3]].tolist()}, reference {(ref.order_gen, ref.now_ns)}")
-    for ring, (name, rows, model) in enumerate([("signals", k.signals, ref.signals), ("orders", k.orders, ref.orders),
-                                                ("rejects", k.rejects, ref.rejects),
-                                                ("reports", k.reports, ref.reports)]):
-        cursors = (int(k.cursors[ring, 0]), int(k.cursors[ring, 1]))
+    if int(k.scalars[S_ORDER_GEN]) != ref.order_gen:
+        out.append(f"order gen: kernel {int(k.scalars[S_ORDER_GEN])}, reference {ref.order_gen}")
+    for ring, name, rows, model in [(RING_SIGNALS, "signals", k.signals, ref.signals),
+                                    (RING_ORDERS, "orders", k.orders, ref.orders),
+                                    (RING_REJECTS, "rejects", k.rejects, ref.rejects),
+                                    (RING_REPORTS, "reports", k.reports, ref.reports)]:
+        cursors = (int(k.cursors[ring, HEAD]), int(k.cursors[ring, TAIL]))
         if cursors != (model.head, model.tail):
             out.append(f"{name} ring head, tail: kernel {cursors}, reference {(model.head, model.tail)}")
         for slot, row in enumerate(rows):

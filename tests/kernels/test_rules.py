@@ -10,7 +10,8 @@ import math
 import pytest
 
 from kernels import lifecycle
-from kernels.arena import HEAD, RING_ORDERS, RING_REJECTS, RING_SIGNALS, S_FREE_TOP, TAIL
+from kernels.arena import RING_ORDERS, RING_REJECTS, RING_SIGNALS, S_FREE_TOP
+from kernels.rings import HEAD, TAIL
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_ORDERS, C_REJECTS,
     C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE,
