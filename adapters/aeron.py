@@ -39,8 +39,8 @@ import msgspec
 import pyaeron
 
 from adapters.base import Transport, TransportClosed
-from adapters.framing import scan_frames
 from kernels.dtypes import FRAME_HEADER_SIZE
+from wire.frames import scan_frames
 
 log = logging.getLogger("orchestrator.aeron")
 CHANNEL_PATTERN = r"^aeron:(ipc|udp)(\?\S*)?$"

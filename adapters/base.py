@@ -14,6 +14,7 @@ unsent tail of them, which goes out first, on the next send or on `flush()`.
 `TransportClosed` is the one exception: the medium is gone (we closed it, the peer left, a connect failed).
 Anything else wrong with the data is counted in `stats`, not raised.
 """
+import json
 from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
@@ -139,7 +140,11 @@ class Transport:
         return True
 
 
-def chunk_room(rx_sizes, chunk_index, max_chunks):
-    """How many chunk lengths a poll may write: max_chunks, capped by what rx_sizes holds.
-    (The adapters here inline this sum on their hot path; a call costs a few hundred ns.)"""
-    return max(0, min(max_chunks, len(rx_sizes) - chunk_index))
+def parse_address(text):
+    """Split "host:port" (IPv6 as "[::1]:port") into (host, port); ValueError names what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or any(c.isspace() for c in host) or not port.isdigit() or int(port) > 65_535:
+        raise ValueError(f'expected "host:port" with port 0..65535, got {json.dumps(text)}')
+    return host, int(port)

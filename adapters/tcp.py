@@ -21,7 +21,7 @@ from typing import Annotated
 import msgspec
 
 from adapters.base import Transport, TransportClosed
-from adapters.framing import FRAMES_BAD_VERSION, FRAMES_OK, FRAMES_OVERSIZE, MAX_FRAME_SIZE, scan_frames
+from wire.frames import FRAME_BAD_VERSION, FRAME_OK, FRAME_OVERSIZE, MAX_FRAME_SIZE, scan_frames
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 BufferBytes = Annotated[int, msgspec.Meta(ge=0)]  # 0 keeps the OS default
@@ -49,7 +49,7 @@ class _Connection:
     def read_frames(self, view, offset):
         """One recv into view[offset:] behind the held partial frame -> (bytes of whole frames at offset, status).
 
-        The caller guarantees MAX_FRAME_SIZE of room. Status FRAMES_OK with 0 bytes: nothing whole yet.
+        The caller guarantees MAX_FRAME_SIZE of room. Status FRAME_OK with 0 bytes: nothing whole yet.
         """
         held = len(self.partial)
         if held:
@@ -57,23 +57,23 @@ class _Connection:
         try:
             got = self.sock.recv_into(view[offset + held:])
         except BlockingIOError:
-            return 0, FRAMES_OK
+            return 0, FRAME_OK
         except (ConnectionResetError, ConnectionAbortedError, TimeoutError):
             got = 0
         if got == 0:
             return 0, _EOF
         end = offset + held + got
         whole, status = scan_frames(view, offset, end)
-        if status == FRAMES_OK:
+        if status == FRAME_OK:
             self.partial[:] = view[whole:end]
         return whole - offset, status
 
     def close(self, stats, status):
         """Count how the connection ended and close it."""
         stats.disconnects += 1
-        if status == FRAMES_OVERSIZE:
+        if status == FRAME_OVERSIZE:
             stats.oversize += 1
-        elif status == FRAMES_BAD_VERSION:
+        elif status == FRAME_BAD_VERSION:
             stats.bad_version += 1
         elif self.partial:
             stats.partial_discarded += 1
@@ -143,7 +143,7 @@ class TcpServer(Transport):
                 n += 1
                 offset += size
                 stats.bytes_in += size
-            if status != FRAMES_OK:
+            if status != FRAME_OK:
                 del self._conns[fd]
                 self._epoll.unregister(fd)
                 conn.close(stats, status)
@@ -168,7 +168,7 @@ class TcpServer(Transport):
         if not self._close_common():
             return
         for conn in self._conns.values():
-            conn.close(self.stats, FRAMES_OK)
+            conn.close(self.stats, FRAME_OK)
         self._conns.clear()
         self._epoll.close()
         self._listener.close()
@@ -245,7 +245,7 @@ class TcpClient(Transport):
     def reconnect(self):
         """Drop the current connection or attempt (counted) and start a new one; returns connect()."""
         self._check_open()
-        self._drop(FRAMES_OK)
+        self._drop(FRAME_OK)
         return self.connect()
 
     def poll(self, rx, offset, rx_sizes, chunk_index, max_chunks):
@@ -262,7 +262,7 @@ class TcpClient(Transport):
             rx_sizes[chunk_index] = size
             self.stats.chunks += 1
             self.stats.bytes_in += size
-        if status != FRAMES_OK:
+        if status != FRAME_OK:
             self._drop(status)
             if not size:  # else the next poll raises, so the frames read before the end are not lost
                 self._raise_if_gone()
@@ -324,5 +324,5 @@ class TcpClient(Transport):
 
     def close(self):
         if self._conn is not None and not self.closed:
-            self._drop(FRAMES_OK)
+            self._drop(FRAME_OK)
         self._close_common()

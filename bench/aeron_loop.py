@@ -137,9 +137,9 @@ def role_oms(config_dir, out, idle):
     import msgspec
     import pyaeron
 
-    from adapters.oms_sim import SimOmsConfig
     from engine.config import load_config
-    from engine.sim_oms import AeronSimOms
+    from sim.servers import AeronSimOms
+    from sim.venue import SimOmsConfig
     config = load_config(config_dir)
     aeron = config.engine.aeron
     immediate = msgspec.convert({"ack_latency_us": 0, "fill_latency_us": 0}, SimOmsConfig)  # a sink: fills at once
@@ -159,9 +159,9 @@ def role_oms(config_dir, out, idle):
 
 
 def _signal_records(n):
-    from engine.feed import _SIGNAL_FIELDS, SIGNAL_FRAME_T, _records
     from kernels.dtypes import MSG_SIGNAL, SIGNAL_ORDER
-    rec = _records(SIGNAL_FRAME_T, MSG_SIGNAL, _SIGNAL_FIELDS, n)
+    from wire.records import records
+    rec = records(MSG_SIGNAL, n)
     # ORDER signals of +1 unit: every signal is an order (a buy: never against a working sell of its own)
     rec["source"], rec["signal_id"], rec["instrument"], rec["kind"] = 0, 0, 0, SIGNAL_ORDER
     rec["value"], rec["price"], rec["ttl_ns"] = 1.0, PRICE, 0
@@ -386,8 +386,14 @@ def transport(args):
 
     import msgspec
 
-    from adapters.aeron import (AeronDriverConfig, AeronNode, AeronReceiver, AeronReceiverConfig, AeronSender,
-                                AeronSenderConfig)
+    from adapters.aeron import (
+        AeronDriverConfig,
+        AeronNode,
+        AeronReceiver,
+        AeronReceiverConfig,
+        AeronSender,
+        AeronSenderConfig,
+    )
     root = Path(tempfile.mkdtemp(prefix="aeron-bench-"))
     node = AeronNode(msgspec.convert({"directory": str(root / "aeron"), "threading": args.threading,
                                       "idle_strategy": args.idle, "idle_strategy_args": args.idle_args},

@@ -7,8 +7,7 @@ collects it; its smoke gate lives in tests/bench/.
 """
 import pytest
 
-from bench import hist
-from bench import machine
+from bench import hist, machine
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

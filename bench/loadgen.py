@@ -25,8 +25,8 @@ import time
 import numpy as np
 
 from bench import CONFIG_DIR
-from bench.frames import SIGNAL_FRAME_SIZE, Instruments, fill_signals, signal_frames
-
+from bench.frames import Instruments, fill_signals, signal_frames
+from wire.records import SIGNAL_FRAME_SIZE
 
 
 def set_timer_slack(ns=1):

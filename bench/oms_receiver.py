@@ -5,10 +5,10 @@ with the wall clock (time.time_ns, the loadgen's clock) the moment the read that
 the engine's books keep turning:
 - `fast` (default): vectorised with numpy; per order an ACK and a FILL of the whole quantity at the order's price,
   at once. Costs tens of ns per order, so the receiver is never the bottleneck, even at saturation.
-- `sim`: adapters.oms_sim.SimulatedOms, the simulated OMS's own rules and latencies (ACK after 50 us, fills after
+- `sim`: sim.venue.SimulatedOms, the simulated OMS's own rules and latencies (ACK after 50 us, fills after
   150 us, ...), one order at a time in Python: faithful, but a few us per order, so use it at low rates.
-Order frames are read by numpy when they are the engine's fixed-width frames (bench/frames.py), else decoded one
-by one with msgspec (engine.wire).
+Order frames are read by numpy when they are the engine's fixed-width frames (wire/records.py), else decoded one
+by one with msgspec (wire/frames.py).
 
 It prints `ready PORT` once listening and `orders N` (at most every 100 ms) while orders arrive; on EOF (the engine
 stopped) or SIGTERM it saves source, seq, ts_ns (the signal's, from the order) and recv_ns per order, and exits.
@@ -23,11 +23,11 @@ import time
 
 import numpy as np
 
-from adapters.framing import scan_frames
-from bench.frames import ORDER_FRAME_SIZE, fills_for, order_view, report_frames
+from bench.frames import fills_for, report_frames
 from bench.loadgen import set_timer_slack
-from engine.wire import iter_frames
 from kernels.dtypes import MSG_ORDER
+from wire.frames import iter_frames, scan_frames
+from wire.records import ORDER_FRAME_SIZE, order_view
 
 
 class Recorder:
@@ -99,7 +99,8 @@ def _loop(conn, args, rec, summary):
     if args.mode == "sim":
         import msgspec
 
-        from adapters.oms_sim import SimOmsConfig, SimulatedOms, append_frame
+        from sim.venue import SimOmsConfig, SimulatedOms
+        from wire.frames import append_frame
         sim, encoder, due = SimulatedOms(SimOmsConfig()), msgspec.msgpack.Encoder(), []
     while True:
         if sim is not None and not args.spin:

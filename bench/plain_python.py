@@ -2,7 +2,7 @@
 measures our speed-up against.
 
 asyncio for the sockets, dicts and small objects for the state, msgspec to decode signals and reports and to
-encode orders (the documented wire format, engine/wire.py's Structs), one signal at a time. The rules are the
+encode orders (the documented wire format, wire/schema.py's Structs), one signal at a time. The rules are the
 engine's (kernels/pipeline.py, risk.py, sizing.py, positions.py, breakers.py), written the way Python is written:
 drop stale, duplicate and out-of-order signals; fan out to the subscribed strategies; size (target position or
 signed quantity, lots, ticks); every pre-trade check with its own reason bit (all evaluated); book the order
@@ -28,15 +28,49 @@ from pathlib import Path
 
 import msgspec
 
-from engine.wire import ExecutionReport, MarketData, Order, Signal
 from kernels.dtypes import (
-    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, MSG_EXECUTION_REPORT, MSG_MARKET_DATA,
-    MSG_SIGNAL, ORDER_MARKET, R_DUPLICATE, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT, R_LOSS_STRATEGY, R_NET_MAX,
-    R_NO_REFERENCE, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NOTIONAL_MAX, R_OPEN_ORDERS_MAX,
-    R_ORDER_TABLE_FULL, R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT,
-    R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, R_SIGNAL_RANGE, R_STALE, REASON_NAMES, SIDE_BUY, SIDE_SELL,
-    SIGNAL_ORDER, SIGNAL_TARGET, WIRE_VERSION,
+    EXEC_ACK,
+    EXEC_CANCELED,
+    EXEC_FILL,
+    EXEC_PARTIAL_FILL,
+    EXEC_REJECT,
+    MSG_EXECUTION_REPORT,
+    MSG_MARKET_DATA,
+    MSG_SIGNAL,
+    ORDER_MARKET,
+    R_DUPLICATE,
+    R_GROSS_MAX,
+    R_KILL_SWITCH,
+    R_LOSS_ACCOUNT,
+    R_LOSS_STRATEGY,
+    R_NET_MAX,
+    R_NO_REFERENCE,
+    R_NOT_ACTIVE,
+    R_NOT_FINITE,
+    R_NOT_TRADABLE,
+    R_NOTIONAL_MAX,
+    R_OPEN_ORDERS_MAX,
+    R_ORDER_TABLE_FULL,
+    R_OUT_OF_ORDER,
+    R_POSITION_MAX,
+    R_PRICE_COLLAR,
+    R_PRICE_INVALID,
+    R_QTY_INVALID,
+    R_QTY_LOT,
+    R_QTY_MAX,
+    R_RATE,
+    R_RESTRICTED,
+    R_SELF_MATCH,
+    R_SIGNAL_RANGE,
+    R_STALE,
+    REASON_NAMES,
+    SIDE_BUY,
+    SIDE_SELL,
+    SIGNAL_ORDER,
+    SIGNAL_TARGET,
+    WIRE_VERSION,
 )
+from wire.schema import ExecutionReport, MarketData, Order, Signal
 
 HEADER = struct.Struct("<IBBH")
 ORDER_TYPES = {"limit": 0, "market": 1, "ioc": 2}

@@ -7,9 +7,9 @@ import pytest
 
 from bench.budgets import STREAM_NS_PER_SIGNAL
 from bench.conftest import run
-from bench.frames import ORDER_FRAME_SIZE
 from bench.workloads import Encode
 from kernels.arena import S_TX_LEN
+from wire.records import ORDER_FRAME_SIZE
 
 ROUNDS = {1: 2000, 16: 1000, 256: 300, 4096: 100}
 

@@ -15,17 +15,18 @@ import pytest
 
 from bench import BENCH_DIR, CONFIG_DIR
 from bench.conftest import record_latency, run
-from bench.frames import SIGNAL_FRAME_SIZE, Instruments, fill_signals, signal_frames
+from bench.frames import Instruments, fill_signals, signal_frames
 from bench.plain_python import PlainEngine
 from bench.workloads import NOW_NS, SOURCE, bench_config
 from engine.config import load_config
 from engine.state import EngineState
-from engine.wire import iter_frames
 from kernels import arena as A
 from kernels._jit import entry_point
 from kernels.batch import run_batch
 from kernels.dtypes import REASON_NAMES, SIGNAL_TARGET
 from kernels.rings import HEAD, TAIL
+from wire.frames import iter_frames
+from wire.records import SIGNAL_FRAME_SIZE
 
 DEMO = BENCH_DIR / "config_mixed"  # a copy of config/demo: tight limits, shared signals
 

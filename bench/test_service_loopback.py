@@ -23,12 +23,12 @@ import pytest
 from bench.budgets import E2E_US
 from bench.conftest import record_latency, run
 from bench.e2e import write_config
-from bench.frames import ORDER_FRAME_SIZE, Instruments, fill_signals, fills_for, order_view, report_frames, \
-    signal_frames
+from bench.frames import Instruments, fill_signals, fills_for, report_frames, signal_frames
 from bench.workloads import SOURCE
 from engine import service
 from engine.config import load_config
 from kernels.dtypes import C_REPORTS
+from wire.records import ORDER_FRAME_SIZE, order_view
 
 INTERVAL_NS = 100_000  # 10 k signals/s, the end-to-end harness's lowest rate; well above a round's service time,
 ROUNDS = 10_000        # so the correction only adds samples for real stalls, not for a schedule it cannot keep

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from bench import CONFIG_DIR
-from bench.frames import SIGNAL_FRAME_SIZE, Instruments, fill_signals, signal_frames
+from bench.frames import Instruments, fill_signals, signal_frames
 from engine.config import load_config
 from engine.state import EngineState
 from kernels import arena as A
@@ -25,6 +25,7 @@ from kernels.codec import decode_inbound, encode_orders
 from kernels.dtypes import EXEC_FILL
 from kernels.pipeline import apply_reports, process_batch
 from kernels.rings import HEAD, TAIL
+from wire.records import SIGNAL_FRAME_SIZE
 
 NOW_NS = 1_767_225_600_000_000_000  # 2026-01-01: the clock every in-process round runs at
 SOURCE = 0

@@ -22,7 +22,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,12 +30,13 @@ import msgspec
 from msgspec import Meta, Struct, field
 
 from adapters.aeron import CHANNEL_PATTERN, CHANNEL_TEXT, AeronDriverConfig, AeronStreamConfig, MessageBytes
+from adapters.base import parse_address
 from kernels.dtypes import FRAME_HEADER_SIZE, MAX_FRAME_BODY, MAX_OPEN_ORDERS_CAPACITY
 
 __all__ = [
     "Account", "Aeron", "Breakers", "Config", "ConfigError", "EngineConfig", "Instrument", "Journal", "Limits",
     "Listen", "Metrics", "Oms", "Rings", "Sizing", "Strategy", "load_config", "parse_address", "strategy_hash",
-    "validate", "validate_command",
+    "validate", "load",
 ]
 
 ENGINE_FILE = "engine.toml"
@@ -86,16 +86,6 @@ class _Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
 def _fail(key: str, expected: str, got: Any) -> None:
     """Raise from __post_init__ so that the loader reports `$.<parent>.<key>` (see _explain)."""
     raise ValueError(f"`{key}`: {expected}, got {_show(got)}")
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """Split "host:port" (IPv6 as "[::1]:port") into (host, port); ValueError names what is wrong."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or any(c.isspace() for c in host) or not port.isdigit() or int(port) > 65_535:
-        raise ValueError(f'expected "host:port" with port 0..65535, got {_show(text)}')
-    return host, int(port)
 
 
 def _check_address(key: str, text: str | None) -> None:
@@ -307,7 +297,7 @@ class ConfigError(ValueError):
 # ------------------------------------------------------------------------------------------------- loading
 def load_config(path: str | Path) -> Config:
     """Load and validate a config directory (or engine .toml file); raise ConfigError listing every problem."""
-    config, errors = _load(Path(path))
+    config, errors = load(path)
     if errors:
         raise ConfigError(errors)
     return config
@@ -315,43 +305,12 @@ def load_config(path: str | Path) -> Config:
 
 def validate(path: str | Path) -> list[str]:
     """The problems in a config, one line each; empty when it loads."""
-    return _load(Path(path))[1]
+    return load(path)[1]
 
 
-def validate_command(path: str | Path, out=None) -> int:
-    """`orchestrator validate CONFIG`: print a summary or the problems; return the exit code (0 valid, 1 not)."""
-    out = out or sys.stdout
-    config, errors = _load(Path(path))
-    if errors:
-        print(f"{path}: INVALID, {len(errors)} problem{'s' * (len(errors) != 1)}", file=out)
-        for error in errors:
-            print(f"  {error}", file=out)
-        return 1
-    engine = config.engine
-    listen = ", ".join(f"{kind} {address}" for kind, address in (("udp", engine.listen.udp),
-                                                                 ("tcp", engine.listen.tcp)) if address)
-    if engine.listen.aeron:
-        listen += f"{', ' if listen else ''}aeron {engine.aeron.signals} + {engine.aeron.market_data}"
-    print(f"{path}: OK  engine {engine.name!r} ({engine.driver} driver; signals on {listen}; "
-          f"oms {engine.oms.kind})", file=out)
-    print(f"  {_count(config.instruments, 'instrument')}: {', '.join(i.symbol for i in config.instruments)}",
-          file=out)
-    print(f"  {_count(config.accounts, 'account')}: {', '.join(a.name for a in config.accounts)}", file=out)
-    print(f"  {_count(config.strategies, 'strategy', 'strategies')}:", file=out)
-    rows = [("name", "version", "starts", "account", "signals", "instruments", "config hash")]
-    rows += [(s.name, s.version, "ACTIVE" if s.enabled else "READY", s.account, ",".join(map(str, s.signals)),
-              ",".join(s.instruments), digest[:12]) for s, digest in zip(config.strategies, config.strategy_hashes)]
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    for row in rows:
-        print("    " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=out)
-    return 0
-
-
-def _count(items, singular: str, plural: str | None = None) -> str:
-    return f"{len(items)} {singular if len(items) == 1 else plural or singular + 's'}"
-
-
-def _load(path: Path) -> tuple[Config | None, list[str]]:
+def load(path: str | Path) -> tuple[Config | None, list[str]]:
+    """(config, []) when the config at `path` is valid, else (None, every problem found)."""
+    path = Path(path)
     if path.is_file():
         root, engine_file = path.parent, path
     elif path.is_dir():

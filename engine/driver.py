@@ -11,13 +11,12 @@ import os
 import time
 
 from adapters.base import TransportClosed
-from adapters.framing import MAX_FRAME_SIZE
-from engine.wire import iter_frames
-from kernels._jit import entry_point
 from kernels import rings
+from kernels._jit import entry_point
 from kernels.arena import RING_ORDERS, RING_REJECTS, RING_REPORTS, S_TX_LEN
 from kernels.batch import run_batch
 from kernels.dtypes import ACTIVE, EV_HALT, EV_REDUCE, EXEC_CANCELED, FRAME_HEADER_SIZE, MSG_ORDER, REDUCING
+from wire.frames import MAX_FRAME_SIZE, iter_frames
 
 log = logging.getLogger("orchestrator.engine")
 MIN_REPORT_FRAME = FRAME_HEADER_SIZE + 1 + 10  # header, array tag, ten fields of one byte: the smallest report

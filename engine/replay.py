@@ -11,22 +11,7 @@ from engine.driver import Engine
 from engine.report import strategies_report
 from engine.state import EngineState
 from kernels.dtypes import COUNTER_NAMES
-
-
-class NullOms:
-    """Orders go nowhere; reports come from the recording. Meets the transport contract."""
-
-    def __init__(self):
-        from adapters.base import TransportStats
-        self.stats = TransportStats()
-
-    def send(self, frames):
-        self.stats.sent += 1
-        self.stats.bytes_out += len(frames)
-        return True
-
-    def poll(self, rx, offset, rx_sizes, chunk_index, max_chunks):
-        return 0, offset
+from sim.inprocess import NullOms
 
 
 class OrderDigest:

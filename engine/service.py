@@ -12,52 +12,17 @@ from dataclasses import dataclass, field
 
 from adapters.aeron import AeronClient, AeronClientConfig, AeronNode, AeronReceiver, AeronReceiverConfig
 from adapters.base import TransportClosed
-from adapters.oms_sim import SimOmsConfig, SimOmsTransport
 from adapters.tcp import TcpClient, TcpClientConfig, TcpServer, TcpServerConfig
 from adapters.udp import UdpReceiver, UdpReceiverConfig
 from engine.config import parse_address
 from engine.driver import Engine, run_event, run_spin, warm_up
 from engine.metrics import LatencyRecorder
 from engine.state import EngineState
-from kernels.dtypes import C_MARKET_DATA, SIDE_BUY
+from kernels.dtypes import C_MARKET_DATA
+from sim.inprocess import InProcessOms
+from sim.venue import SimOmsConfig
 
 log = logging.getLogger("orchestrator.service")
-
-
-class EngineMarket:
-    """The engine's own market state, as the in-process simulated OMS sees it: the same quotes, no copy."""
-
-    def __init__(self, instruments):
-        self.instruments = instruments
-
-    def touch(self, instrument, side):
-        if not 0 <= instrument < len(self.instruments):
-            return 0.0
-        row = self.instruments[instrument]
-        ticks = row["ask_ticks"] if side == SIDE_BUY else row["bid_ticks"]
-        return float((ticks if ticks > 0 else row["last_ticks"]) * row["tick_size"])
-
-    def update(self, md):  # market data reaches the engine, never the simulator directly
-        return True
-
-
-class InProcessOms(SimOmsTransport):
-    """The simulated OMS inside the engine process, filling against the engine's market state."""
-
-    def __init__(self, state, config=SimOmsConfig(), clock=time.time_ns):
-        super().__init__(config, clock, EngineMarket(state.instruments))
-        self._counters = state.counters
-        self._market_data_seen = 0
-        self._n_instruments = len(state.instruments)
-
-    def poll(self, rx, offset, rx_sizes, chunk_index, max_chunks):
-        seen = int(self._counters[C_MARKET_DATA])
-        if seen != self._market_data_seen:  # quotes moved since the last poll: resting orders may now fill
-            self._market_data_seen = seen
-            now = self.clock()
-            for instrument in range(self._n_instruments):
-                self.oms.match_resting(instrument, now)
-        return super().poll(rx, offset, rx_sizes, chunk_index, max_chunks)
 
 
 @dataclass
@@ -99,7 +64,8 @@ def build(config, *, sim_oms=SimOmsConfig(), clock=time.time_ns, connect_timeout
         inbound.append(AeronReceiver(AeronReceiverConfig(streams=streams, max_message_bytes=aeron.max_message_bytes),
                                      node))
     if oms_config.kind == "sim":
-        oms = InProcessOms(state, sim_oms, clock)
+        counters = state.counters
+        oms = InProcessOms(state.instruments, lambda: int(counters[C_MARKET_DATA]), sim_oms, clock)
     elif oms_config.kind == "aeron":
         oms = AeronClient(AeronClientConfig(orders=aeron.orders, reports=aeron.reports,
                                             max_message_bytes=aeron.max_message_bytes,

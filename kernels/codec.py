@@ -1,7 +1,7 @@
 """Compiled frame codec: inbound frames into the rings and the instrument table, orders out as frames.
 
 Hot path: no allocation, no objects, no exceptions on data. Bad bytes are counted (C_FRAME_*), never raised,
-and nothing is read outside the chunk that holds them. The wire format is docs/wire.md; engine/wire.py is
+and nothing is read outside the chunk that holds them. The wire format is docs/wire.md; wire/schema.py is
 the same schema as msgspec Structs, and the tests hold the two to decoding the same bytes the same way.
 
 Readers take (buf, pos, end) and return (value..., new_pos, ok). A failed read returns new_pos = end, so the
@@ -14,10 +14,27 @@ from numba import int64
 from kernels._jit import helper, inline, kernel
 from kernels.arena import ARENA, LAYOUT, RING_REPORTS, RING_SIGNALS, S_TX_LEN, views
 from kernels.dtypes import (
-    C_FRAME_BAD_TYPE, C_FRAME_BAD_VERSION, C_FRAME_MALFORMED, C_FRAME_OVERSIZE, C_FRAME_TRUNCATED, C_FRAMES,
-    C_MARKET_DATA, C_MARKET_DATA_INVALID, C_MARKET_DATA_UNKNOWN_INSTRUMENT, C_REPORT_RING_FULL, C_REPORTS,
-    C_SIGNAL_RING_FULL, C_SIGNALS, FRAME_HEADER_SIZE, MAX_FRAME_BODY, MSG_EXECUTION_REPORT,
-    MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL, SIGNAL_ORDER, WIRE_VERSION,
+    C_FRAME_BAD_TYPE,
+    C_FRAME_BAD_VERSION,
+    C_FRAME_MALFORMED,
+    C_FRAME_OVERSIZE,
+    C_FRAME_TRUNCATED,
+    C_FRAMES,
+    C_MARKET_DATA,
+    C_MARKET_DATA_INVALID,
+    C_MARKET_DATA_UNKNOWN_INSTRUMENT,
+    C_REPORT_RING_FULL,
+    C_REPORTS,
+    C_SIGNAL_RING_FULL,
+    C_SIGNALS,
+    FRAME_HEADER_SIZE,
+    MAX_FRAME_BODY,
+    MSG_EXECUTION_REPORT,
+    MSG_MARKET_DATA,
+    MSG_ORDER,
+    MSG_SIGNAL,
+    SIGNAL_ORDER,
+    WIRE_VERSION,
 )
 from kernels.rings import NO_ROOM, claim, publish
 

@@ -6,8 +6,9 @@ import time
 
 import numpy as np
 
-from adapters.framing import FRAMES_OK, HEADER, encode_frame, scan_frames
 from kernels.dtypes import FRAME_HEADER_SIZE, MAX_FRAME_BODY, MSG_SIGNAL
+from wire import frames as wire_frames
+from wire.frames import FRAME_OK, HEADER, scan_frames
 
 _TAG = struct.Struct("<IQ")  # (source, seq) at the start of every test frame body
 
@@ -16,7 +17,7 @@ def frame(seq, source=0, body_len=None):
     """A frame whose body starts with (source, seq); its length varies with seq unless given."""
     body_len = _TAG.size + seq % 61 if body_len is None else body_len
     body = _TAG.pack(source, seq) + bytes((seq + i) & 0xFF for i in range(body_len - _TAG.size))
-    return encode_frame(MSG_SIGNAL, body)
+    return wire_frames.frame(MSG_SIGNAL, body)
 
 
 def max_frame(seq, source=0):
@@ -26,7 +27,7 @@ def max_frame(seq, source=0):
 def split_frames(chunk):
     """The frames of one chunk; fails unless the chunk is whole frames."""
     end, status = scan_frames(chunk, 0, len(chunk))
-    assert (end, status) == (len(chunk), FRAMES_OK), f"chunk of {len(chunk)} bytes is not whole frames"
+    assert (end, status) == (len(chunk), FRAME_OK), f"chunk of {len(chunk)} bytes is not whole frames"
     out, pos = [], 0
     while pos < len(chunk):
         size = FRAME_HEADER_SIZE + HEADER.unpack_from(chunk, pos)[0]

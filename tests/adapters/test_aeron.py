@@ -17,20 +17,37 @@ import pyaeron
 import pytest
 
 from adapters.aeron import (
-    AeronClient, AeronClientConfig, AeronDriverConfig, AeronNode, AeronReceiver, AeronReceiverConfig, AeronSender,
-    AeronSenderConfig, AeronStreamConfig, AeronUnavailable,
+    AeronClient,
+    AeronClientConfig,
+    AeronDriverConfig,
+    AeronNode,
+    AeronReceiver,
+    AeronReceiverConfig,
+    AeronSender,
+    AeronSenderConfig,
+    AeronStreamConfig,
+    AeronUnavailable,
 )
 from adapters.base import Inbound, Outbound, TransportClosed
 from engine import service
+from engine.cli.peers import config_from_engine
 from engine.config import ConfigError, load_config
 from engine.driver import run_spin
-from engine.feed import Feed, FeedConfig, config_from_engine
-from engine.sim_oms import AeronSimOms
-from kernels.dtypes import (
-    ACTIVE, C_FILLS, C_FRAME_BAD_VERSION, C_FRAME_MALFORMED, C_FRAME_OVERSIZE, C_FRAME_TRUNCATED, C_ORDERS,
-    C_REPORTS, C_SIGNALS, HALTED,
-)
 from kernels.arena import S_TX_LEN
+from kernels.dtypes import (
+    ACTIVE,
+    C_FILLS,
+    C_FRAME_BAD_VERSION,
+    C_FRAME_MALFORMED,
+    C_FRAME_OVERSIZE,
+    C_FRAME_TRUNCATED,
+    C_ORDERS,
+    C_REPORTS,
+    C_SIGNALS,
+    HALTED,
+)
+from sim.feed import Feed, FeedConfig
+from sim.servers import AeronSimOms
 from tests.adapters.adapter_testkit import Sink, frame, free_port, max_frame, tag
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -619,7 +636,7 @@ def test_sim_oms_process_when_aeron_then_it_serves_the_engine_streams_and_prints
         tmp_path, driver_dir, node):
     root = engine_dir(tmp_path, aeron_engine_toml(driver_dir))
     held = receiver(node, 1999)  # the engine's driver, as the OMS would find it
-    proc = subprocess.Popen([sys.executable, "-m", "engine.sim_oms", "--aeron", str(root)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "sim-oms", "--aeron", str(root)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     try:
         ready = proc.stdout.readline()

@@ -9,10 +9,10 @@ import pytest
 import uvloop
 
 from adapters.base import TransportClosed
-from adapters.framing import HEADER
 from adapters.tcp import TcpClient, TcpClientConfig, TcpServer, TcpServerConfig
 from kernels.dtypes import MAX_FRAME_BODY, MSG_SIGNAL, WIRE_VERSION
 from tests.adapters.adapter_testkit import Sink, frame, free_port, max_frame, split_frames, tag
+from wire.frames import HEADER
 
 
 @pytest.fixture

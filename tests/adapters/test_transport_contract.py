@@ -7,14 +7,20 @@ import msgspec
 import pytest
 import uvloop
 
-from adapters.aeron import (AeronDriverConfig, AeronNode, AeronReceiver, AeronReceiverConfig, AeronSender,
-                            AeronSenderConfig)
+from adapters.aeron import (
+    AeronDriverConfig,
+    AeronNode,
+    AeronReceiver,
+    AeronReceiverConfig,
+    AeronSender,
+    AeronSenderConfig,
+)
 from adapters.base import Inbound, Outbound, TransportClosed
-from adapters.framing import MAX_FRAME_SIZE
 from adapters.replay import ReplayReader, ReplayReaderConfig, ReplayWriter, ReplayWriterConfig
 from adapters.tcp import TcpClient, TcpClientConfig, TcpServer, TcpServerConfig
 from adapters.udp import UdpReceiver, UdpReceiverConfig, UdpSender, UdpSenderConfig
 from tests.adapters.adapter_testkit import Sink, frame, free_port, max_frame, split_frames, tag
+from wire.frames import MAX_FRAME_SIZE
 
 UDP_MAX_DATAGRAM = 2048  # small, so the room tests need only a small rx
 

@@ -14,9 +14,10 @@ import time
 import tomllib
 from pathlib import Path
 
-from engine.wire import MarketData, Signal, encode_frame
 from kernels.codec import ORDER_FRAME_SIZE
 from kernels.dtypes import SIGNAL_ORDER, SIGNAL_TARGET
+from wire.frames import encode_frame
+from wire.schema import MarketData, Signal
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "config" / "demo"
@@ -119,17 +120,19 @@ class Process:
     def alive(self):
         return self.popen.poll() is None
 
-    def wait_for(self, predicate, what, timeout=READY_TIMEOUT_S):
-        """Poll predicate() until it returns something true; fail with the process's stderr if it dies first."""
+    def wait_for(self, predicate, what, timeout=READY_TIMEOUT_S, last_seen=lambda: ""):
+        """Poll predicate() until it returns something true; fail with the process's stderr (and `last_seen()`, what
+        the wait saw last) if it dies first or the time is up."""
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
             if value:
                 return value
             if not self.alive():
-                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before {what}:\n{self.stderr}")
+                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before {what}:\n{self.stderr}"
+                                     f"{last_seen()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: no {what} after {timeout} s:\n{self.stderr}")
+                raise AssertionError(f"{self.name}: no {what} after {timeout} s:\n{self.stderr}{last_seen()}")
             time.sleep(0.01)
 
     def wait(self, timeout=30):
@@ -171,11 +174,17 @@ class Engine(Process):
 
     def wait_status(self, predicate, what, timeout=30):
         """Wait until the report so far (the status file, rewritten every 0.1 s) satisfies predicate; return it."""
+        seen = {}
+
         def status():
             if self.status_path.exists():
-                report = json.loads(self.status_path.read_text())
+                seen["report"] = report = json.loads(self.status_path.read_text())
                 return report if predicate(report) else None
-        return self.wait_for(status, what, timeout)
+
+        def last_seen():
+            report = seen.get("report", {})
+            return f"\nlast status: counters {report.get('counters')}, oms {report.get('oms')}"
+        return self.wait_for(status, what, timeout, last_seen)
 
     def address(self, kind):
         host, port = self.ready[kind].rsplit(":", 1)

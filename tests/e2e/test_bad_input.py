@@ -6,11 +6,10 @@ from collections import Counter
 
 import pytest
 
-from engine.wire import Order, encode_frame
 from kernels.dtypes import MSG_SIGNAL, SIDE_BUY, SIGNAL_TARGET, WIRE_VERSION
-from tests.e2e.e2e_kit import (
-    ESZ5, derive_config, market_data_frame, nonzero, now_ns, reasons, signal_frame,
-)
+from tests.e2e.e2e_kit import ESZ5, derive_config, market_data_frame, nonzero, now_ns, reasons, signal_frame
+from wire.frames import encode_frame
+from wire.schema import Order
 
 HEADER = struct.Struct("<IBBH")
 INF, NAN = float("inf"), float("nan")

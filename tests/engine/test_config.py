@@ -7,9 +7,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engine.config import (
-    Config, ConfigError, load_config, parse_address, strategy_hash, validate, validate_command,
-)
+from adapters.base import parse_address
+from engine.cli.validate import validate as validate_command
+from engine.config import Config, ConfigError, load_config, strategy_hash, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "config" / "demo"

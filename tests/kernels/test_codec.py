@@ -1,4 +1,4 @@
-"""kernels/codec.py against engine/wire.py: the compiled codec reads and writes what msgspec does, byte for byte.
+"""kernels/codec.py against wire/: the compiled codec reads and writes what msgspec does, byte for byte.
 
 Every property runs on the compiled kernel and on its Python source (`.py_func`, which calls compiled helpers).
 The spec of decode_inbound is `reference_decode` below: the same walk in Python with msgspec decoding the bodies,
@@ -14,18 +14,40 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import wire
 from kernels import arena as A
 from kernels import codec
 from kernels.arena import N_RINGS, RING_REPORTS, RING_SIGNALS
-from kernels.rings import HEAD, TAIL
 from kernels.dtypes import (
-    C_FRAME_BAD_TYPE, C_FRAME_BAD_VERSION, C_FRAME_MALFORMED, C_FRAME_OVERSIZE, C_FRAME_TRUNCATED, C_FRAMES,
-    C_MARKET_DATA, C_MARKET_DATA_INVALID, C_MARKET_DATA_UNKNOWN_INSTRUMENT, C_REPORT_RING_FULL, C_REPORTS,
-    C_SIGNAL_RING_FULL, C_SIGNALS, COUNTER_NAMES, FRAME_HEADER_SIZE, INSTRUMENT_T, MAX_FRAME_BODY,
-    MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL, N_COUNTERS, ORDER_T, REPORT_T, SIGNAL_T,
+    C_FRAME_BAD_TYPE,
+    C_FRAME_BAD_VERSION,
+    C_FRAME_MALFORMED,
+    C_FRAME_OVERSIZE,
+    C_FRAME_TRUNCATED,
+    C_FRAMES,
+    C_MARKET_DATA,
+    C_MARKET_DATA_INVALID,
+    C_MARKET_DATA_UNKNOWN_INSTRUMENT,
+    C_REPORT_RING_FULL,
+    C_REPORTS,
+    C_SIGNAL_RING_FULL,
+    C_SIGNALS,
+    COUNTER_NAMES,
+    FRAME_HEADER_SIZE,
+    INSTRUMENT_T,
+    MAX_FRAME_BODY,
+    MSG_EXECUTION_REPORT,
+    MSG_MARKET_DATA,
+    MSG_ORDER,
+    MSG_SIGNAL,
+    N_COUNTERS,
+    ORDER_T,
+    REPORT_T,
+    SIGNAL_T,
     WIRE_VERSION,
 )
+from kernels.rings import HEAD, TAIL
+from wire.frames import decode_body, encode_frame, iter_frames, read_header
+from wire.schema import ExecutionReport, MarketData, Order, Signal
 
 RECV_NS = 1_700_000_000_123_456_789
 TICKS = (0.01, 0.5, 1.0, 0.25)  # tick size of instruments 0..3
@@ -163,7 +185,7 @@ def reference_decode(state, chunks):
             if len(chunk) - pos < FRAME_HEADER_SIZE:
                 counts[C_FRAME_TRUNCATED] += 1
                 break
-            header = wire.read_header(chunk, pos)
+            header = read_header(chunk, pos)
             if header.version != WIRE_VERSION or header.reserved != 0:
                 counts[C_FRAME_BAD_VERSION] += 1
                 break
@@ -179,7 +201,7 @@ def reference_decode(state, chunks):
                 counts[C_FRAME_BAD_TYPE] += 1
                 continue
             try:
-                msg = wire.decode_body(header.msg_type, chunk[body:pos])
+                msg = decode_body(header.msg_type, chunk[body:pos])
             except msgspec.DecodeError:
                 counts[C_FRAME_MALFORMED] += 1
                 continue
@@ -244,10 +266,10 @@ floats = st.floats() | st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0
 prices = st.sampled_from([0.0, 0.004, 0.005, 0.015, 100.01, 2.0**60]) | st.floats(0, 1e7) | floats
 instrument_ids = st.integers(0, len(TICKS) + 1) | u32
 
-signals = st.builds(wire.Signal, source=u32, seq=u64, signal_id=u32, instrument=u32, kind=st.sampled_from([0, 1]),
+signals = st.builds(Signal, source=u32, seq=u64, signal_id=u32, instrument=u32, kind=st.sampled_from([0, 1]),
                     value=floats, price=floats, ts_ns=i64, ttl_ns=i64)
-market_data = st.builds(wire.MarketData, instrument=instrument_ids, bid=prices, ask=prices, last=prices, ts_ns=i64)
-reports = st.builds(wire.ExecutionReport, order_id=u64, strategy=u32, version=u32, exec_type=u8, qty=i64,
+market_data = st.builds(MarketData, instrument=instrument_ids, bid=prices, ask=prices, last=prices, ts_ns=i64)
+reports = st.builds(ExecutionReport, order_id=u64, strategy=u32, version=u32, exec_type=u8, qty=i64,
                     price=floats, leaves=i64, fee=floats, ts_ns=i64, reason=u32)
 messages = st.one_of(signals, market_data, reports)
 
@@ -357,11 +379,11 @@ def near_frames(draw):
 @given(st.lists(messages, max_size=24), st.sets(st.integers(0, 23)), st.integers(0, 200))
 def test_decode_when_msgspec_frames_then_same_values_in_rings_and_table(decode, msgs, cuts, start):
     state = Inbound(capacity=32, start=start)
-    chunks = chunked([wire.encode_frame(m) for m in msgs], cuts)
+    chunks = chunked([encode_frame(m) for m in msgs], cuts)
     counts = check_against_reference(decode, state, chunks)
     assert counts[C_FRAMES] == len(msgs)
-    assert counts[C_SIGNALS] == sum(isinstance(m, wire.Signal) for m in msgs)
-    assert counts[C_REPORTS] == sum(isinstance(m, wire.ExecutionReport) for m in msgs)
+    assert counts[C_SIGNALS] == sum(isinstance(m, Signal) for m in msgs)
+    assert counts[C_REPORTS] == sum(isinstance(m, ExecutionReport) for m in msgs)
 
 
 @settings(deadline=None)
@@ -390,15 +412,15 @@ def test_decode_when_random_bytes_then_never_raises_and_every_byte_is_accounted(
 
 
 # ---------------------------------------------------------------------------------------------- bad input
-SIGNAL = wire.Signal(source=7, seq=1, signal_id=3, instrument=2, kind=0, value=0.5, price=101.25,
+SIGNAL = Signal(source=7, seq=1, signal_id=3, instrument=2, kind=0, value=0.5, price=101.25,
                      ts_ns=1_700_000_000_000_000_000, ttl_ns=0)
-REPORT = wire.ExecutionReport(order_id=2**40 + 5, strategy=1, version=2, exec_type=3, qty=100, price=101.25,
+REPORT = ExecutionReport(order_id=2**40 + 5, strategy=1, version=2, exec_type=3, qty=100, price=101.25,
                               leaves=0, fee=0.12, ts_ns=1_700_000_000_000_000_003, reason=0)
-GOOD = wire.encode_frame(SIGNAL)
+GOOD = encode_frame(SIGNAL)
 
 
 def signal_with(**fields):
-    return wire.encode_frame(msgspec.structs.replace(SIGNAL, **fields))
+    return encode_frame(msgspec.structs.replace(SIGNAL, **fields))
 
 
 def body_frame(values, msg_type=MSG_SIGNAL):
@@ -449,7 +471,7 @@ def test_decode_when_bad_type_then_counted_and_next_frame_decoded(decode, frame)
     body_frame({"source": 7}),
     header(len(GOOD) - 7, MSG_SIGNAL) + GOOD[8:] + b"\x00",
     header(len(GOOD) - 9, MSG_SIGNAL) + GOOD[8:-1],
-    wire.encode_frame(REPORT)[:4] + bytes([WIRE_VERSION, MSG_SIGNAL, 0, 0]) + wire.encode_frame(REPORT)[8:],
+    encode_frame(REPORT)[:4] + bytes([WIRE_VERSION, MSG_SIGNAL, 0, 0]) + encode_frame(REPORT)[8:],
 ], ids=["8_fields", "10_fields", "str_for_int", "nil_for_int", "float_for_int", "str_for_float", "negative_source",
         "u32_overflow", "negative_instrument", "kind_2", "i64_overflow", "map", "trailing_byte", "cut_in_body",
         "report_as_signal"])
@@ -474,10 +496,10 @@ def test_decode_when_body_cut_anywhere_then_malformed_and_nothing_read_past_it(d
 
 
 def test_decode_when_values_at_the_edges_of_their_dtypes_then_kept_exactly(decode):
-    edge = wire.Signal(source=2**32 - 1, seq=2**64 - 1, signal_id=0, instrument=2**32 - 1, kind=1, value=-0.0,
+    edge = Signal(source=2**32 - 1, seq=2**64 - 1, signal_id=0, instrument=2**32 - 1, kind=1, value=-0.0,
                        price=math.nan, ts_ns=-2**63, ttl_ns=2**63 - 1)
     state = Inbound()
-    assert state.run(decode, [wire.encode_frame(edge)]) == 1
+    assert state.run(decode, [encode_frame(edge)]) == 1
     assert_record_is(state.queued(RING_SIGNALS)[0], edge)
 
 
@@ -494,7 +516,7 @@ def test_decode_when_nan_or_negative_value_then_decoded_for_risk_to_reject(decod
 ])
 def test_decode_when_ring_full_then_dropped_counted_and_nothing_overwritten(decode, ring, msg, full, counted):
     state = Inbound(capacity=4, start=2**40 - 2, used=2)
-    frame = wire.encode_frame(msg)
+    frame = encode_frame(msg)
     assert state.run(decode, [frame * 3, frame]) == 4
     assert state.counts() == {"frames": 4, counted: 2, full: 2}
     assert state.cursors[ring, HEAD] - state.cursors[ring, TAIL] == 4
@@ -518,7 +540,7 @@ def test_decode_when_empty_then_nothing(decode):
 
 # ---------------------------------------------------------------------------------------------- market data
 def md(instrument=0, bid=0.0, ask=0.0, last=0.0, ts_ns=5):
-    return wire.encode_frame(wire.MarketData(instrument=instrument, bid=bid, ask=ask, last=last, ts_ns=ts_ns))
+    return encode_frame(MarketData(instrument=instrument, bid=bid, ask=ask, last=last, ts_ns=ts_ns))
 
 
 @pytest.mark.parametrize("bid, ask, last, mark", [
@@ -574,7 +596,7 @@ def test_encode_orders_when_any_orders_then_msgspec_decodes_same_values(encode, 
     tx = np.zeros(8 * codec.ORDER_FRAME_SIZE + 5, np.uint8)
     end = encode(ring, start, start + len(records), instruments, tx, 5)
     assert end == 5 + len(records) * codec.ORDER_FRAME_SIZE
-    decoded = list(wire.iter_frames(tx[5:end].tobytes()))
+    decoded = list(iter_frames(tx[5:end].tobytes()))
     assert [t for t, _ in decoded] == [MSG_ORDER] * len(records)
     for fields, (_, order) in zip(records, decoded):
         for name, v in fields.items():
@@ -586,9 +608,9 @@ def test_encode_orders_when_frame_size_then_matches_msgspec_layout_of_full_width
     ring = order_ring([dict(order_id=1, side=1, qty=3, px_ticks=10001, instrument=0)], 0)
     tx = np.zeros(codec.ORDER_FRAME_SIZE, np.uint8)
     assert encode(ring, 0, 1, Inbound().instruments, tx, 0) == codec.ORDER_FRAME_SIZE
-    assert wire.read_header(tx) == (codec.ORDER_BODY_SIZE, WIRE_VERSION, MSG_ORDER, 0)
-    assert tx[8] == 0x90 + codec.ORDER_FIELDS == 0x90 + len(wire.Order.__struct_fields__)
-    (_, order), = wire.iter_frames(tx.tobytes())
+    assert read_header(tx) == (codec.ORDER_BODY_SIZE, WIRE_VERSION, MSG_ORDER, 0)
+    assert tx[8] == 0x90 + codec.ORDER_FIELDS == 0x90 + len(Order.__struct_fields__)
+    (_, order), = iter_frames(tx.tobytes())
     assert (order.order_id, order.side, order.qty, order.price) == (1, 1, 3, 10001 * 0.01)
 
 
@@ -597,7 +619,7 @@ def test_encode_orders_when_tx_full_then_stops_at_a_whole_frame(encode):
     tx = np.zeros(3 * codec.ORDER_FRAME_SIZE - 1, np.uint8)
     end = encode(ring, 0, 5, Inbound().instruments, tx, 0)
     assert end == 2 * codec.ORDER_FRAME_SIZE
-    assert [o.order_id for _, o in wire.iter_frames(tx[:end].tobytes())] == [1, 2]
+    assert [o.order_id for _, o in iter_frames(tx[:end].tobytes())] == [1, 2]
     assert encode(ring, 2, 5, Inbound().instruments, tx, end) == end  # still full: nothing more
 
 
@@ -605,7 +627,7 @@ def test_encode_orders_when_unknown_instrument_then_nan_price(encode):
     ring = order_ring([dict(order_id=1, side=1, qty=1, px_ticks=5, instrument=len(TICKS))], 0)
     tx = np.zeros(codec.ORDER_FRAME_SIZE, np.uint8)
     encode(ring, 0, 1, Inbound().instruments, tx, 0)
-    (_, order), = wire.iter_frames(tx.tobytes())
+    (_, order), = iter_frames(tx.tobytes())
     assert math.isnan(order.price)
 
 
@@ -625,7 +647,7 @@ def test_decode_when_order_frame_inbound_then_bad_type(decode, encode):
 
 
 def test_field_counts_when_compared_then_codec_matches_wire():
-    assert codec.SIGNAL_FIELDS == len(wire.Signal.__struct_fields__)
-    assert codec.MARKET_DATA_FIELDS == len(wire.MarketData.__struct_fields__)
-    assert codec.REPORT_FIELDS == len(wire.ExecutionReport.__struct_fields__)
-    assert codec.ORDER_FIELDS == len(wire.Order.__struct_fields__)
+    assert codec.SIGNAL_FIELDS == len(Signal.__struct_fields__)
+    assert codec.MARKET_DATA_FIELDS == len(MarketData.__struct_fields__)
+    assert codec.REPORT_FIELDS == len(ExecutionReport.__struct_fields__)
+    assert codec.ORDER_FIELDS == len(Order.__struct_fields__)

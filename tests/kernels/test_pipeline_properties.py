@@ -16,12 +16,32 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernels.dtypes import (
-    ACTIVE, BREAKER_ACTION_HALT, BREAKER_ACTION_REDUCE, EV_ACTIVATE, EV_DEACTIVATE, EV_HALT, EV_PAUSE, EV_REDUCE,
-    EV_RESET, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, HALTED, ORDER_IOC, ORDER_LIMIT,
-    ORDER_MARKET, PAUSED, READY, REDUCING, SIGNAL_ORDER, SIGNAL_TARGET,
-)
 from kernels.arena import RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_FREE_TOP, S_ORDER_GEN
+from kernels.dtypes import (
+    ACTIVE,
+    BREAKER_ACTION_HALT,
+    BREAKER_ACTION_REDUCE,
+    EV_ACTIVATE,
+    EV_DEACTIVATE,
+    EV_HALT,
+    EV_PAUSE,
+    EV_REDUCE,
+    EV_RESET,
+    EXEC_ACK,
+    EXEC_CANCELED,
+    EXEC_FILL,
+    EXEC_PARTIAL_FILL,
+    EXEC_REJECT,
+    HALTED,
+    ORDER_IOC,
+    ORDER_LIMIT,
+    ORDER_MARKET,
+    PAUSED,
+    READY,
+    REDUCING,
+    SIGNAL_ORDER,
+    SIGNAL_TARGET,
+)
 from kernels.lifecycle import TRANSITIONS
 from kernels.rings import HEAD, TAIL
 from tests.reference import ORDER_FIELDS, Reference

@@ -1,4 +1,4 @@
-"""The simulated OMS as its own process: `orchestrator sim-oms`.
+"""The simulated venue served to an engine in another process (`orchestrator sim-oms`): over TCP and over Aeron.
 
 TCP: the engine's OMS client connects and writes Order frames (the 8-byte header carries each body's length,
 so the stream is frames back to back); the reports go back on the same connection. Each connection gets its
@@ -21,25 +21,29 @@ see AeronSimOms. Fault injection is TCP only.
 
 Ends on SIGTERM or SIGINT with one summary line on stdout.
 """
-import argparse
 import asyncio
 import signal
 import sys
 import threading
 import time
-import tomllib
 
 import msgspec
 import numpy as np
 import pyaeron
 import uvloop
 
-from adapters.aeron import (AeronDriverConfig, AeronNode, AeronReceiver, AeronReceiverConfig, AeronSender,
-                            AeronSenderConfig, AeronUnavailable)
+from adapters.aeron import (
+    AeronNode,
+    AeronReceiver,
+    AeronReceiverConfig,
+    AeronSender,
+    AeronSenderConfig,
+    AeronUnavailable,
+)
 from adapters.base import TransportClosed
-from adapters.oms_sim import MarketState, SimOmsConfig, SimulatedOms, append_frame
-from engine.wire import FrameError, iter_frames
 from kernels.dtypes import MSG_MARKET_DATA
+from sim.venue import MarketState, SimOmsConfig, SimulatedOms
+from wire.frames import FrameError, append_frame, iter_frames
 
 # the counts of each connection's SimulatedOms that the server's totals add up
 _CORE_COUNTS = ("orders", "acks", "rejects", "partial_fills", "fills", "canceled", "malformed", "bad_type",
@@ -356,20 +360,17 @@ class AeronSimOms:
         return "sim-oms: " + " ".join(f"{k}={v}" for k, v in self.totals().items())
 
 
-_IDLE = {"backoff": lambda: pyaeron.IdleStrategy.backoff(), "yield": lambda: pyaeron.IdleStrategy.yielding(),
+IDLE_STRATEGIES = {"backoff": lambda: pyaeron.IdleStrategy.backoff(), "yield": lambda: pyaeron.IdleStrategy.yielding(),
          "sleeping": lambda: pyaeron.IdleStrategy.sleeping(100_000), "spin": lambda: pyaeron.IdleStrategy.busy_spin()}
 
 
-def serve_aeron(config, engine_config, idle="backoff"):
-    """Run the simulated OMS over Aeron on the streams of an engine config's [aeron] table until SIGTERM or
-    SIGINT; print a ready line, then a summary line. The media driver is the engine's (or an external one): wait
-    up to its timeout_ms for it to run. Returns the counts."""
-    from engine.config import load_config
-    aeron = load_config(engine_config).engine.aeron
-    driver = msgspec.convert({"driver": "external", "directory": aeron.directory, "timeout_ms": aeron.timeout_ms},
-                             AeronDriverConfig)
-    server = AeronSimOms(AeronNode(driver), aeron.orders, aeron.reports, aeron.market_data, config)
-    deadline = time.monotonic() + aeron.timeout_ms / 1000
+def serve_aeron(config, driver, orders, reports, market_data, idle="backoff"):
+    """Run the simulated OMS over Aeron until SIGTERM or SIGINT: orders, reports and market data on the given
+    streams (AeronStreamConfig), through the external media driver `driver` (an AeronDriverConfig: the engine's
+    embedded one, or a standalone driver), waiting up to its timeout_ms for it to run. Print a ready line, then
+    a summary line; return the counts."""
+    server = AeronSimOms(AeronNode(driver), orders, reports, market_data, config)
+    deadline = time.monotonic() + driver.timeout_ms / 1000
     while True:
         try:
             server.open()
@@ -380,10 +381,9 @@ def serve_aeron(config, engine_config, idle="backoff"):
             time.sleep(0.05)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    print(f"sim-oms listening on aeron {aeron.orders}, reports on {aeron.reports}, "
-          f"market data on {aeron.market_data}", flush=True)
+    print(f"sim-oms listening on aeron {orders}, reports on {reports}, market data on {market_data}", flush=True)
     try:
-        server.run(stop, _IDLE[idle]())
+        server.run(stop, IDLE_STRATEGIES[idle]())
     except TransportClosed as e:  # the driver went (the engine that embeds it exited)
         print(f"sim-oms: {e}", file=sys.stderr, flush=True)
     finally:
@@ -425,80 +425,3 @@ def serve(config=SimOmsConfig(), host="127.0.0.1", port=0, market_data_port=None
     """
     return uvloop.run(_serve(config, host, port, market_data_port, drop_after=drop_after, stall_ms=stall_ms,
                              stall_after=stall_after))
-
-
-def add_arguments(parser):
-    """The `orchestrator sim-oms` options."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=47200, help="TCP port for the engine's OMS link (0: any)")
-    parser.add_argument("--market-data-port", type=int, default=None,
-                        help="UDP port for MarketData frames to fill against (default: none)")
-    parser.add_argument("--config", default=None,
-                        help="TOML file whose [sim_oms] table (or top level) sets the options below")
-    for name, kind, text in (
-            ("ack-latency-us", int, "order -> ACK latency"),
-            ("fill-latency-us", int, "order fillable -> fill latency"),
-            ("reject-ratio", float, "share of valid orders rejected at random"),
-            ("partial-fill-ratio", float, "share of fills split into 2-3 partial fills"),
-            ("fee-per-unit", float, "fee in currency per unit filled"),
-            ("resting-ttl-us", int, "cancel resting limit orders after this long (0: never)"),
-            ("seed", int, "random seed")):
-        default = getattr(SimOmsConfig(), name.replace("-", "_"))
-        parser.add_argument(f"--{name}", type=kind, default=None, help=f"{text} (default {default})")
-    parser.add_argument("--drop-after", type=int, default=0, metavar="N",
-                        help="fault: close each connection after its N-th order (0: never)")
-    parser.add_argument("--stall-ms", type=int, default=0,
-                        help="fault: stop reading a connection for this long, once (0: never)")
-    parser.add_argument("--stall-after", type=int, default=0, metavar="N",
-                        help="fault: stall after the connection's N-th order (default 0: on connect)")
-    parser.add_argument("--aeron", metavar="ENGINE_CONFIG", default=None,
-                        help="serve over Aeron instead of TCP: the orders, reports and market_data streams and the "
-                             "driver directory of this engine config's [aeron] table")
-    parser.add_argument("--aeron-idle", choices=sorted(_IDLE), default="backoff",
-                        help="with --aeron: what the OMS loop does when a round finds nothing (default backoff)")
-    return parser
-
-
-def config_from_args(args):
-    """SimOmsConfig from --config and the flags given (flags win); errors name the key at fault."""
-    fields = {}
-    if args.config:
-        with open(args.config, "rb") as f:
-            doc = tomllib.load(f)
-        fields.update(doc.get("sim_oms", doc))
-    for key in SimOmsConfig.__struct_fields__:
-        value = getattr(args, key, None)
-        if value is not None:
-            fields[key] = value
-    try:
-        return msgspec.convert(fields, SimOmsConfig)
-    except msgspec.ValidationError as e:
-        where = f" in {args.config}" if args.config else ""
-        raise SystemExit(f"sim-oms: bad config{where}: {e}") from None
-
-
-def main(args):
-    """Run `orchestrator sim-oms` with parsed args; return the exit code."""
-    config = config_from_args(args)
-    for key in ("drop_after", "stall_ms", "stall_after"):
-        if getattr(args, key) < 0:
-            raise SystemExit(f"sim-oms: --{key.replace('_', '-')} must be >= 0")
-    if getattr(args, "aeron", None):
-        try:
-            serve_aeron(config, args.aeron, args.aeron_idle)
-        except AeronUnavailable as e:
-            raise SystemExit(f"sim-oms: {e}") from None
-        return 0
-    serve(config, args.host, args.port, args.market_data_port, drop_after=args.drop_after,
-          stall_ms=args.stall_ms, stall_after=args.stall_after)
-    return 0
-
-
-def run(argv=None):
-    """`python -m engine.sim_oms ...`: the same as `orchestrator sim-oms ...`."""
-    parser = add_arguments(argparse.ArgumentParser(prog="sim-oms", description=__doc__.splitlines()[0]))
-    return main(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(run())

@@ -1,4 +1,4 @@
-"""engine/feed.py: the synthetic feed over real loopback UDP and TCP to plain socket receivers."""
+"""sim/feed.py: the synthetic feed over real loopback UDP and TCP to plain socket receivers."""
 import argparse
 import math
 import socket
@@ -11,13 +11,11 @@ import msgspec
 import numpy as np
 import pytest
 
-from engine import feed as feed_module
-from engine.feed import (
-    BAD_KINDS, MARKET_DATA_FRAME_T, SIGNAL_FRAME_T, STALE_AGE_NS, UNKNOWN_ID, FeedConfig, run_feed,
-)
-from adapters.framing import whole_frames_end
-from engine.wire import FrameError, MarketData, Signal, decode_body, iter_frames, read_header
+from engine.cli import peers
 from kernels.dtypes import FRAME_HEADER_SIZE, MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_TARGET
+from sim import feed as feed_module
+from sim.feed import BAD_KINDS, STALE_AGE_NS, UNKNOWN_ID, FeedConfig, run_feed
+from wire.frames import FrameError, decode_body, iter_frames, read_header, whole_frames_end
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = ROOT / "config" / "test" / "minimal"
@@ -110,22 +108,6 @@ def content(signal):
     """What a seed decides (everything but the send time); NaN made comparable."""
     value = "nan" if math.isnan(signal.value) else signal.value
     return (signal.seq, signal.signal_id, signal.instrument, signal.kind, value, signal.price, signal.ttl_ns)
-
-
-# ---------------------------------------------------------------------------------------------- layouts
-def test_feed_frame_layouts_when_filled_then_decode_as_the_wire_structs():
-    sig = feed_module._records(SIGNAL_FRAME_T, MSG_SIGNAL, feed_module._SIGNAL_FIELDS, 1)
-    expected = Signal(source=2**32 - 1, seq=2**64 - 1, signal_id=5, instrument=2**31, kind=SIGNAL_TARGET,
-                      value=-0.25, price=101.5, ts_ns=-5, ttl_ns=2**63 - 1)
-    for key in Signal.__struct_fields__:
-        sig[key] = getattr(expected, key)
-    assert list(iter_frames(sig.tobytes())) == [(MSG_SIGNAL, expected)]
-    md = feed_module._records(MARKET_DATA_FRAME_T, MSG_MARKET_DATA, feed_module._MARKET_DATA_FIELDS, 1)
-    expected_md = MarketData(instrument=3, bid=99.75, ask=100.25, last=0.0, ts_ns=1_700_000_000_000_000_000)
-    for key in MarketData.__struct_fields__:
-        md[key] = getattr(expected_md, key)
-    assert list(iter_frames(md.tobytes())) == [(MSG_MARKET_DATA, expected_md)]
-    assert (SIGNAL_FRAME_T.itemsize, MARKET_DATA_FRAME_T.itemsize) == (70, 50)
 
 
 # ---------------------------------------------------------------------------------------------- UDP
@@ -271,24 +253,24 @@ def test_feed_config_when_invalid_then_error_names_the_key():
 
 
 def test_feed_cli_when_flags_and_engine_config_then_flags_win_over_config_values():
-    parser = feed_module.add_arguments(argparse.ArgumentParser())
+    parser = peers.add_feed_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--config", str(MINIMAL), "--rate", "5000", "--signal-ids", "7,8",
                               "--bad-kinds", "nan,stale"])
-    cfg = feed_module.config_from_args(args)
+    cfg = peers.feed_config_from_args(args)
     assert (cfg.host, cfg.port) == ("127.0.0.1", 47100)
     assert (cfg.instruments, cfg.start_prices, cfg.tick_sizes) == ((0,), (6000.0,), (0.25,))
     assert (cfg.rate, cfg.signal_ids, cfg.bad_kinds) == (5000.0, (7, 8), ("nan", "stale"))
-    tcp = feed_module.config_from_args(parser.parse_args(["--config", str(MINIMAL), "--transport", "tcp"]))
+    tcp = peers.feed_config_from_args(parser.parse_args(["--config", str(MINIMAL), "--transport", "tcp"]))
     assert tcp.port == 47101 and tcp.signal_ids == (0,)
     with pytest.raises(SystemExit, match="bad_ratio"):
-        feed_module.config_from_args(parser.parse_args(["--bad-ratio", "2"]))
+        peers.feed_config_from_args(parser.parse_args(["--bad-ratio", "2"]))
 
 
 def test_feed_main_when_run_then_prints_one_summary_line(capsys):
     sink = UdpSink()
     try:
-        parser = feed_module.add_arguments(argparse.ArgumentParser())
-        code = feed_module.main(parser.parse_args(["--port", str(sink.port), "--rate", "2000", "--count", "100",
+        parser = peers.add_feed_arguments(argparse.ArgumentParser())
+        code = peers.feed(parser.parse_args(["--port", str(sink.port), "--rate", "2000", "--count", "100",
                                                    "--duration", "0", "--bad-ratio", "0.5"]))
     finally:
         sink.close()

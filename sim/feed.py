@@ -1,4 +1,4 @@
-"""The synthetic signal feed: `orchestrator feed`. Signals and market data over UDP, TCP or Aeron, open loop.
+"""The synthetic signal feed (`orchestrator feed`): signals and market data over UDP, TCP or Aeron, open loop.
 
 Open loop: signal i is due at start + i / rate and market data update u at start + u / md_rate, whatever the
 receiver does. Each pass sends everything due by now in one batch (at most `max_batch` signals), then sleeps
@@ -22,8 +22,8 @@ the same signals (seq, ids, values, prices) and the same market data, only stamp
   random bytes would leave the stream with no frame boundary). Only garbage sends no Signal, and only
   duplicate reuses a seq: seq counts the other signals from 1.
 
-Frames are written by numpy into preallocated fixed-width records (header, msgpack array, every field with
-its full-width tag: the layout engine/wire.py decodes), so a batch costs a few numpy calls whatever its size.
+Frames are written by numpy into preallocated fixed-width records (wire/records.py), so a batch costs a few numpy
+calls whatever its size. Every byte goes out through an adapter (adapters/udp.py, tcp.py, aeron.py).
 UDP packs `frames_per_datagram` frames to a datagram (market data and signals in separate datagrams);
 `to_sim_oms` also sends each market data datagram to the simulated OMS.
 Aeron packs as many frames to a message, market data on its own stream (which the simulated OMS can subscribe to
@@ -31,10 +31,8 @@ as well), through a media driver already running in `aeron_directory` (the engin
 for the engine to subscribe; a publication that is back-pressured is retried until it takes the message (the
 wait shows as lag and is counted in `backpressure`); an engine that goes away stops the feed, as over TCP.
 """
-import argparse
 import math
-import socket
-import sys
+import select
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Literal
@@ -43,8 +41,12 @@ import msgspec
 import numpy as np
 
 from adapters.aeron import AeronDriverConfig, AeronNode, AeronSender, AeronSenderConfig, Channel, StreamId
-from adapters.base import TransportClosed
-from kernels.dtypes import FRAME_HEADER_SIZE, MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_TARGET, WIRE_VERSION
+from adapters.base import TransportClosed, parse_address
+from adapters.tcp import TcpClient, TcpClientConfig
+from adapters.udp import UdpSender, UdpSenderConfig
+from kernels.dtypes import MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_TARGET, WIRE_VERSION
+from wire.frames import HEADER
+from wire.records import MARKET_DATA_FRAME_SIZE, SIGNAL_FRAME_SIZE, records
 
 BAD_KINDS = ("nan", "price_band", "duplicate", "stale", "unknown_signal", "unknown_instrument", "garbage")
 _NAN, _PRICE_BAND, _DUPLICATE, _STALE, _UNKNOWN_SIGNAL, _UNKNOWN_INSTRUMENT, _GARBAGE = range(len(BAD_KINDS))
@@ -105,48 +107,10 @@ class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
         if self.rate == 0 and self.duration_s == 0:
             raise ValueError("`duration_s`: Expected a duration when rate is 0 (market data only)")
         if self.to_sim_oms is not None:
-            parse_host_port(self.to_sim_oms)
-
-
-def parse_host_port(text):
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"`to_sim_oms`: Expected \"host:port\", got {text!r}")
-    return host, int(port)
-
-
-# ---------------------------------------------------------------------------------------------- frame layouts
-def _frame_dtype(fields):
-    """A packed record: the 8-byte header, a msgpack fixarray header, then each field as (tag, value)."""
-    spec = [("length", "<u4"), ("version", "u1"), ("msg_type", "u1"), ("reserved", "<u2"), ("array", "u1")]
-    for name, fmt, tag in fields:
-        if tag is not None:
-            spec.append((name + "_tag", "u1"))
-        spec.append((name, fmt))
-    return np.dtype(spec)
-
-
-_U32, _U64, _I64, _F64 = 0xCE, 0xCF, 0xD3, 0xCB
-_SIGNAL_FIELDS = (("source", ">u4", _U32), ("seq", ">u8", _U64), ("signal_id", ">u4", _U32),
-                  ("instrument", ">u4", _U32), ("kind", "u1", None),  # positive fixint: 0 or 1 is its own tag
-                  ("value", ">f8", _F64), ("price", ">f8", _F64), ("ts_ns", ">i8", _I64), ("ttl_ns", ">i8", _I64))
-_MARKET_DATA_FIELDS = (("instrument", ">u4", _U32), ("bid", ">f8", _F64), ("ask", ">f8", _F64),
-                       ("last", ">f8", _F64), ("ts_ns", ">i8", _I64))
-SIGNAL_FRAME_T = _frame_dtype(_SIGNAL_FIELDS)
-MARKET_DATA_FRAME_T = _frame_dtype(_MARKET_DATA_FIELDS)
-
-
-def _records(dtype, msg_type, fields, n):
-    """n records of dtype with the header, array header and tags filled in."""
-    out = np.zeros(n, dtype)
-    out["length"] = dtype.itemsize - FRAME_HEADER_SIZE
-    out["version"] = WIRE_VERSION
-    out["msg_type"] = msg_type
-    out["array"] = 0x90 + len(fields)
-    for name, _, tag in fields:
-        if tag is not None:
-            out[name + "_tag"] = tag
-    return out
+            try:
+                parse_address(self.to_sim_oms)
+            except ValueError as e:
+                raise ValueError(f"`to_sim_oms`: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -213,10 +177,10 @@ class Feed:
         self._signal_rng = np.random.Generator(np.random.PCG64(signal_seq))
         self._md_rng = np.random.Generator(np.random.PCG64(md_seq))
         self._garbage_rng = np.random.Generator(np.random.PCG64(garbage_seq))
-        self._signals = _records(SIGNAL_FRAME_T, MSG_SIGNAL, _SIGNAL_FIELDS, c.max_batch)
+        self._signals = records(MSG_SIGNAL, c.max_batch)
         self._signals["source"] = c.source
         self._signals["kind"] = SIGNAL_TARGET
-        self._market_data = _records(MARKET_DATA_FRAME_T, MSG_MARKET_DATA, _MARKET_DATA_FIELDS, 256)
+        self._market_data = records(MSG_MARKET_DATA, 256)
         # totals and schedule
         sig_end = math.ceil(c.duration_s * c.rate) if c.duration_s else c.count
         self.total_signals = min(sig_end, c.count) if c.count else sig_end
@@ -226,7 +190,7 @@ class Feed:
         if c.duration_s:
             end_s = min(end_s, c.duration_s)
         self.total_market_data = math.ceil(end_s * c.md_rate)
-        self._sock = self._sim_oms_sock = None
+        self._sender = self._sim_oms = None  # the UDP or TCP adapter; the simulated OMS's market data copy (UDP)
         self._aeron = ()  # (signals sender, market data sender): the same one when the streams are the same
 
     def stop(self):
@@ -300,7 +264,7 @@ class Feed:
             return memoryview(b"")
         c, n = self.config, self._n
         if len(self._market_data) < m:
-            self._market_data = _records(MARKET_DATA_FRAME_T, MSG_MARKET_DATA, _MARKET_DATA_FIELDS, m)
+            self._market_data = records(MSG_MARKET_DATA, m)
         u = self._md_rng.random((m, 3))
         normal = np.sqrt(-2.0 * np.log1p(-u[:, 0])) * np.cos(2.0 * np.pi * u[:, 1])  # Box-Muller
         shocks = np.round(normal * (c.volatility_bps * 1e-4 / LOG_STEP)).astype(np.int64)
@@ -368,7 +332,7 @@ class Feed:
         keep = ~garbage
         kept = int(keep.sum())
         if len(self._signals) < kept:
-            self._signals = _records(SIGNAL_FRAME_T, MSG_SIGNAL, _SIGNAL_FIELDS, kept)
+            self._signals = records(MSG_SIGNAL, kept)
             self._signals["source"] = c.source
             self._signals["kind"] = SIGNAL_TARGET
         rec = self._signals[:kept]
@@ -418,35 +382,26 @@ class Feed:
         body = bytes([0xC1]) + rng.integers(0, 256, 61, dtype=np.uint8).tobytes()
         return _garbage_header(len(body)) + body
 
-    # ------------------------------------------------------------------------------------------ sockets
-    def _open(self):
+    # ------------------------------------------------------------------------------------------ transports
+    def _open(self, connect_timeout_s=5.0):
         c = self.config
         if c.transport == "aeron":
-            self._open_aeron()
+            self._open_aeron(connect_timeout_s)
         elif c.transport == "udp":
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-                sock.connect((c.host, c.port))
-            except BaseException:
-                sock.close()
-                raise
-            self._sock = sock
+            self._sender = _opened(UdpSender(msgspec.convert(
+                {"host": c.host, "port": c.port, "sndbuf_bytes": 4 << 20}, UdpSenderConfig)))
         else:
-            sock = socket.create_connection((c.host, c.port), timeout=5.0)
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sock = sock
+            self._sender = _opened(TcpClient(msgspec.convert({"host": c.host, "port": c.port}, TcpClientConfig)))
+            deadline = time.monotonic() + connect_timeout_s
+            while not self._sender.connect():
+                if time.monotonic() > deadline:
+                    raise TransportClosed(f"connect to {c.host}:{c.port}: no answer in {connect_timeout_s} s")
+                _wait_writable(self._sender)
         if c.to_sim_oms is not None:
-            sim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                sim.connect(parse_host_port(c.to_sim_oms))
-            except BaseException:
-                sim.close()
-                raise
-            self._sim_oms_sock = sim
+            host, port = parse_address(c.to_sim_oms)
+            self._sim_oms = _opened(UdpSender(msgspec.convert({"host": host, "port": port}, UdpSenderConfig)))
 
-    def _open_aeron(self, connect_timeout_s=5.0):
+    def _open_aeron(self, connect_timeout_s):
         c = self.config
         node = AeronNode(msgspec.convert({"driver": "external", "directory": c.aeron_directory}, AeronDriverConfig))
         signals = {"channel": c.aeron_channel, "stream_id": c.aeron_stream}
@@ -470,76 +425,77 @@ class Feed:
         self._aeron = (senders[0], senders[-1])
 
     def _close(self):
-        for sock in (self._sock, self._sim_oms_sock):
-            if sock is not None:
-                sock.close()
-        self._sock = self._sim_oms_sock = None
-        for sender in self._aeron:
-            sender.close()
+        if isinstance(self._sender, TcpClient):  # what the stream still holds goes before we hang up
+            try:
+                while not self._stop and not self._sender.flush():
+                    _wait_writable(self._sender)
+            except TransportClosed:
+                self.summary.closed = True
+        for transport in (self._sender, self._sim_oms, *self._aeron):
+            if transport is not None:
+                transport.close()
+        self._sender = self._sim_oms = None
         self._aeron = ()
 
     def _send(self, md, signals, garbage):
-        """Send one batch (market data first); False if the TCP peer is gone."""
-        s = self.summary
-        s.frames += len(md) // MARKET_DATA_FRAME_T.itemsize + len(signals) // SIGNAL_FRAME_T.itemsize + len(garbage)
-        if self.config.transport == "aeron":
-            per_message = self.config.frames_per_datagram
+        """Send one batch (market data first); False if the TCP or Aeron peer is gone."""
+        s, per_message = self.summary, self.config.frames_per_datagram
+        s.frames += len(md) // MARKET_DATA_FRAME_SIZE + len(signals) // SIGNAL_FRAME_SIZE + len(garbage)
+        transport = self.config.transport
+        if transport == "aeron":
             signal_sender, market_sender = self._aeron
-            try:
-                for part in _cut(md, MARKET_DATA_FRAME_T.itemsize * per_message):
-                    self._offer(market_sender, part)
-                for part in _cut(signals, SIGNAL_FRAME_T.itemsize * per_message):
-                    self._offer(signal_sender, part)
-                for part in garbage:
-                    self._offer(signal_sender, part)
-            except TransportClosed:
-                s.closed = True
-                return False
-        elif self.config.transport == "tcp":
-            try:
-                for part in (md, signals, *garbage):
-                    if len(part):
-                        self._sock.sendall(part)
-                        s.sends += 1
-                        s.bytes += len(part)
-            except (BrokenPipeError, ConnectionResetError):
-                s.closed = True
-                return False
         else:
-            per_datagram = self.config.frames_per_datagram
-            for part in _cut(md, MARKET_DATA_FRAME_T.itemsize * per_datagram):
-                self._datagram(self._sock, part)
-            for part in _cut(signals, SIGNAL_FRAME_T.itemsize * per_datagram):
-                self._datagram(self._sock, part)
-            for part in garbage:
-                self._datagram(self._sock, part)
-        if self._sim_oms_sock is not None:
-            for part in _cut(md, MARKET_DATA_FRAME_T.itemsize * self.config.frames_per_datagram):
-                if self._datagram(self._sim_oms_sock, part, count=False):
+            signal_sender = market_sender = self._sender
+        if transport == "tcp":  # a stream: each part in one write
+            md_parts, signal_parts = (md,), (signals,)
+        else:  # UDP, Aeron: frames_per_datagram frames to a message
+            md_parts = _cut(md, MARKET_DATA_FRAME_SIZE * per_message)
+            signal_parts = _cut(signals, SIGNAL_FRAME_SIZE * per_message)
+        try:
+            for sender, parts in ((market_sender, md_parts), (signal_sender, signal_parts), (signal_sender, garbage)):
+                for part in parts:
+                    if len(part):
+                        self._emit(sender, part)
+        except TransportClosed:
+            s.closed = True
+            return False
+        if self._sim_oms is not None:
+            for part in _cut(md, MARKET_DATA_FRAME_SIZE * per_message):
+                if self._sim_oms.send(part):
                     s.sim_oms_datagrams += 1
         return True
 
-    def _offer(self, sender, part):
-        """One Aeron message, retried while back-pressured (counted) unless the feed is stopped."""
+    def _emit(self, sender, part):
+        """One message. UDP: a refusal (no listener yet, buffer full) is counted and the datagram is lost. TCP:
+        wait until the stream takes it (the wait shows as lag). Aeron: retried while back-pressured (counted)."""
+        s = self.summary
         while not sender.send(part):
-            self.summary.backpressure += 1
+            if isinstance(sender, UdpSender):
+                s.send_errors += 1
+                return
+            if isinstance(sender, AeronSender):
+                s.backpressure += 1
+                time.sleep(0)
+            else:
+                _wait_writable(sender)
             if self._stop:
                 return
-            time.sleep(0)
-        self.summary.sends += 1
-        self.summary.bytes += len(part)
+        s.sends += 1
+        s.bytes += len(part)
 
-    def _datagram(self, sock, part, count=True):
-        """One datagram; a refusal (no listener yet, buffer full) is counted and the datagram is lost."""
-        try:
-            sock.send(part)
-        except OSError:
-            self.summary.send_errors += 1
-            return False
-        if count:
-            self.summary.sends += 1
-            self.summary.bytes += len(part)
-        return True
+
+def _opened(transport):
+    transport.open()
+    return transport
+
+
+def _wait_writable(client, timeout_s=0.05):
+    """Until a TCP client's socket can take more (or timeout_s): a blocked stream sleeps, it does not spin."""
+    fd = client.fileno()
+    if fd >= 0:
+        select.select([], [fd], [], timeout_s)
+    else:
+        time.sleep(0.001)
 
 
 def _cut(data, step):
@@ -547,129 +503,9 @@ def _cut(data, step):
 
 
 def _garbage_header(body_length):
-    return body_length.to_bytes(4, "little") + bytes([WIRE_VERSION, MSG_SIGNAL, 0, 0])
+    return HEADER.pack(body_length, WIRE_VERSION, MSG_SIGNAL, 0)
 
 
 def run_feed(config, **kw):
     """Run a feed to the end; return its FeedSummary."""
     return Feed(config, **kw).run()
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def _list(kind):
-    def parse(text):
-        try:
-            return [kind(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
-    return parse
-
-
-_OPTIONS = (  # flag, FeedConfig key, type, help
-    ("--transport", "transport", str, "udp, tcp or aeron"),
-    ("--host", "host", str, "receiver host"),
-    ("--port", "port", int, "receiver port"),
-    ("--rate", "rate", float, "signals per second"),
-    ("--duration", "duration_s", float, "seconds to run (0: until --count)"),
-    ("--count", "count", int, "signals to send (0: until --duration)"),
-    ("--seed", "seed", int, "random seed: same seed, same content"),
-    ("--source", "source", int, "signal source id"),
-    ("--signal-ids", "signal_ids", _list(int), "comma-separated signal ids"),
-    ("--instruments", "instruments", _list(int), "comma-separated instrument ids"),
-    ("--start-prices", "start_prices", _list(float), "starting mid: one, or one per instrument"),
-    ("--tick-sizes", "tick_sizes", _list(float), "tick size: one, or one per instrument"),
-    ("--ttl-ms", "ttl_ms", float, "signal time-to-live (0: none)"),
-    ("--md-rate", "md_rate", float, "market data updates per second, over all instruments"),
-    ("--volatility-bps", "volatility_bps", float, "standard deviation of one update's mid move"),
-    ("--spread-bps", "spread_bps", float, "quoted spread"),
-    ("--aggression-bps", "aggression_bps", float, "signal price distance from mid, toward the value's side"),
-    ("--bad-ratio", "bad_ratio", float, "share of signals replaced by bad ones"),
-    ("--bad-kinds", "bad_kinds", _list(str), "comma-separated subset of " + ",".join(BAD_KINDS)),
-    ("--frames-per-datagram", "frames_per_datagram", int, "frames per UDP datagram or Aeron message"),
-    ("--to-sim-oms", "to_sim_oms", str, "host:port: copy market data to the simulated OMS over UDP"),
-    ("--max-batch", "max_batch", int, "signals per send pass at most"),
-    ("--aeron-directory", "aeron_directory", str, "Aeron: the running media driver's directory"),
-    ("--aeron-channel", "aeron_channel", str, "Aeron: channel of the signals stream"),
-    ("--aeron-stream", "aeron_stream", int, "Aeron: signals stream id"),
-    ("--aeron-market-data-channel", "aeron_market_data_channel", str, "Aeron: market data channel"),
-    ("--aeron-market-data-stream", "aeron_market_data_stream", int, "Aeron: market data stream id"),
-)
-
-
-def add_arguments(parser):
-    """The `orchestrator feed` options; each defaults to FeedConfig's default (or to --config's value)."""
-    parser.add_argument("--config", default=None,
-                        help="engine config dir or file: its listen address, instruments (ids, reference prices, "
-                             "tick sizes) and strategies' signal ids become the defaults")
-    defaults = FeedConfig()
-    for flag, key, kind, text in _OPTIONS:
-        default = getattr(defaults, key)
-        if isinstance(default, tuple):
-            default = ",".join(map(str, default))
-        parser.add_argument(flag, dest=key, type=kind, default=None, metavar=flag[2:].upper().replace("-", "_"),
-                            help=f"{text} (default {default})")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    return parser
-
-
-def config_from_engine(path, transport=None):
-    """FeedConfig fields taken from an engine config: where it listens, its instruments and signal ids. With no
-    transport given, the engine's first of udp, tcp, aeron: an engine that listens on Aeron only gets Aeron."""
-    from engine.config import load_config, parse_address
-    config = load_config(path)
-    listen, aeron = config.engine.listen, config.engine.aeron
-    if transport is None:
-        transport = "udp" if listen.udp else "tcp" if listen.tcp else "aeron"
-    address = listen.tcp if transport == "tcp" else listen.udp
-    fields = {"transport": transport}
-    if transport == "aeron":
-        fields.update(aeron_directory=aeron.directory, aeron_channel=aeron.signals.channel,
-                      aeron_stream=aeron.signals.stream_id, aeron_market_data_channel=aeron.market_data.channel,
-                      aeron_market_data_stream=aeron.market_data.stream_id)
-    elif address:
-        fields["host"], fields["port"] = parse_address(address)
-    fields["instruments"] = [i.id for i in config.instruments]
-    fields["start_prices"] = [i.reference_price for i in config.instruments]
-    fields["tick_sizes"] = [i.tick_size for i in config.instruments]
-    fields["signal_ids"] = sorted({sid for s in config.strategies for sid in s.signals})
-    return fields
-
-
-def config_from_args(args):
-    """FeedConfig from --config and the flags given (flags win); a bad value exits naming the key."""
-    fields = {}
-    given = {key: getattr(args, key) for _, key, _, _ in _OPTIONS if getattr(args, key, None) is not None}
-    if getattr(args, "config", None):
-        fields.update(config_from_engine(args.config, given.get("transport")))
-    fields.update(given)
-    try:
-        return msgspec.convert(fields, FeedConfig)
-    except msgspec.ValidationError as e:
-        raise SystemExit(f"feed: bad option: {e}") from None
-
-
-def main(args):
-    """Run `orchestrator feed` with parsed args: print the summary line (or JSON); return the exit code."""
-    config = config_from_args(args)
-    feed = Feed(config)
-    try:
-        summary = feed.run()
-    except KeyboardInterrupt:
-        summary = feed.summary
-    except (OSError, TransportClosed) as e:
-        where = (f"aeron {config.aeron_channel} stream {config.aeron_stream}" if config.transport == "aeron" else
-                 f"{config.transport} {config.host}:{config.port}")
-        print(f"feed: cannot send to {where}: {e}", file=sys.stderr)
-        return 1
-    print(msgspec.json.encode(summary.as_dict()).decode() if args.json else summary.line(), flush=True)
-    return 1 if summary.closed else 0
-
-
-def run(argv=None):
-    """`python -m engine.feed ...`: the same as `orchestrator feed ...`."""
-    parser = add_arguments(argparse.ArgumentParser(prog="feed", description=__doc__.splitlines()[0]))
-    return main(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(run())

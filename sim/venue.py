@@ -1,8 +1,10 @@
-"""The simulated OMS: Order frames in, ExecutionReport frames out, filled against the market data it is fed.
+"""The simulated venue (an OMS and the market behind it): Order frames in, ExecutionReport frames out, filled
+against the market data it is fed.
 
 `SimulatedOms` is the core, pure Python over msgspec Structs, with the clock injected (`now_ns` arguments), so
-the same seed, inputs and clock give the same reports, byte for byte. `SimOmsTransport` puts it behind the
-transport contract for the in-process loop (tests, benchmarks, the demo); engine/sim_oms.py serves it over TCP.
+the same seed, inputs and clock give the same reports, byte for byte. sim/inprocess.py puts it behind the
+transport contract for the in-process loop (tests, benchmarks, the demo); sim/servers.py serves it over TCP and
+Aeron.
 
 Rules (what an order gets, in report order):
 - Refused at once, one REJECT and nothing else: qty <= 0 (REJECT_QTY); a limit or IOC price that is NaN,
@@ -31,20 +33,27 @@ flat over any number of orders.
 import heapq
 import math
 import random
-import struct
-import time
 from dataclasses import asdict, dataclass
 from typing import Annotated
 
 import msgspec
 
-from adapters.base import Transport
-from adapters.framing import whole_frames_end
-from engine.wire import ExecutionReport, FrameError, MarketData, Order
 from kernels.dtypes import (
-    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, FRAME_HEADER_SIZE, MAX_FRAME_BODY,
-    MSG_MARKET_DATA, MSG_ORDER, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, SIDE_BUY, WIRE_VERSION,
+    EXEC_ACK,
+    EXEC_CANCELED,
+    EXEC_FILL,
+    EXEC_PARTIAL_FILL,
+    EXEC_REJECT,
+    FRAME_HEADER_SIZE,
+    MSG_MARKET_DATA,
+    MSG_ORDER,
+    ORDER_IOC,
+    ORDER_LIMIT,
+    ORDER_MARKET,
+    SIDE_BUY,
 )
+from wire.frames import FRAME_OK, FRAME_TRUNCATED, FrameError, next_frame, read_header
+from wire.schema import ExecutionReport, MarketData, Order
 
 Micros = Annotated[int, msgspec.Meta(ge=0, le=60_000_000)]
 Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -71,8 +80,6 @@ REJECT_NO_MARKET = 5
 REJECT_NAMES = {REJECT_RANDOM: "random", REJECT_QTY: "quantity", REJECT_PRICE: "price",
                 REJECT_DUPLICATE: "duplicate_order_id", REJECT_NO_MARKET: "no_market"}
 
-_HEADER = struct.Struct("<IBBH")
-_HEADER_PLACEHOLDER = bytes(FRAME_HEADER_SIZE)
 _ORDER_DECODER = msgspec.msgpack.Decoder(Order)
 _MARKET_DATA_DECODER = msgspec.msgpack.Decoder(MarketData)
 
@@ -222,15 +229,13 @@ class SimulatedOms:
         with memoryview(buf) as view:
             view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
             pos, end = 0, len(view)
-            unpack_from = _HEADER.unpack_from
-            while end - pos >= FRAME_HEADER_SIZE:
-                length, version, msg_type, reserved = unpack_from(view, pos)
-                if version != WIRE_VERSION or reserved != 0 or length > MAX_FRAME_BODY:
-                    self.stats.bad_header += 1
-                    raise FrameError(pos, f"header length {length} version {version} reserved {reserved}")
-                frame_end = pos + FRAME_HEADER_SIZE + length
-                if frame_end > end:
+            while pos < end:
+                verdict, msg_type, frame_end = next_frame(view, pos, end)
+                if verdict == FRAME_TRUNCATED:
                     break
+                if verdict != FRAME_OK:
+                    self.stats.bad_header += 1
+                    raise FrameError(pos, f"untrusted header {tuple(read_header(view, pos))}", verdict)
                 if msg_type == MSG_ORDER:
                     if max_orders == 0:
                         break
@@ -330,144 +335,3 @@ class SimulatedOms:
 def _report(order, exec_type, qty, price, leaves, fee, ts_ns, reason):
     return ExecutionReport(order.order_id, order.strategy, order.version, exec_type, qty, price, leaves, fee,
                            ts_ns, reason)
-
-
-def append_frame(encoder, msg, out):
-    """Append msg as one frame (header, msgpack body) to the bytearray `out`; return the frame's length."""
-    start = len(out)
-    out += _HEADER_PLACEHOLDER
-    encoder.encode_into(msg, out, -1)
-    body = len(out) - start - FRAME_HEADER_SIZE
-    _HEADER.pack_into(out, start, body, WIRE_VERSION, msg.msg_type, 0)
-    return FRAME_HEADER_SIZE + body
-
-
-# ---------------------------------------------------------------------------------------------- transport
-class SimOmsTransport(Transport):
-    """The simulated OMS behind the transport contract, in process: no socket, no thread.
-
-    send(frames) takes whole Order frames (and MarketData frames: market data may come this way or through
-    on_market_data); each call is stamped with one clock reading. poll() writes the reports due by now as
-    one chunk of whole frames, as many as fit in rx; the rest wait for the next poll. fileno() is -1: in a
-    spin loop just poll; on an event loop, attach() arms a timer for the next due report instead of an fd.
-    send() never refuses (no back-pressure) and raises TransportClosed only when the transport is closed.
-    A frame whose header cannot be trusted ends what that send() call is read (counted as `oversize`).
-    """
-
-    def __init__(self, config=SimOmsConfig(), clock=time.time_ns, market=None):
-        super().__init__()
-        self.config = config
-        self.clock = clock
-        self.oms = SimulatedOms(config, market)
-        self._encoder = msgspec.msgpack.Encoder()
-        self._reports = []           # reused by pop_due
-        self._out = bytearray()      # encoded report frames not yet delivered
-        self._out_pos = 0
-        self._loop = self._callback = self._timer = None
-        self._timer_when = 0.0
-
-    def open(self):
-        self.closed = False
-
-    def close(self):
-        if self._close_common():
-            self.detach()
-
-    def fileno(self):
-        return -1
-
-    def send(self, frames):
-        self._check_open()
-        size = self._take(frames)
-        self.stats.sent += 1
-        self.stats.bytes_out += size
-        self._arm()
-        return True
-
-    def flush(self):
-        """Nothing is ever held on the way in: send() takes every frame at once."""
-        return True
-
-    def on_market_data(self, frames):
-        """Feed the market: whole MarketData frames, stamped with the clock."""
-        self._check_open()
-        self._take(frames)
-        self._arm()
-
-    def poll(self, rx, offset, rx_sizes, chunk_index, max_chunks):
-        self._check_open()
-        if min(max_chunks, len(rx_sizes) - chunk_index) <= 0:
-            return 0, offset
-        out, reports = self._out, self._reports
-        self.oms.pop_due(self.clock(), reports)
-        if reports:
-            encoder = self._encoder
-            for report in reports:
-                append_frame(encoder, report, out)
-            reports.clear()
-        start = self._out_pos
-        n = len(out) - start
-        room = len(rx) - offset
-        if n > room:
-            n = whole_frames_end(out, start, start + room) - start
-        if n == 0:
-            return 0, offset
-        self._view(rx)[offset:offset + n] = memoryview(out)[start:start + n]
-        if start + n == len(out):
-            out.clear()
-            self._out_pos = 0
-        else:
-            self._out_pos = start + n
-            self._arm()
-        rx_sizes[chunk_index] = n
-        self.stats.chunks += 1
-        self.stats.bytes_in += n
-        return 1, offset + n
-
-    # ------------------------------------------------------------------------------------------ event loop
-    def attach(self, loop, on_readable):
-        """Call on_readable() from loop when reports are due (a timer, as there is no fd to watch)."""
-        self._loop, self._callback = loop, on_readable
-        self._arm()
-
-    def detach(self):
-        if self._timer is not None:
-            self._timer.cancel()
-        self._loop = self._callback = self._timer = None
-
-    def _arm(self):
-        loop = self._loop
-        if loop is None:
-            return
-        if self._out_pos < len(self._out):
-            delay = 0.0
-        else:
-            due = self.oms.next_due_ns()
-            if due is None:
-                return
-            delay = max(0, due - self.clock()) / 1e9
-        when = loop.time() + delay
-        if self._timer is not None:
-            if self._timer_when <= when:
-                return
-            self._timer.cancel()
-        self._timer, self._timer_when = loop.call_at(when, self._fire), when
-
-    def _fire(self):
-        self._timer = None
-        if not self.closed:
-            self._callback()
-            self._arm()
-
-    def _take(self, frames):
-        try:
-            with memoryview(frames) as view:
-                size = view.nbytes
-                self.oms.on_frames(view, self.clock())
-        except FrameError:
-            self.stats.oversize += 1
-        return size
-
-
-__all__ = ["MarketState", "REJECT_NAMES", "SimOmsConfig", "SimOmsStats", "SimOmsTransport", "SimulatedOms",
-           "append_frame"]

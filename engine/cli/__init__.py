@@ -91,11 +91,12 @@ def _run(args):
 
 def _sim_oms_config(path, config):
     """The in-process simulated OMS's settings: the [sim_oms] table (or top level) of a TOML file."""
-    import msgspec
     import tomllib
 
-    from adapters.oms_sim import SimOmsConfig
+    import msgspec
+
     from engine.config import ConfigError
+    from sim.venue import SimOmsConfig
     if path is None:
         return SimOmsConfig()
     if config.engine.oms.kind != "sim":
@@ -133,8 +134,8 @@ def _start_feed(args, addresses):
 
 
 def _validate(args):
-    from engine.config import validate_command
-    return validate_command(args.config)
+    from engine.cli.validate import validate
+    return validate(args.config)
 
 
 def _replay(args):
@@ -158,13 +159,13 @@ def _replay(args):
 
 
 def _feed(args):
-    from engine import feed
-    return feed.main(args)
+    from engine.cli.peers import feed
+    return feed(args)
 
 
 def _sim_oms(args):
-    from engine import sim_oms
-    return sim_oms.main(args)
+    from engine.cli.peers import sim_oms
+    return sim_oms(args)
 
 
 def parser():
@@ -214,13 +215,14 @@ def parser():
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(handler=_replay)
 
-    from engine import feed, sim_oms
-    feed.add_arguments(sub.add_parser(
+    from engine.cli.peers import add_feed_arguments, add_sim_oms_arguments
+    add_feed_arguments(sub.add_parser(
         "feed", help="send synthetic signals and market data (open loop)",
-        description="Send seeded synthetic signals and market data over UDP or TCP at a fixed rate, open loop."))\
+        description="Send seeded synthetic signals and market data over UDP, TCP or Aeron at a fixed rate, "
+                    "open loop."))\
         .set_defaults(handler=_feed)
-    sim_oms.add_arguments(sub.add_parser(
-        "sim-oms", help="run the simulated OMS as a TCP server",
+    add_sim_oms_arguments(sub.add_parser(
+        "sim-oms", help="run the simulated OMS as a TCP (or Aeron) server",
         description="Accept the engine's OMS connection; answer orders with acks, fills and rejects."))\
         .set_defaults(handler=_sim_oms)
     return p
