@@ -48,6 +48,9 @@ CHANNEL_TEXT = 'an Aeron channel like "aeron:ipc" or "aeron:udp?endpoint=127.0.0
 Channel = Annotated[str, msgspec.Meta(pattern=CHANNEL_PATTERN, max_length=1024)]
 StreamId = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 MessageBytes = Annotated[int, msgspec.Meta(ge=FRAME_HEADER_SIZE, le=16 << 20)]
+OfferAttempts = Annotated[int, msgspec.Meta(ge=1, le=1 << 20)]        # per message, before a send says False
+FragmentLimit = Annotated[int, msgspec.Meta(ge=1, le=1 << 20)]        # per subscription per poll
+PollIntervalUs = Annotated[int, msgspec.Meta(ge=10, le=1_000_000)]    # an event loop's poll of a subscription
 IdleStrategyName = Literal["backoff", "sleeping", "yield", "spin", "noop"]
 
 # What each driver idle strategy takes as init args, in Aeron's own syntax. Backoff: max spins, max yields, then
@@ -489,8 +492,8 @@ class _Publishing:
 class AeronReceiverConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     streams: Annotated[tuple[AeronStreamConfig, ...], msgspec.Meta(min_length=1)]  # polled in this order
     max_message_bytes: MessageBytes = 65536  # room rule: the largest message a publisher sends
-    fragment_limit: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 256  # per subscription per poll
-    event_poll_interval_us: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 1000
+    fragment_limit: FragmentLimit = 256
+    event_poll_interval_us: PollIntervalUs = 1000
 
 
 class AeronReceiver(_Subscribing, _AeronTransport):
@@ -526,7 +529,7 @@ class AeronReceiver(_Subscribing, _AeronTransport):
 class AeronSenderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     stream: AeronStreamConfig
     max_message_bytes: MessageBytes = 65536  # a longer send() goes as several messages, cut at frame boundaries
-    offer_attempts: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 32  # per message, before send() says False
+    offer_attempts: OfferAttempts = 32
 
 
 class AeronSender(_Publishing, _AeronTransport):
@@ -562,9 +565,9 @@ class AeronClientConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     orders: AeronStreamConfig   # out: order frames to the OMS
     reports: AeronStreamConfig  # in: execution reports from the OMS
     max_message_bytes: MessageBytes = 65536
-    offer_attempts: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 32
-    fragment_limit: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 256
-    event_poll_interval_us: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 1000
+    offer_attempts: OfferAttempts = 32
+    fragment_limit: FragmentLimit = 256
+    event_poll_interval_us: PollIntervalUs = 1000
 
 
 class AeronClient(_Subscribing, _Publishing, _AeronTransport):

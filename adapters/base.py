@@ -16,7 +16,15 @@ Anything else wrong with the data is counted in `stats`, not raised.
 """
 import json
 from dataclasses import asdict, dataclass
-from typing import Protocol, runtime_checkable
+from typing import Annotated, Protocol, runtime_checkable
+
+import msgspec
+
+# Config field types every socket adapter shares (and engine.toml's [listen] and [oms] tables with them).
+HOST_PATTERN = r"^[A-Za-z0-9._:-]+$"  # a host name, an IPv4 or an IPv6 address
+Host = Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=HOST_PATTERN)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+BufferBytes = Annotated[int, msgspec.Meta(ge=0, le=1 << 30)]  # 0 keeps the OS default (Linux doubles a value set)
 
 
 class TransportClosed(Exception):

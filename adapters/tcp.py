@@ -20,11 +20,8 @@ from typing import Annotated
 
 import msgspec
 
-from adapters.base import Transport, TransportClosed
+from adapters.base import BufferBytes, Host, Port, Transport, TransportClosed
 from wire.frames import FRAME_BAD_VERSION, FRAME_OK, FRAME_OVERSIZE, MAX_FRAME_SIZE, scan_frames
-
-Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
-BufferBytes = Annotated[int, msgspec.Meta(ge=0)]  # 0 keeps the OS default
 
 _EOF = 3  # beside the FRAMES_* statuses: the peer closed or reset the connection
 _IN_PROGRESS = {errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EINTR}
@@ -81,7 +78,7 @@ class _Connection:
 
 
 class TcpServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: Port = 0  # 0: the OS picks one; read it back from `address`
     backlog: Annotated[int, msgspec.Meta(ge=1)] = 128
     rcvbuf_bytes: BufferBytes = 0  # set on the listener, inherited by every accepted connection
@@ -175,7 +172,7 @@ class TcpServer(Transport):
 
 
 class TcpClientConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    host: str = "127.0.0.1"  # resolved once at open(): no DNS on the hot path
+    host: Host = "127.0.0.1"  # resolved once at open(): no DNS on the hot path
     port: Port
     rcvbuf_bytes: BufferBytes = 0
     sndbuf_bytes: BufferBytes = 0

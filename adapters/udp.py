@@ -13,18 +13,16 @@ from typing import Annotated
 
 import msgspec
 
-from adapters.base import Transport
+from adapters.base import BufferBytes, Host, Port, Transport
 from kernels.dtypes import FRAME_HEADER_SIZE
 
-Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
-BufferBytes = Annotated[int, msgspec.Meta(ge=0)]  # 0 keeps the OS default (Linux doubles the value, caps at *mem_max)
 DatagramBytes = Annotated[int, msgspec.Meta(ge=FRAME_HEADER_SIZE, le=65536)]
 
 _MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0)  # without it (not Linux) a cut datagram arrives cut; decoding counts it
 
 
 class UdpReceiverConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: Port = 0  # 0: the OS picks one; read it back from `address`
     rcvbuf_bytes: BufferBytes = 4 << 20  # bursts land here between polls; what overflows the kernel drops
     max_datagram_bytes: DatagramBytes = 65536
@@ -91,7 +89,7 @@ class UdpReceiver(Transport):
 
 
 class UdpSenderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: Port  # where the receiver listens
     sndbuf_bytes: BufferBytes = 0
 

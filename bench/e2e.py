@@ -94,11 +94,11 @@ def write_config(directory, driver, udp_port, tcp_port, oms_port):
         if section is None and key == "driver":
             line = f'driver = "{driver if driver in ("spin", "event") else "event"}"'
         elif section == "[listen]" and key == "udp":
-            line = f'udp = "127.0.0.1:{udp_port}"'
+            line = f'udp = {{ host = "127.0.0.1", port = {udp_port} }}'
         elif section == "[listen]" and key == "tcp":
-            line = f'tcp = "127.0.0.1:{tcp_port}"'
-        elif section == "[oms]" and key == "address":
-            line = f'address = "127.0.0.1:{oms_port}"'
+            line = f'tcp = {{ host = "127.0.0.1", port = {tcp_port} }}'
+        elif section == "[oms]" and key == "tcp":
+            line = f'tcp = {{ host = "127.0.0.1", port = {oms_port} }}'
         elif section == "[oms]" and key == "kind":
             line = 'kind = "tcp"'
         lines.append(line)

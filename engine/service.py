@@ -10,11 +10,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import msgspec
+
 from adapters.aeron import AeronClient, AeronClientConfig, AeronNode, AeronReceiver, AeronReceiverConfig
 from adapters.base import TransportClosed
-from adapters.tcp import TcpClient, TcpClientConfig, TcpServer, TcpServerConfig
-from adapters.udp import UdpReceiver, UdpReceiverConfig
-from engine.config import parse_address
+from adapters.tcp import TcpClient, TcpServer
+from adapters.udp import UdpReceiver
 from engine.driver import Engine, run_event, run_spin, warm_up
 from engine.metrics import LatencyRecorder
 from engine.state import EngineState
@@ -52,27 +53,21 @@ def build(config, *, sim_oms=SimOmsConfig(), clock=time.time_ns, connect_timeout
     inbound = []
     listen = config.engine.listen
     if listen.udp:
-        host, port = parse_address(listen.udp)
-        inbound.append(UdpReceiver(UdpReceiverConfig(host=host, port=port)))
+        inbound.append(UdpReceiver(listen.udp))
     if listen.tcp:
-        host, port = parse_address(listen.tcp)
-        inbound.append(TcpServer(TcpServerConfig(host=host, port=port)))
+        inbound.append(TcpServer(listen.tcp))
     oms_config, aeron = config.engine.oms, config.engine.aeron
     node = AeronNode(aeron) if listen.aeron or oms_config.kind == "aeron" else None  # one driver link for both
     if listen.aeron:  # market data first: a signal then finds the quotes sent before it
         streams = tuple(dict.fromkeys((aeron.market_data, aeron.signals)))
-        inbound.append(AeronReceiver(AeronReceiverConfig(streams=streams, max_message_bytes=aeron.max_message_bytes),
-                                     node))
+        inbound.append(AeronReceiver(_aeron_config(AeronReceiverConfig, aeron, streams=streams), node))
     if oms_config.kind == "sim":
         counters = state.counters
         oms = InProcessOms(state.instruments, lambda: int(counters[C_MARKET_DATA]), sim_oms, clock)
     elif oms_config.kind == "aeron":
-        oms = AeronClient(AeronClientConfig(orders=aeron.orders, reports=aeron.reports,
-                                            max_message_bytes=aeron.max_message_bytes,
-                                            offer_attempts=aeron.offer_attempts), node)
+        oms = AeronClient(_aeron_config(AeronClientConfig, aeron, orders=aeron.orders, reports=aeron.reports), node)
     else:
-        host, port = parse_address(oms_config.address)
-        oms = TcpClient(TcpClientConfig(host=host, port=port))
+        oms = TcpClient(oms_config.tcp)
     transports = inbound + [oms]
     try:
         for transport in transports:
@@ -89,6 +84,12 @@ def build(config, *, sim_oms=SimOmsConfig(), clock=time.time_ns, connect_timeout
         _connect(engine, oms, connect_timeout_s)
     warm_up(engine)
     return Service(engine, latency, transports, clock())
+
+
+def _aeron_config(struct_type, aeron, **streams):
+    """An Aeron adapter's config from the [aeron] table: its streams, and every other key it shares with [aeron]."""
+    shared = {name: getattr(aeron, name) for name in struct_type.__struct_fields__ if name not in streams}
+    return msgspec.convert({**streams, **shared}, struct_type)
 
 
 def _connect(engine, oms, timeout_s):

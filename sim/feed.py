@@ -41,7 +41,7 @@ import msgspec
 import numpy as np
 
 from adapters.aeron import AeronDriverConfig, AeronNode, AeronSender, AeronSenderConfig, Channel, StreamId
-from adapters.base import TransportClosed, parse_address
+from adapters.base import Host, Port, TransportClosed, parse_address
 from adapters.tcp import TcpClient, TcpClientConfig
 from adapters.udp import UdpSender, UdpSenderConfig
 from kernels.dtypes import MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_TARGET, WIRE_VERSION
@@ -58,7 +58,6 @@ PRICE_BAND_FACTOR = 10.0
 UDP_MAX_PAYLOAD = 65_507
 LOG_STEP = 1e-12  # resolution of the random walk in log price
 
-Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1e8)]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
@@ -69,7 +68,7 @@ BadKind = Literal["nan", "price_band", "duplicate", "stale", "unknown_signal", "
 class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What the feed sends, where, how fast. Build it by decoding (msgspec.convert): constructors do not validate."""
     transport: Literal["udp", "tcp", "aeron"] = "udp"
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: Port = 47100
     rate: Rate = 1000.0             # signals per second
     duration_s: NonNegative = 10.0  # 0: until `count` signals

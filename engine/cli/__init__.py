@@ -43,7 +43,7 @@ def _run(args):
         print(f"orchestrator: engine {config.engine.name!r} ready: {len(config.strategies)} strategies, "
               f"{len(config.instruments)} instruments, driver {driver}, "
               + ", ".join(f"{kind} {address}" for kind, address in addresses.items())
-              + f", oms {oms.kind}{' ' + oms.address if oms.kind == 'tcp' else ''} "
+              + f", oms {oms.kind}{f' {oms.tcp.host}:{oms.tcp.port}' if oms.kind == 'tcp' else ''} "
               f"{'up' if svc.engine.oms_up else 'DOWN'}", file=sys.stderr, flush=True)
         if args.ready_file:
             _write_atomically(args.ready_file, json.dumps(

@@ -7,7 +7,7 @@ import tomllib
 import msgspec
 
 from adapters.aeron import AeronDriverConfig, AeronUnavailable
-from adapters.base import TransportClosed, parse_address
+from adapters.base import TransportClosed
 from engine.config import load_config
 from sim.feed import BAD_KINDS, Feed, FeedConfig
 from sim.servers import IDLE_STRATEGIES, serve, serve_aeron
@@ -78,14 +78,14 @@ def config_from_engine(path, transport=None):
     listen, aeron = config.engine.listen, config.engine.aeron
     if transport is None:
         transport = "udp" if listen.udp else "tcp" if listen.tcp else "aeron"
-    address = listen.tcp if transport == "tcp" else listen.udp
+    listener = listen.tcp if transport == "tcp" else listen.udp
     fields = {"transport": transport}
     if transport == "aeron":
         fields.update(aeron_directory=aeron.directory, aeron_channel=aeron.signals.channel,
                       aeron_stream=aeron.signals.stream_id, aeron_market_data_channel=aeron.market_data.channel,
                       aeron_market_data_stream=aeron.market_data.stream_id)
-    elif address:
-        fields["host"], fields["port"] = parse_address(address)
+    elif listener:
+        fields["host"], fields["port"] = listener.host, listener.port
     fields["instruments"] = [i.id for i in config.instruments]
     fields["start_prices"] = [i.reference_price for i in config.instruments]
     fields["tick_sizes"] = [i.tick_size for i in config.instruments]

@@ -14,8 +14,8 @@ def validate(path, out=None) -> int:
             print(f"  {error}", file=out)
         return 1
     engine = config.engine
-    listen = ", ".join(f"{kind} {address}" for kind, address in (("udp", engine.listen.udp),
-                                                                 ("tcp", engine.listen.tcp)) if address)
+    listen = ", ".join(f"{kind} {table.host}:{table.port}" for kind, table in (("udp", engine.listen.udp),
+                                                                            ("tcp", engine.listen.tcp)) if table)
     if engine.listen.aeron:
         listen += f"{', ' if listen else ''}aeron {engine.aeron.signals} + {engine.aeron.market_data}"
     print(f"{path}: OK  engine {engine.name!r} ({engine.driver} driver; signals on {listen}; "

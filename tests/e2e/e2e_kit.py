@@ -25,6 +25,7 @@ _SCRIPT = Path(sys.executable).with_name("orchestrator")
 ORCHESTRATOR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "engine.cli"]
 READY_TIMEOUT_S = 120  # a first start after an edit of kernels/ compiles them (the session fixture warms first)
 
+LOOPBACK_ANY = {"host": "127.0.0.1", "port": 0}
 ESZ5 = 0  # the demo's instruments: ESZ5 0, NQZ5 1, AAPL 2, MSFT 3, NVDA 4, TSLA 5
 
 
@@ -35,7 +36,7 @@ def derive_config(dest, *, engine=None, strategies=None, accounts=None, keep=Non
     of None deletes the key). `keep`: the names of the strategies to keep (default all)."""
     dest = Path(dest)
     shutil.copytree(DEMO, dest)
-    merged = _merge(_load(dest / "engine.toml"), {"listen": {"udp": "127.0.0.1:0", "tcp": "127.0.0.1:0"},
+    merged = _merge(_load(dest / "engine.toml"), {"listen": {"udp": LOOPBACK_ANY, "tcp": LOOPBACK_ANY},
                                                    **(engine or {})})
     (dest / "engine.toml").write_text(toml(merged))
     for path in sorted((dest / "strategies").glob("*.toml")):

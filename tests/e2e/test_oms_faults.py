@@ -28,7 +28,7 @@ MOVED = {"halt": "HALTED", "reduce": "REDUCING"}
 
 def tcp_oms_config(tmp_path, port, policy="halt", backoff_ms=(50, 200), **engine):
     """momentum (enabled; trades ESZ5 on signal 0) and pairs (starts READY: the policy leaves it alone)."""
-    oms = {"kind": "tcp", "address": f"127.0.0.1:{port}", "on_disconnect": policy,
+    oms = {"kind": "tcp", "tcp": {"host": "127.0.0.1", "port": port}, "on_disconnect": policy,
            "reconnect_backoff_min_ms": backoff_ms[0], "reconnect_backoff_max_ms": backoff_ms[1]}
     return derive_config(tmp_path / "config", engine={"oms": oms, **engine}, keep={"momentum", "pairs"},
                          strategies={"momentum": ROOMY})
@@ -114,7 +114,7 @@ def test_oms_when_stalled_then_back_pressure_is_counted_and_no_order_is_lost(pro
                           "loss_limit": 1e12}}
     config = derive_config(
         tmp_path / "config", keep={"index_arbitrage"}, strategies={"index_arbitrage": roomy},
-        engine={"max_open_orders": 1 << 17, "oms": {"kind": "tcp", "address": f"127.0.0.1:{oms.port}"}},
+        engine={"max_open_orders": 1 << 17, "oms": {"kind": "tcp", "tcp": {"host": "127.0.0.1", "port": oms.port}}},
         accounts={"futures": {"max_gross_notional": 1e14, "max_net_notional": 1e14, "daily_loss_limit": 1e12}})
     engine = procs.engine(config)
     # index_arbitrage trades ESZ5 (0), AAPL (2), MSFT (3), NVDA (4): spread the working orders over them

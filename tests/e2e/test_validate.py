@@ -39,7 +39,7 @@ def test_validate_when_config_is_broken_then_exits_1_naming_each_file_and_key(pr
 
 def test_run_when_config_is_broken_then_exits_2_and_nothing_listens(procs, tmp_path):
     port = free_port()
-    config = derive_config(tmp_path / "config", engine={"listen": {"tcp": f"127.0.0.1:{port}"}})
+    config = derive_config(tmp_path / "config", engine={"listen": {"tcp": {"host": "127.0.0.1", "port": port}}})
     momentum, _, _ = break_config(config)
     engine = procs.engine(config, ready=False)
     assert engine.wait(30) == 2
@@ -54,7 +54,7 @@ def test_run_when_address_in_use_then_exits_3_naming_the_engine(procs, tmp_path)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         config = derive_config(tmp_path / "config",
-                               engine={"listen": {"tcp": "127.0.0.1:%d" % taken.getsockname()[1]}})
+                               engine={"listen": {"tcp": {"host": "127.0.0.1", "port": taken.getsockname()[1]}}})
         engine = procs.engine(config, ready=False)
         assert engine.wait(30) == 3
     assert "cannot start engine 'demo'" in engine.stderr and "Address already in use" in engine.stderr

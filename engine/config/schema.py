@@ -1,0 +1,246 @@
+"""The config schema: frozen msgspec Structs that reject unknown keys, one per table of the config files.
+
+Structs are only ever built by decoding (`msgspec.convert` over `tomllib` output): a Struct constructor does not
+validate, decoding does. Ranges are `Meta` constraints; what a constraint cannot say (power of two, min <= max,
+each entry once) is checked in `__post_init__`, which msgspec runs while decoding, so any decode path validates.
+Cross-references between files (account names, instrument symbols, dense ids) are the loader's (loader.py).
+
+Every transport is set the same way: its table in engine.toml is its adapter's own config Struct
+(adapters/udp.py, tcp.py, aeron.py), so every setting an adapter has can be set here, and none it lacks.
+"""
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+from adapters.aeron import (
+    CHANNEL_PATTERN,
+    CHANNEL_TEXT,
+    AeronDriverConfig,
+    AeronStreamConfig,
+    FragmentLimit,
+    MessageBytes,
+    OfferAttempts,
+    PollIntervalUs,
+)
+from adapters.base import HOST_PATTERN
+from adapters.tcp import TcpClientConfig, TcpServerConfig
+from adapters.udp import UdpReceiverConfig
+from engine.config.errors import fail, show, unsupported
+from kernels.dtypes import FRAME_HEADER_SIZE, MAX_FRAME_BODY, MAX_OPEN_ORDERS_CAPACITY
+
+MAX_SIGNAL_ID = 65_535  # the subscription index (sub_ptr) has max_signal_id + 2 entries
+MAX_QTY = 10**15        # units; keeps qty * price products and sums far inside int64
+MAX_MS = 86_400_000     # one day: windows, cooldowns and backoffs are shorter than a trading day
+INT32_MAX = 2**31 - 1
+MAX_AMOUNT = 1e15       # currency and prices: finite and far inside float64 exactness for sums
+MIN_BUFFER = FRAME_HEADER_SIZE + MAX_FRAME_BODY  # a buffer must hold one whole frame
+
+# ------------------------------------------------------------------------------------------------- field types
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+SYMBOL_PATTERN = r"^\S+$"
+VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+PATTERN_TEXT = {  # what a pattern means, for error messages
+    NAME_PATTERN: 'a name of letters, digits, "_", "." or "-" (not starting with a punctuation mark)',
+    SYMBOL_PATTERN: "a symbol without spaces",
+    VERSION_PATTERN: 'a version "major.minor.patch" like "1.2.0"',
+    CHANNEL_PATTERN: CHANNEL_TEXT,
+    HOST_PATTERN: 'a host name or IP address like "127.0.0.1"',
+}
+
+Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+Symbol = Annotated[str, Meta(min_length=1, max_length=32, pattern=SYMBOL_PATTERN)]
+SemVer = Annotated[str, Meta(pattern=VERSION_PATTERN)]
+Id = Annotated[int, Meta(ge=0, le=INT32_MAX)]
+SignalId = Annotated[int, Meta(ge=0, le=MAX_SIGNAL_ID)]
+Positive = Annotated[float, Meta(gt=0, le=MAX_AMOUNT)]
+Quantity = Annotated[int, Meta(ge=1, le=MAX_QTY)]
+Count = Annotated[int, Meta(ge=1, le=INT32_MAX)]
+Milliseconds = Annotated[int, Meta(ge=1, le=MAX_MS)]
+RingSize = Annotated[int, Meta(ge=2, le=1 << 24)]
+
+
+class _Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every config Struct: immutable, unknown keys rejected. Subclasses repeat `kw_only=True` (it
+    applies to the fields a class defines, so required fields may follow defaulted ones)."""
+
+
+def _default(struct_type, value=None):
+    """A default nested Struct, built by decoding like everything else."""
+    return field(default_factory=lambda: msgspec.convert(value or {}, struct_type))
+
+
+# ------------------------------------------------------------------------------------------------- engine
+class Listen(_Config, kw_only=True):
+    """Where signals and market data arrive: each table is its adapter's config (host, port and its buffers). A
+    missing [listen] table means UDP and TCP on loopback; a present table enables only the transports it names."""
+    udp: UdpReceiverConfig | None = None
+    tcp: TcpServerConfig | None = None
+    aeron: bool = False  # subscribe to the [aeron] signals and market_data streams
+
+    def __post_init__(self):
+        if self.udp is None and self.tcp is None and not self.aeron:
+            raise ValueError("Expected at least one of udp, tcp, aeron, got none")
+
+
+class Oms(_Config, kw_only=True):
+    kind: Literal["sim", "tcp", "aeron"] = "sim"  # aeron: the [aeron] orders and reports streams
+    tcp: TcpClientConfig = _default(TcpClientConfig, {"port": 47200})  # used when kind = "tcp"
+    on_disconnect: Literal["halt", "reduce"] = "halt"
+    reconnect_backoff_min_ms: Milliseconds = 100
+    reconnect_backoff_max_ms: Milliseconds = 5_000
+
+    def __post_init__(self):
+        if self.reconnect_backoff_max_ms < self.reconnect_backoff_min_ms:
+            fail("reconnect_backoff_max_ms", f"Expected int >= reconnect_backoff_min_ms "
+                 f"({self.reconnect_backoff_min_ms})", self.reconnect_backoff_max_ms)
+
+
+class Rings(_Config, kw_only=True):
+    """Ring capacities in records; each a power of two (a sequence maps to a slot with a mask)."""
+    signals: RingSize = 4096
+    orders: RingSize = 4096
+    rejects: RingSize = 4096
+    reports: RingSize = 4096
+
+    def __post_init__(self):
+        for key in self.__struct_fields__:
+            size = getattr(self, key)
+            if size & (size - 1):
+                fail(key, "Expected a power of two", size)
+
+
+class Aeron(AeronDriverConfig, kw_only=True):
+    """[aeron]: the media driver (keys of AeronDriverConfig: driver, directory, threading, idle_strategy,
+    idle_strategy_args, timeout_ms), the streams that `listen.aeron = true` and `oms.kind = "aeron"` use, and the
+    settings of their adapters (AeronReceiverConfig, AeronClientConfig). market_data may be the signals stream
+    itself (then it is subscribed once)."""
+    signals: AeronStreamConfig = _default(AeronStreamConfig, {"stream_id": 1001})
+    market_data: AeronStreamConfig = _default(AeronStreamConfig, {"stream_id": 1002})
+    orders: AeronStreamConfig = _default(AeronStreamConfig, {"stream_id": 1003})
+    reports: AeronStreamConfig = _default(AeronStreamConfig, {"stream_id": 1004})
+    max_message_bytes: MessageBytes = 65536  # the largest message a sender makes (and a receiver's room rule)
+    offer_attempts: OfferAttempts = 32
+    fragment_limit: FragmentLimit = 256
+    event_poll_interval_us: PollIntervalUs = 1000  # event driver only: the spin driver polls in its loop
+
+
+class EngineConfig(_Config, kw_only=True):
+    name: Name
+    driver: Literal["event", "spin"] = "event"
+    listen: Listen = _default(Listen, {"udp": {"port": 47100}, "tcp": {"port": 47101}})
+    oms: Oms = _default(Oms)
+    rings: Rings = _default(Rings)
+    rx_bytes: Annotated[int, Meta(ge=MIN_BUFFER, le=1 << 30)] = 1 << 20
+    rx_chunks: Annotated[int, Meta(ge=1, le=1 << 20)] = 4096  # reads (datagrams, TCP reads) per batch
+    tx_bytes: Annotated[int, Meta(ge=MIN_BUFFER, le=1 << 30)] = 1 << 20
+    max_open_orders: Annotated[int, Meta(ge=1, le=MAX_OPEN_ORDERS_CAPACITY)] = 65_536
+    sources: Annotated[int, Meta(ge=1, le=65_536)] = 1  # signal source ids are 0..sources-1
+    aeron: Aeron = _default(Aeron)  # used only by listen.aeron and oms.kind = "aeron"
+    journal: dict | None = None  # refused until it does something (below)
+    metrics: dict | None = None
+
+    def __post_init__(self):
+        if self.journal is not None:
+            unsupported("journal", "the engine keeps no journal yet, so nothing would be recorded")
+        if self.metrics is not None:
+            unsupported("metrics", "the engine exports no metrics yet, so nothing would listen there")
+
+
+# ------------------------------------------------------------------------------------------------- instruments
+class Instrument(_Config, kw_only=True):
+    id: Id
+    symbol: Symbol
+    tick_size: Positive  # currency
+    lot_size: Annotated[int, Meta(ge=1, le=10**9)] = 1  # units
+    multiplier: Positive = 1.0  # currency per unit per price point
+    price_band_pct: Annotated[float, Meta(gt=0, le=100)]  # collar around the reference price, in percent
+    tradable: bool = True
+    reference_price: Positive  # currency; used until market data arrives
+
+    def __post_init__(self):
+        ticks = self.reference_price / self.tick_size
+        if not 0.5 <= ticks < 2**53:
+            fail("reference_price", f"Expected between one tick ({self.tick_size}) and 2**53 ticks",
+                 self.reference_price)
+
+
+class InstrumentsFile(_Config, kw_only=True):
+    instruments: Annotated[tuple[Instrument, ...], Meta(min_length=1)]
+
+
+# ------------------------------------------------------------------------------------------------- accounts
+class Account(_Config, kw_only=True):
+    id: Id
+    name: Name
+    max_gross_notional: Positive  # currency
+    max_net_notional: Positive    # currency
+    daily_loss_limit: Positive    # currency
+    kill_switch: bool = False
+
+
+class AccountsFile(_Config, kw_only=True):
+    accounts: Annotated[tuple[Account, ...], Meta(min_length=1)]
+
+
+# ------------------------------------------------------------------------------------------------- strategies
+class Sizing(_Config, kw_only=True):
+    max_position: Quantity  # units, absolute position the strategy may hold per instrument
+
+
+class Limits(_Config, kw_only=True):
+    max_order_qty: Quantity                 # units
+    max_order_notional: Positive            # currency
+    max_open_orders: Annotated[int, Meta(ge=1, le=MAX_OPEN_ORDERS_CAPACITY)]
+    rate_per_second: Positive               # order tokens refilled per second
+    burst: Annotated[float, Meta(ge=1, le=1e9)]  # bucket size in orders
+    daily_loss_limit: Positive              # currency
+
+
+class Breakers(_Config, kw_only=True):
+    max_consecutive_rejects: Count
+    max_reject_ratio: Annotated[float, Meta(gt=0, le=1)]
+    ratio_window_ms: Milliseconds
+    ratio_min_orders: Count                 # the ratio breaker waits for this many orders in the window
+    max_drawdown: Positive                  # currency, from the peak of net P&L
+    loss_limit: Positive                    # currency
+    action: Literal["halt", "reduce"] = "halt"
+    cooldown_ms: Annotated[int, Meta(ge=0, le=MAX_MS)] = 0  # 0: only an explicit reset re-arms the strategy
+
+
+class Strategy(_Config, kw_only=True):
+    name: Name
+    version: SemVer  # the strategy's own label; each deploy of it gets a deploy number
+    account: Name
+    signals: Annotated[tuple[SignalId, ...], Meta(min_length=1)]
+    instruments: Annotated[tuple[Symbol, ...], Meta(min_length=1)]  # the others are restricted
+    enabled: bool = False  # true: starts ACTIVE; false: starts READY
+    order_type: Literal["limit", "market", "ioc"] = "limit"
+    order_logic: str | None = None  # refused until it does something (below)
+    sizing: Sizing
+    limits: Limits
+    breakers: Breakers
+
+    def __post_init__(self):
+        for key in ("signals", "instruments"):
+            values = getattr(self, key)
+            for index, value in enumerate(values):
+                if value in values[:index]:
+                    raise ValueError(f"`{key}[{index}]`: Expected each entry once, got {show(value)} again")
+        if self.order_logic is not None:
+            unsupported("order_logic", "custom order logic is not loaded, so the strategy would trade without it")
+
+
+# ------------------------------------------------------------------------------------------------- the whole
+class Config(_Config, kw_only=True):
+    """A loaded, cross-checked configuration. Tables are in id order: instruments[i].id == i, accounts[a].id == a,
+    strategies in name order (a strategy's id is its index). strategy_files[s] is the file strategy s came from,
+    strategy_hashes[s] the sha256 of its canonical form (see loader.strategy_hash)."""
+    root: str
+    engine_file: str
+    engine: EngineConfig
+    instruments: tuple[Instrument, ...]
+    accounts: tuple[Account, ...]
+    strategies: tuple[Strategy, ...]
+    strategy_files: tuple[str, ...]
+    strategy_hashes: tuple[str, ...]
