@@ -59,7 +59,7 @@ def fills_for(orders, now_ns, out, acks=True):
         r = rec[k::per]
         r["order_id"] = orders["order_id"]
         r["strategy"] = orders["strategy"]
-        r["version"] = orders["version"]
+        r["deploy"] = orders["deploy"]
         r["exec_type"] = exec_type
         r["qty"] = orders["qty"] if exec_type == EXEC_FILL else 0
         r["price"] = orders["price"]

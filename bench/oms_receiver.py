@@ -151,7 +151,7 @@ def _loop(conn, args, rec, summary):
             last_print, printed = now, rec.count
 
 
-_ORDER_FIELDS_T = np.dtype([("order_id", "u8"), ("strategy", "u4"), ("version", "u4"), ("qty", "i8"),
+_ORDER_FIELDS_T = np.dtype([("order_id", "u8"), ("strategy", "u4"), ("deploy", "u4"), ("qty", "i8"),
                             ("price", "f8"), ("signal_source", "u4"), ("signal_seq", "u8"), ("signal_ts_ns", "i8")])
 
 

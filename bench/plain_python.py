@@ -108,7 +108,7 @@ class Account:
 class Strategy:
     def __init__(self, sid, d, account_id):
         self.id, self.name, self.account = sid, d["name"], account_id
-        self.version = 1
+        self.deploy = 1
         self.state = ACTIVE if d.get("enabled", False) else READY
         self.order_type = ORDER_TYPES[d.get("order_type", "limit")]
         self.instruments = set()
@@ -169,10 +169,10 @@ class Exposure:
 
 
 class WorkingOrder:
-    __slots__ = ("order_id", "strategy", "version", "account", "instrument", "side", "qty", "leaves", "px_ticks")
+    __slots__ = ("order_id", "strategy", "deploy", "account", "instrument", "side", "qty", "leaves", "px_ticks")
 
     def __init__(self, order_id, strategy, account, instrument, side, qty, px_ticks):
-        self.order_id, self.strategy, self.version = order_id, strategy.id, strategy.version
+        self.order_id, self.strategy, self.deploy = order_id, strategy.id, strategy.deploy
         self.account, self.instrument, self.side = account, instrument, side
         self.qty = self.leaves = qty
         self.px_ticks = px_ticks
@@ -447,7 +447,7 @@ class PlainEngine:
         st.open_orders += 1
         st.orders += 1
         self.counters["orders"] += 1
-        return Order(order_id, st.id, st.version, st.account, ins.id, side, st.order_type, qty, px * ins.tick, now,
+        return Order(order_id, st.id, st.deploy, st.account, ins.id, side, st.order_type, qty, px * ins.tick, now,
                      sig.source, sig.seq, sig.ts_ns)
 
     # ------------------------------------------------------------------------------------------ breakers
@@ -481,7 +481,7 @@ class PlainEngine:
     def on_report(self, rep, now):
         self.counters["reports"] += 1
         wo = self.working.get(rep.order_id)
-        if wo is None or wo.strategy != rep.strategy or wo.version != rep.version:
+        if wo is None or wo.strategy != rep.strategy or wo.deploy != rep.deploy:
             self.counters["unknown_order"] += 1
             return
         if rep.exec_type == EXEC_ACK:

@@ -214,7 +214,7 @@ class ApplyReports(Workload):
         reports = st.reports[:n]
         reports["order_id"] = orders["order_id"]
         reports["strategy"] = orders["strategy"]
-        reports["version"] = orders["version"]
+        reports["deploy"] = orders["deploy"]
         reports["exec_type"] = EXEC_FILL
         reports["qty"] = orders["qty"]
         reports["price"] = orders["price"]

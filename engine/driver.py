@@ -182,7 +182,7 @@ class Engine:
             # Room is certain: the batch just applied every report, and the state builder sizes the report
             # ring to hold a full transmit buffer of orders.
             rec = reports[rings.claim(cursors, RING_REPORTS, len(reports))]
-            rec["order_id"], rec["strategy"], rec["version"] = order.order_id, order.strategy, order.version
+            rec["order_id"], rec["strategy"], rec["deploy"] = order.order_id, order.strategy, order.deploy
             rec["exec_type"], rec["qty"], rec["price"], rec["leaves"] = EXEC_CANCELED, 0, 0.0, 0
             rec["fee"], rec["ts_ns"], rec["reason"] = 0.0, self.clock(), 0
             rings.publish(cursors, RING_REPORTS)

@@ -7,7 +7,7 @@ Units follow kernels/dtypes.py: prices in ticks (round(price / tick_size)), quan
                  md_ts_ns = 0 mean "no market data yet" (a real price is >= 1 tick)
     strategies   state = ACTIVE if enabled else READY; trip_cause = NO_TRIP; tokens = burst (a full bucket,
                  tokens_ts_ns = 0);
-                 version = 1 (the deploy number: see Deploy)
+                 deploy = 1 (the deploy number: see Deploy)
     positions    allowed = 1 for the instruments the strategy lists, 0 (restricted) for the others
     exposures    best_buy_ticks = best_sell_ticks = NO_PRICE ("no working order" on either side; NO_PRICE is
                  int64 min, so a kernel must test `== NO_PRICE` and never rely on it in a min/max for the sell
@@ -53,7 +53,7 @@ MS_NS = 1_000_000
 
 @dataclass(frozen=True)
 class Deploy:
-    """One version of a strategy. `number` is what STRATEGY_T.version, orders and fills carry (1 for the
+    """One version of a strategy. `number` is what STRATEGY_T.deploy, orders and fills carry (1 for the
     config loaded at start-up, +1 per deploy); `version` is the configured label, `config_hash` its sha256."""
     number: int
     version: str
@@ -142,7 +142,7 @@ class EngineState:
             row["breaker_action"] = BREAKER_ACTION_NAMES.index(breakers.action)
             row["trip_cause"] = NO_TRIP
             row["order_type"] = ORDER_TYPE_NAMES.index(spec.order_type)
-            row["version"] = self.deploys[s][-1].number
+            row["deploy"] = self.deploys[s][-1].number
             row["account"] = self.account_ids[spec.account]
             row["max_position"] = spec.sizing.max_position
             row["max_order_qty"], row["max_order_notional"] = limits.max_order_qty, limits.max_order_notional
@@ -250,7 +250,7 @@ class EngineState:
                 "id": s,
                 "state": STATE_NAMES[row["state"]],
                 "version": deploy.version,
-                "deploy": int(row["version"]),
+                "deploy": int(row["deploy"]),
                 "config_hash": deploy.config_hash,
                 "account": self.account_names[row["account"]],
                 "positions": positions,

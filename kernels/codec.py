@@ -264,7 +264,7 @@ def _take_report(buf, pos, end, reports_out, cursors, counters):
     pos, ok = _read_array(buf, pos, end, REPORT_FIELDS)
     order_id, pos, ok1 = _read_uint(buf, pos, end, _U64_MAX)
     strategy, pos, ok2 = _read_uint(buf, pos, end, _U32_MAX)
-    version, pos, ok3 = _read_uint(buf, pos, end, _U32_MAX)
+    deploy, pos, ok3 = _read_uint(buf, pos, end, _U32_MAX)
     exec_type, pos, ok4 = _read_uint(buf, pos, end, _U8_MAX)  # unknown types: C_REPORT_INVALID downstream
     qty, pos, ok5 = _read_i64(buf, pos, end)
     price, pos, ok6 = _read_float(buf, pos, end)
@@ -282,7 +282,7 @@ def _take_report(buf, pos, end, reports_out, cursors, counters):
     r = reports_out[slot]
     r["order_id"] = order_id
     r["strategy"] = strategy
-    r["version"] = version
+    r["deploy"] = deploy
     r["exec_type"] = exec_type
     r["qty"] = qty
     r["price"] = price
@@ -363,7 +363,7 @@ def _put_order(tx, pos, o, tick_size):
     pos += 9
     pos = _put(tx, pos, 0xCF, np.uint64(o["order_id"]), 8)
     pos = _put(tx, pos, 0xCE, np.uint64(o["strategy"]), 4)
-    pos = _put(tx, pos, 0xCE, np.uint64(o["version"]), 4)
+    pos = _put(tx, pos, 0xCE, np.uint64(o["deploy"]), 4)
     pos = _put(tx, pos, 0xCE, np.uint64(o["account"]), 4)
     pos = _put(tx, pos, 0xCE, np.uint64(o["instrument"]), 4)
     pos = _put(tx, pos, 0xD0, np.int64(o["side"]).view(np.uint64), 1)

@@ -128,7 +128,7 @@ COUNTERS = (
     ("C_REPORTS", "execution reports decoded"),
     ("C_REPORT_RING_FULL", "execution reports dropped: report ring full"),
     ("C_REPORT_UNKNOWN_ORDER", "execution reports for an order id the engine does not know"),
-    ("C_REPORT_MISMATCH", "execution reports whose strategy or version differ from the order's"),
+    ("C_REPORT_MISMATCH", "execution reports whose strategy or deploy differ from the order's"),
     ("C_REPORT_OVERFILL", "fills larger than the order's leaves quantity (clamped)"),
     ("C_REPORT_INVALID", "execution reports with an unknown type or a NaN, infinite or negative value"),
     ("C_FILLS", "fills applied"),
@@ -148,7 +148,7 @@ SIGNAL_T = _record(
 )
 
 ORDER_T = _record(
-    ("order_id", u8), ("strategy", u4), ("version", u4), ("account", u4), ("instrument", u4),
+    ("order_id", u8), ("strategy", u4), ("deploy", u4), ("account", u4), ("instrument", u4),
     ("side", i1), ("order_type", u1), ("qty", i8), ("px_ticks", i8), ("price", f8),
     ("ts_ns", i8), ("signal_seq", u8), ("signal_source", u4), ("signal_ts_ns", i8),
 )
@@ -159,7 +159,7 @@ REJECT_T = _record(
 )
 
 REPORT_T = _record(
-    ("order_id", u8), ("strategy", u4), ("version", u4), ("exec_type", u1), ("qty", i8), ("price", f8),
+    ("order_id", u8), ("strategy", u4), ("deploy", u4), ("exec_type", u1), ("qty", i8), ("price", f8),
     ("leaves", i8), ("fee", f8), ("ts_ns", i8), ("reason", u4),
 )
 
@@ -173,7 +173,7 @@ INSTRUMENT_T = _record(
 
 STRATEGY_T = _record(
     ("state", u1), ("breaker_action", u1), ("trip_cause", u1), ("order_type", u1),
-    ("version", u4), ("account", u4),
+    ("deploy", u4), ("account", u4),  # deploy: the number of the strategy's running deploy (1, 2, ...)
     # limits
     ("max_position", i8), ("max_order_qty", i8), ("max_order_notional", f8), ("max_open_orders", i4),
     ("rate_per_s", f8), ("burst", f8), ("daily_loss_limit", f8),
@@ -206,7 +206,7 @@ EXPOSURE_T = _record(  # one per (account, instrument): the account's net of all
 )
 
 OPEN_ORDER_T = _record(  # the engine's table of working orders; a slot is freed when the order is done
-    ("order_id", u8), ("strategy", u4), ("version", u4), ("account", u4), ("instrument", u4),
+    ("order_id", u8), ("strategy", u4), ("deploy", u4), ("account", u4), ("instrument", u4),
     ("side", i1), ("live", u1), ("qty", i8), ("leaves", i8), ("px_ticks", i8), ("ts_ns", i8),
     ("prev", i4), ("next", i4),
 )

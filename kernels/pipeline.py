@@ -153,7 +153,7 @@ def place_order(state, sig, s, side, qty, px_ticks, now_ns):
     o = state.open_orders[slot]
     o["order_id"] = order_id
     o["strategy"] = s
-    o["version"] = st["version"]
+    o["deploy"] = st["deploy"]
     o["account"] = a
     o["instrument"] = i
     o["side"] = side
@@ -178,7 +178,7 @@ def place_order(state, sig, s, side, qty, px_ticks, now_ns):
     out = state.orders[claim(state.cursors, RING_ORDERS, len(state.orders))]
     out["order_id"] = order_id
     out["strategy"] = s
-    out["version"] = st["version"]
+    out["deploy"] = st["deploy"]
     out["account"] = a
     out["instrument"] = i
     out["side"] = side
@@ -273,7 +273,7 @@ def process_batch(arena, layout, now_ns, max_orders):
 @inline
 def apply_execution_reports(state, now_ns):
     """Apply the execution reports waiting in the ring; return the number of fills applied.
-    A report for an order the engine does not know (or of another strategy/version) is counted, never applied."""
+    A report for an order the engine does not know (or of another strategy or deploy) is counted, never applied."""
     reports, open_orders, counters = state.reports, state.open_orders, state.counters
     fills = 0
     mask = len(reports) - 1
@@ -286,7 +286,7 @@ def apply_execution_reports(state, now_ns):
             counters[C_REPORT_UNKNOWN_ORDER] += 1
             continue
         o = open_orders[slot]
-        if o["strategy"] != rep["strategy"] or o["version"] != rep["version"]:
+        if o["strategy"] != rep["strategy"] or o["deploy"] != rep["deploy"]:
             counters[C_REPORT_MISMATCH] += 1
             continue
         kind = rep["exec_type"]

@@ -333,5 +333,5 @@ class SimulatedOms:
 
 
 def _report(order, exec_type, qty, price, leaves, fee, ts_ns, reason):
-    return ExecutionReport(order.order_id, order.strategy, order.version, exec_type, qty, price, leaves, fee,
+    return ExecutionReport(order.order_id, order.strategy, order.deploy, exec_type, qty, price, leaves, fee,
                            ts_ns, reason)

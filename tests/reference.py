@@ -86,7 +86,7 @@ from kernels.rings import HEAD, TAIL
 
 QTY_CLAMP = 1 << 62   # quantities and prices beyond this many units/ticks are clamped (and then rejected)
 SLOT_MASK = (1 << ORDER_SLOT_BITS) - 1
-ORDER_FIELDS = ("order_id", "strategy", "version", "account", "instrument", "side", "live", "qty", "leaves",
+ORDER_FIELDS = ("order_id", "strategy", "deploy", "account", "instrument", "side", "live", "qty", "leaves",
                 "px_ticks", "ts_ns")   # what a working order is; the kernels' prev/next links are theirs
 
 
@@ -329,13 +329,13 @@ class Reference:
         slot = self.free.pop()
         order_id = (self.order_gen << ORDER_SLOT_BITS) | slot
         self.order_gen += 1
-        self.working[slot] = Record(order_id=order_id, strategy=s, version=st.version, account=a, instrument=i,
+        self.working[slot] = Record(order_id=order_id, strategy=s, deploy=st.deploy, account=a, instrument=i,
                                     side=side, live=1, qty=qty, leaves=qty, px_ticks=px_ticks, ts_ns=now_ns)
         self.add_open(s, a, i, side, qty)
         st.tokens -= 1.0
         st.open_orders += 1
         st.orders += 1
-        pushed = self.orders.push(order_id=order_id, strategy=s, version=st.version, account=a, instrument=i,
+        pushed = self.orders.push(order_id=order_id, strategy=s, deploy=st.deploy, account=a, instrument=i,
                                   side=side, order_type=st.order_type, qty=qty, px_ticks=px_ticks,
                                   price=px_ticks * self.instruments[i].tick_size, ts_ns=now_ns,
                                   signal_seq=sig.seq, signal_source=sig.source, signal_ts_ns=sig.ts_ns)
@@ -466,7 +466,7 @@ class Reference:
         if o is None or o.order_id != rep.order_id:
             self.counters[C_REPORT_UNKNOWN_ORDER] += 1
             return 0
-        if (o.strategy, o.version) != (rep.strategy, rep.version):
+        if (o.strategy, o.deploy) != (rep.strategy, rep.deploy):
             self.counters[C_REPORT_MISMATCH] += 1
             return 0
         if rep.exec_type == EXEC_ACK:

@@ -17,11 +17,11 @@ SIGNAL_FIELDS = (("source", ">u4", _U32), ("seq", ">u8", _U64), ("signal_id", ">
                  ("value", ">f8", _F64), ("price", ">f8", _F64), ("ts_ns", ">i8", _I64), ("ttl_ns", ">i8", _I64))
 MARKET_DATA_FIELDS = (("instrument", ">u4", _U32), ("bid", ">f8", _F64), ("ask", ">f8", _F64),
                       ("last", ">f8", _F64), ("ts_ns", ">i8", _I64))
-ORDER_FIELDS = (("order_id", ">u8", _U64), ("strategy", ">u4", _U32), ("version", ">u4", _U32),
+ORDER_FIELDS = (("order_id", ">u8", _U64), ("strategy", ">u4", _U32), ("deploy", ">u4", _U32),
                 ("account", ">u4", _U32), ("instrument", ">u4", _U32), ("side", "i1", _I8),
                 ("order_type", "u1", _U8), ("qty", ">i8", _I64), ("price", ">f8", _F64), ("ts_ns", ">i8", _I64),
                 ("signal_source", ">u4", _U32), ("signal_seq", ">u8", _U64), ("signal_ts_ns", ">i8", _I64))
-REPORT_FIELDS = (("order_id", ">u8", _U64), ("strategy", ">u4", _U32), ("version", ">u4", _U32),
+REPORT_FIELDS = (("order_id", ">u8", _U64), ("strategy", ">u4", _U32), ("deploy", ">u4", _U32),
                  ("exec_type", "u1", _U8), ("qty", ">i8", _I64), ("price", ">f8", _F64), ("leaves", ">i8", _I64),
                  ("fee", ">f8", _F64), ("ts_ns", ">i8", _I64), ("reason", ">u4", _U32))
 _FIELDS = {MSG_SIGNAL: SIGNAL_FIELDS, MSG_MARKET_DATA: MARKET_DATA_FIELDS, MSG_ORDER: ORDER_FIELDS,

@@ -50,7 +50,7 @@ class Order(_Message):
     msg_type: ClassVar[int] = MSG_ORDER
     order_id: U64
     strategy: U32
-    version: U32
+    deploy: U32                   # the strategy's deploy number (1 at start-up, +1 per deploy)
     account: U32
     instrument: U32
     side: Literal[1, -1]          # SIDE_BUY, SIDE_SELL
@@ -68,7 +68,7 @@ class ExecutionReport(_Message):
     msg_type: ClassVar[int] = MSG_EXECUTION_REPORT
     order_id: U64
     strategy: U32
-    version: U32
+    deploy: U32    # the order's, echoed
     exec_type: U8  # EXEC_ACK, EXEC_REJECT, EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_CANCELED
     qty: I64       # this fill's units; 0 for non-fills
     price: float   # this fill's price, currency

@@ -126,7 +126,7 @@ def test_build_when_strategies_configured_then_limits_and_breakers_are_in_engine
 
     assert (alpha["state"], alpha["breaker_action"], alpha["trip_cause"], alpha["order_type"]) == \
         (ACTIVE, BREAKER_ACTION_REDUCE, NO_TRIP, ORDER_IOC)
-    assert (alpha["version"], alpha["account"]) == (1, 0)
+    assert (alpha["deploy"], alpha["account"]) == (1, 0)
     assert (alpha["max_position"], alpha["max_order_qty"], alpha["max_order_notional"]) == (12, 3, 1_500_000.0)
     assert (alpha["max_open_orders"], alpha["rate_per_s"], alpha["burst"]) == (4, 25.0, 7.0)
     assert alpha["daily_loss_limit"] == 60_000.0

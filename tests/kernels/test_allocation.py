@@ -55,7 +55,7 @@ class Flow:
         self.batches = 0
         # resolved once: the views the loop writes, so it creates no field views per batch
         self.signal_seq, self.signal_value = k.signals["seq"], k.signals["value"]
-        self.report_fields = [(k.reports[name], k.orders[name]) for name in ("order_id", "strategy", "version",
+        self.report_fields = [(k.reports[name], k.orders[name]) for name in ("order_id", "strategy", "deploy",
                                                                             "qty")]
         self.report_price, self.order_price = k.reports["price"], k.orders["price"]
         self.batch_args = (k.arena, k.layout, NOW, BATCH)
@@ -153,7 +153,7 @@ def compiled_flow(n_batches, batch, first_seq, arena, layout, now_ns):
         for j in range(batch):
             reports[j]["order_id"] = orders[j]["order_id"]
             reports[j]["strategy"] = orders[j]["strategy"]
-            reports[j]["version"] = orders[j]["version"]
+            reports[j]["deploy"] = orders[j]["deploy"]
             reports[j]["qty"] = orders[j]["qty"]
             reports[j]["price"] = orders[j]["price"]
         cursors[RING_ORDERS, TAIL] = cursors[RING_ORDERS, HEAD]

@@ -269,7 +269,7 @@ instrument_ids = st.integers(0, len(TICKS) + 1) | u32
 signals = st.builds(Signal, source=u32, seq=u64, signal_id=u32, instrument=u32, kind=st.sampled_from([0, 1]),
                     value=floats, price=floats, ts_ns=i64, ttl_ns=i64)
 market_data = st.builds(MarketData, instrument=instrument_ids, bid=prices, ask=prices, last=prices, ts_ns=i64)
-reports = st.builds(ExecutionReport, order_id=u64, strategy=u32, version=u32, exec_type=u8, qty=i64,
+reports = st.builds(ExecutionReport, order_id=u64, strategy=u32, deploy=u32, exec_type=u8, qty=i64,
                     price=floats, leaves=i64, fee=floats, ts_ns=i64, reason=u32)
 messages = st.one_of(signals, market_data, reports)
 
@@ -414,7 +414,7 @@ def test_decode_when_random_bytes_then_never_raises_and_every_byte_is_accounted(
 # ---------------------------------------------------------------------------------------------- bad input
 SIGNAL = Signal(source=7, seq=1, signal_id=3, instrument=2, kind=0, value=0.5, price=101.25,
                      ts_ns=1_700_000_000_000_000_000, ttl_ns=0)
-REPORT = ExecutionReport(order_id=2**40 + 5, strategy=1, version=2, exec_type=3, qty=100, price=101.25,
+REPORT = ExecutionReport(order_id=2**40 + 5, strategy=1, deploy=2, exec_type=3, qty=100, price=101.25,
                               leaves=0, fee=0.12, ts_ns=1_700_000_000_000_000_003, reason=0)
 GOOD = encode_frame(SIGNAL)
 
@@ -574,7 +574,7 @@ def test_decode_when_market_data_for_unknown_instrument_then_counted(decode):
 
 # ---------------------------------------------------------------------------------------------- orders out
 orders = st.fixed_dictionaries({
-    "order_id": u64, "strategy": u32, "version": u32, "account": u32, "instrument": st.integers(0, len(TICKS) - 1),
+    "order_id": u64, "strategy": u32, "deploy": u32, "account": u32, "instrument": st.integers(0, len(TICKS) - 1),
     "side": st.sampled_from([1, -1]), "order_type": st.sampled_from([0, 1, 2]), "qty": i64, "px_ticks": i64,
     "ts_ns": i64, "signal_source": u32, "signal_seq": u64, "signal_ts_ns": i64,
 })

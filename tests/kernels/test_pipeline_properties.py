@@ -4,7 +4,7 @@ A session is a random table (tight and loose limits, several strategies on the s
 accounts, strategies ACTIVE/REDUCING/PAUSED/HALTED/READY, kill switches, non-tradable and restricted
 instruments, holdings to start from) and a random sequence of steps: signal batches (edge values, duplicates,
 out-of-order, stale, unknown ids), mark moves, mark_to_market, execution reports (acks, rejects, partial and
-full fills, overfills, cancels, unknown ids, wrong strategy or version, NaN prices), lifecycle commands, kill
+full fills, overfills, cancels, unknown ids, wrong strategy or deploy, NaN prices), lifecycle commands, kill
 switch flips and the OMS adapter taking orders. After every step the whole state must be equal, floats bit for
 bit: orders, rejects with their reasons, reason and trip counts, counters, positions, open quantities, P&L,
 exposure, strategy states. Every session runs on the compiled kernels and on their Python source.
@@ -89,7 +89,7 @@ def tables(draw, make_state, tightness=None, holdings_rate=0.25, binding_limits=
         breaker_action=[draw(st.sampled_from([BREAKER_ACTION_HALT, BREAKER_ACTION_REDUCE]))
                         for _ in range(n_strategies)],
         order_type=rows(n_strategies, ORDER_LIMIT, ORDER_MARKET, ORDER_IOC),
-        version=[draw(st.integers(0, 3)) for _ in range(n_strategies)],
+        deploy=[draw(st.integers(0, 3)) for _ in range(n_strategies)],
         account=[draw(st.integers(0, n_accounts - 1)) for _ in range(n_strategies)],
         max_position=rows(n_strategies, 100_000, 1_000, 100, 0),
         max_order_qty=rows(n_strategies, 100_000, 500, 100, 0),
@@ -239,18 +239,18 @@ class Session:
             live = k.live_orders()
             if live and not self.rare():
                 o = k.open_orders[self.draw(st.sampled_from(live))]
-                order_id, strategy, version = int(o["order_id"]), int(o["strategy"]), int(o["version"])
+                order_id, strategy, deploy = int(o["order_id"]), int(o["strategy"]), int(o["deploy"])
                 leaves, px_ticks = int(o["leaves"]), int(o["px_ticks"])
                 tick = float(k.instruments[o["instrument"]]["tick_size"])
                 if self.rare():
-                    strategy, version = self.draw(st.sampled_from([(strategy + 1, version),
-                                                                   (strategy, version + 1)]))
+                    strategy, deploy = self.draw(st.sampled_from([(strategy + 1, deploy),
+                                                                   (strategy, deploy + 1)]))
             else:
                 order_id = self.draw(st.sampled_from(self.seen_ids + [(1 << 40) | 3]))
-                strategy, version, leaves, px_ticks, tick = 0, 0, 100, 10_000, 0.01
+                strategy, deploy, leaves, px_ticks, tick = 0, 0, 100, 10_000, 0.01
             lot_ish = max(1, leaves // 3)
             fields = dict(
-                order_id=order_id, strategy=strategy, version=version,
+                order_id=order_id, strategy=strategy, deploy=deploy,
                 exec_type=self.draw(st.sampled_from([EXEC_ACK, EXEC_REJECT, EXEC_PARTIAL_FILL, EXEC_PARTIAL_FILL,
                                                      EXEC_FILL, EXEC_FILL, EXEC_CANCELED, 9])),
                 qty=self.draw(st.sampled_from([leaves, lot_ish, 1, leaves + lot_ish, 0, -lot_ish]) if self.rare()

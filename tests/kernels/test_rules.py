@@ -104,7 +104,7 @@ class Desk:
 
     def report(self, exec_type, qty=0, price=0.0, fee=0.0, order=None, **fields):
         o = self.last_order() if order is None else order
-        fields = dict(order_id=int(o["order_id"]), strategy=int(o["strategy"]), version=int(o["version"])) | fields
+        fields = dict(order_id=int(o["order_id"]), strategy=int(o["strategy"]), deploy=int(o["deploy"])) | fields
         assert self.k.push_report(exec_type=exec_type, qty=qty, price=price, fee=fee, ts_ns=self.now, **fields)
         return self.engine.apply_reports(self.k, self.now)
 
@@ -542,10 +542,10 @@ def test_report_when_order_id_unknown_then_counted_not_applied(desk):
     assert d.k.counters[C_REPORT_UNKNOWN_ORDER] == 1 and d.k.positions[0, 0]["qty"] == 0
 
 
-def test_report_when_strategy_version_differs_then_mismatch_not_applied(desk):
+def test_report_when_strategy_deploy_differs_then_mismatch_not_applied(desk):
     d = desk()
     assert d.send(100.0) == []
-    assert d.report(EXEC_FILL, 100, 100.0, version=7) == 0
+    assert d.report(EXEC_FILL, 100, 100.0, deploy=7) == 0
     assert d.k.counters[C_REPORT_MISMATCH] == 1 and d.k.positions[0, 0]["qty"] == 0
 
 

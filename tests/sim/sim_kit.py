@@ -19,8 +19,8 @@ INSTANT = dict(ack_latency_us=0, fill_latency_us=0)
 
 
 def order(order_id, side=SIDE_BUY, qty=10, price=100.0, order_type=ORDER_LIMIT, instrument=0, strategy=1,
-          version=2):
-    return Order(order_id=order_id, strategy=strategy, version=version, account=0, instrument=instrument,
+          deploy=2):
+    return Order(order_id=order_id, strategy=strategy, deploy=deploy, account=0, instrument=instrument,
                  side=side, order_type=order_type, qty=qty, price=price, ts_ns=T0, signal_source=0,
                  signal_seq=order_id, signal_ts_ns=T0)
 

@@ -24,10 +24,10 @@ from wire.schema import MESSAGE_TYPES, ExecutionReport, MarketData, Order, Signa
 SIGNAL = Signal(source=7, seq=1, signal_id=3, instrument=2, kind=0, value=0.5, price=101.25,
                      ts_ns=1_700_000_000_000_000_000, ttl_ns=0)
 MARKET_DATA = MarketData(instrument=2, bid=101.0, ask=101.5, last=0.0, ts_ns=1_700_000_000_000_000_001)
-ORDER = Order(order_id=2**40 + 5, strategy=1, version=2, account=3, instrument=2, side=-1, order_type=0,
+ORDER = Order(order_id=2**40 + 5, strategy=1, deploy=2, account=3, instrument=2, side=-1, order_type=0,
                    qty=100, price=101.25, ts_ns=1_700_000_000_000_000_002, signal_source=7, signal_seq=1,
                    signal_ts_ns=1_700_000_000_000_000_000)
-REPORT = ExecutionReport(order_id=2**40 + 5, strategy=1, version=2, exec_type=3, qty=100, price=101.25,
+REPORT = ExecutionReport(order_id=2**40 + 5, strategy=1, deploy=2, exec_type=3, qty=100, price=101.25,
                               leaves=0, fee=0.12, ts_ns=1_700_000_000_000_000_003, reason=0)
 ALL = (SIGNAL, MARKET_DATA, ORDER, REPORT)
 
