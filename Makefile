@@ -20,8 +20,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/orchestrator run config/demo --feed 1000 --duration 10
 
+# The kernel tests run a second time with numba's bounds checks on (their own compile cache): an index out of a
+# table's range is then an IndexError in the test, not a silent read of the next region of the arena.
 test: $(STAMP)
 	$(PY) -m pytest -q
+	NUMBA_BOUNDSCHECK=1 ORCHESTRATOR_CACHE_ROOT=.numba_cache/boundscheck $(PY) -m pytest -q tests/kernels
 
 # `make bench`: micro benches, regression gate, end to end, report (bench/README.md). BENCH_ARGS="--quick" etc.
 bench: $(STAMP)

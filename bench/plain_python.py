@@ -20,7 +20,6 @@ import json
 import math
 import signal
 import socket
-import struct
 import sys
 import time
 import tomllib
@@ -70,9 +69,9 @@ from kernels.dtypes import (
     SIGNAL_TARGET,
     WIRE_VERSION,
 )
+from wire.frames import HEADER
 from wire.schema import ExecutionReport, MarketData, Order, Signal
 
-HEADER = struct.Struct("<IBBH")
 ORDER_TYPES = {"limit": 0, "market": 1, "ioc": 2}
 ACTIVE, READY, REDUCING, HALTED = "ACTIVE", "READY", "REDUCING", "HALTED"
 QTY_CLAMP = 1 << 62

@@ -1,4 +1,4 @@
-"""Latency of a running engine for the live view, the report and the metrics endpoint.
+"""Latency of a running engine for the live view and the report.
 
 Buckets and recording are compiled (kernels/latency.py); this module turns counts into percentiles.
 Benchmarks use HdrHistogram itself (bench/); this serves a running engine at no cost per order in Python.

@@ -6,7 +6,6 @@
   LLVM may). For small leaf functions over a few records or arrays.
 - `inline`: inlined into its caller at numba's IR level. For the stages and steps that take the whole `Regions`
   tuple of views (kernels/arena.py): as a real call, its ~23 arrays would be passed as some 170 scalars.
-- `inlined(kernel)`: a public kernel compiled again to be inlined into a fused kernel.
 `error_model="numpy"` keeps division by zero a NaN/inf instead of an exception in the hot path.
 `_nrt=False` compiles without numba's runtime: no allocation is possible (an `np.empty` in a kernel is a
 compile error, so "no allocation on the hot path" is proven by the compiler, not hoped for), and array views
@@ -33,11 +32,6 @@ def generated_inline(fn):
     """`inline` for a function written out at import (it has no source file to key a disk cache on): it is only
     ever inlined into cached kernels, never compiled on its own."""
     return njit(inline="always", **{**_POLICY, "cache": False})(fn)
-
-
-def inlined(dispatcher):
-    """The same function as a public kernel, compiled to be inlined into a fused kernel."""
-    return inline(dispatcher.py_func)
 
 
 def entry_point(dispatcher):

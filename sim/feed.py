@@ -503,8 +503,3 @@ def _cut(data, step):
 
 def _garbage_header(body_length):
     return HEADER.pack(body_length, WIRE_VERSION, MSG_SIGNAL, 0)
-
-
-def run_feed(config, **kw):
-    """Run a feed to the end; return its FeedSummary."""
-    return Feed(config, **kw).run()

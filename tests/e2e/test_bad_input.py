@@ -1,17 +1,15 @@
 """Bad input against a running engine process: every bad frame, datagram and connection is counted by cause,
 and good signals sent after them (and by other clients) still become orders."""
 import random
-import struct
 from collections import Counter
 
 import pytest
 
 from kernels.dtypes import MSG_SIGNAL, SIDE_BUY, SIGNAL_TARGET, WIRE_VERSION
 from tests.e2e.e2e_kit import ESZ5, derive_config, market_data_frame, nonzero, now_ns, reasons, signal_frame
-from wire.frames import encode_frame
+from wire.frames import HEADER, encode_frame
 from wire.schema import Order
 
-HEADER = struct.Struct("<IBBH")
 INF, NAN = float("inf"), float("nan")
 ROOMY = {"sizing": {"max_position": 1000},
          "limits": {"max_order_qty": 5, "max_open_orders": 100, "rate_per_second": 1000.0, "burst": 1000.0},

@@ -73,7 +73,8 @@ def test_load_config_when_keys_omitted_then_loopback_and_safe_defaults_apply():
 
     assert ((engine.listen.udp.host, engine.listen.udp.port), (engine.listen.tcp.host, engine.listen.tcp.port)) == \
         (("127.0.0.1", 47100), ("127.0.0.1", 47101))
-    assert engine.listen.udp.rcvbuf_bytes == 4 << 20 and (engine.oms.tcp.host, engine.oms.tcp.port) == ("127.0.0.1", 47200)
+    assert engine.listen.udp.rcvbuf_bytes == 4 << 20
+    assert (engine.oms.tcp.host, engine.oms.tcp.port) == ("127.0.0.1", 47200)
     assert (engine.oms.kind, engine.oms.on_disconnect) == ("sim", "halt")
     assert (engine.rings.signals, engine.rings.orders, engine.rings.rejects, engine.rings.reports) == (4096,) * 4
     assert engine.journal is None and engine.metrics is None

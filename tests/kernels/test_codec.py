@@ -46,7 +46,7 @@ from kernels.dtypes import (
     WIRE_VERSION,
 )
 from kernels.rings import HEAD, TAIL
-from wire.frames import decode_body, encode_frame, iter_frames, read_header
+from wire.frames import HEADER, decode_body, encode_frame, iter_frames, read_header
 from wire.schema import ExecutionReport, MarketData, Order, Signal
 
 RECV_NS = 1_700_000_000_123_456_789
@@ -330,7 +330,7 @@ def other_tokens(draw, msg):
 
 
 def header(length, msg_type, version=WIRE_VERSION, reserved=0):
-    return struct.pack("<IBBH", length, version, msg_type, reserved)
+    return HEADER.pack(length, version, msg_type, reserved)
 
 
 junk_tokens = st.sampled_from([b"\xc0", b"\xc1", b"\xc2", b"\xc3", b"\xa1a", b"\x80", b"\x90", b"\x91\x01",

@@ -14,7 +14,7 @@ import pytest
 from engine.cli import peers
 from kernels.dtypes import FRAME_HEADER_SIZE, MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_TARGET
 from sim import feed as feed_module
-from sim.feed import BAD_KINDS, STALE_AGE_NS, UNKNOWN_ID, FeedConfig, run_feed
+from sim.feed import BAD_KINDS, STALE_AGE_NS, UNKNOWN_ID, Feed, FeedConfig
 from wire.frames import FrameError, decode_body, iter_frames, read_header, whole_frames_end
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ class TcpSink:
 def run_udp(**fields):
     sink = UdpSink()
     try:
-        summary = run_feed(config(port=sink.port, **fields))
+        summary = Feed(config(port=sink.port, **fields)).run()
     finally:
         datagrams = sink.close()
     return summary, datagrams
@@ -198,8 +198,8 @@ def test_feed_udp_when_high_rate_then_it_keeps_up():
 def test_feed_tcp_when_bad_ratio_then_stream_is_whole_frames_and_garbage_is_framed():
     sink = TcpSink()
     try:
-        summary = run_feed(config(transport="tcp", port=sink.port, rate=20_000, count=2000, duration_s=0,
-                                  md_rate=2000, bad_ratio=0.3, seed=3))
+        summary = Feed(config(transport="tcp", port=sink.port, rate=20_000, count=2000, duration_s=0,
+                              md_rate=2000, bad_ratio=0.3, seed=3)).run()
     finally:
         data = sink.close()
     assert whole_frames_end(data, 0, len(data)) == len(data)
@@ -231,7 +231,7 @@ def test_feed_tcp_when_peer_closes_then_feed_stops_and_says_so():
     thread = threading.Thread(target=accept_and_close)
     thread.start()
     try:
-        summary = run_feed(config(transport="tcp", port=listener.getsockname()[1], rate=100_000, duration_s=5))
+        summary = Feed(config(transport="tcp", port=listener.getsockname()[1], rate=100_000, duration_s=5)).run()
     finally:
         thread.join()
         listener.close()

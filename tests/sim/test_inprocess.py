@@ -1,6 +1,5 @@
 """sim/inprocess.py: the simulated venue behind the transport contract, in process."""
 import asyncio
-import struct
 import time
 
 import numpy as np
@@ -12,7 +11,7 @@ from kernels.dtypes import EXEC_ACK, EXEC_FILL, MSG_ORDER, WIRE_VERSION
 from sim.inprocess import SimOmsTransport
 from tests.adapters.adapter_testkit import Sink
 from tests.sim.sim_kit import INSTANT, T0, US, config, engine_order_frame, kinds, order, quote
-from wire.frames import encode_frame, iter_frames
+from wire.frames import HEADER, encode_frame, iter_frames
 from wire.schema import ExecutionReport
 
 
@@ -86,7 +85,7 @@ def test_sim_oms_transport_when_latency_set_then_reports_appear_only_when_the_cl
 
 def test_sim_oms_transport_when_header_untrusted_then_counted_and_the_rest_of_that_send_dropped():
     with SimOmsTransport(config(**INSTANT), clock=FakeClock()) as transport:
-        bad = struct.pack("<IBBH", 5000, WIRE_VERSION, MSG_ORDER, 0)
+        bad = HEADER.pack(5000, WIRE_VERSION, MSG_ORDER, 0)
         assert transport.send(encode_frame(order(1)) + bad + encode_frame(order(2)))
         assert transport.stats.oversize == 1 and transport.oms.stats.orders == 1
 

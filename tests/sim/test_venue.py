@@ -1,6 +1,5 @@
 """sim/venue.py: the simulated venue's rules, time, determinism and frames in."""
 import random
-import struct
 
 import pytest
 
@@ -20,7 +19,7 @@ from kernels.dtypes import (
 )
 from sim.venue import REJECT_DUPLICATE, REJECT_NO_MARKET, REJECT_PRICE, REJECT_QTY, REJECT_RANDOM, SimulatedOms
 from tests.sim.sim_kit import INSTANT, T0, US, config, engine_order_frame, kinds, oms_with_market, order, quote, run
-from wire.frames import FrameError, encode_frame
+from wire.frames import FrameError, encode_frame, frame
 from wire.schema import Signal
 
 
@@ -259,7 +258,7 @@ def test_sim_oms_when_random_session_then_every_order_has_a_consistent_report_st
 # ---------------------------------------------------------------------------------------------- frames in
 def test_sim_oms_on_frames_when_mixed_frames_then_orders_and_market_taken_and_the_rest_counted():
     oms = SimulatedOms(config(**INSTANT))
-    malformed = struct.pack("<IBBH", 3, WIRE_VERSION, MSG_ORDER, 0) + b"\xc1\xc1\xc1"
+    malformed = frame(MSG_ORDER, b"\xc1\xc1\xc1")
     signal_frame = encode_frame(Signal(0, 1, 1, 0, 0, 0.5, 100.0, T0, 0))
     buf = (encode_frame(quote(99.0, 101.0)) + engine_order_frame(order(1, SIDE_SELL, price=99.0))
            + malformed + signal_frame + encode_frame(order(2, price=101.0)))
@@ -279,7 +278,7 @@ def test_sim_oms_on_frames_when_max_orders_then_stops_after_that_many():
 
 def test_sim_oms_on_frames_when_header_untrusted_then_frame_error_after_the_good_frames():
     oms = SimulatedOms(config(**INSTANT))
-    bad_version = struct.pack("<IBBH", 3, WIRE_VERSION + 1, MSG_ORDER, 0) + b"abc"
+    bad_version = frame(MSG_ORDER, b"abc", version=WIRE_VERSION + 1)
     with pytest.raises(FrameError):
         oms.on_frames(encode_frame(order(1)) + bad_version + encode_frame(order(2)), T0)
     assert oms.stats.orders == 1 and oms.stats.bad_header == 1

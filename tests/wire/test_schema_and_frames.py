@@ -18,7 +18,7 @@ from kernels.dtypes import (
     MSG_SIGNAL,
     WIRE_VERSION,
 )
-from wire.frames import FrameError, decode_body, encode_frame, iter_frames, read_header, whole_frames_end
+from wire.frames import HEADER, FrameError, decode_body, encode_frame, iter_frames, read_header, whole_frames_end
 from wire.schema import MESSAGE_TYPES, ExecutionReport, MarketData, Order, Signal
 
 SIGNAL = Signal(source=7, seq=1, signal_id=3, instrument=2, kind=0, value=0.5, price=101.25,
@@ -97,7 +97,7 @@ def test_iter_frames_when_several_frames_then_yields_each_in_order():
 
 
 def _frame(body, msg_type=MSG_SIGNAL, version=WIRE_VERSION, reserved=0, length=None):
-    return struct.pack("<IBBH", len(body) if length is None else length, version, msg_type, reserved) + body
+    return HEADER.pack(len(body) if length is None else length, version, msg_type, reserved) + body
 
 
 @pytest.mark.parametrize("tail, what", [
