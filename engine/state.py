@@ -29,20 +29,8 @@ import numpy as np
 from engine.config import Config, load_config
 from kernels import arena as A
 from kernels.dtypes import (
-    ACTIVE,
-    BREAKER_ACTION_NAMES,
-    EV_RESET,
-    EVENT_NAMES,
-    HALTED,
-    NO_PRICE,
-    NO_SLOT,
-    NO_TRIP,
-    ORDER_TYPE_NAMES,
-    READY,
-    REASON_NAMES,
-    REDUCING,
-    STATE_NAMES,
-    TRIP_NAMES,
+    ACTIVE, BREAKER_ACTION_NAMES, EV_RESET, EVENT_NAMES, HALTED, NO_PRICE, NO_SLOT, NO_TRIP, ORDER_TYPE_NAMES, READY,
+    REASON_NAMES, REDUCING, STATE_NAMES, TRIP_NAMES,
 )
 from kernels.lifecycle import N_EVENTS, TRANSITIONS, next_state
 

@@ -22,21 +22,8 @@ from numba.np.arrayobj import make_array, populate_array
 
 from kernels._jit import generated_inline
 from kernels.dtypes import (
-    ACCOUNT_T,
-    EVENT_NAMES,
-    EXPOSURE_T,
-    INSTRUMENT_T,
-    N_COUNTERS,
-    N_REASONS,
-    N_TRIPS,
-    OPEN_ORDER_T,
-    ORDER_T,
-    POSITION_T,
-    REJECT_T,
-    REPORT_T,
-    SIGNAL_T,
-    STATE_NAMES,
-    STRATEGY_T,
+    ACCOUNT_T, EVENT_NAMES, EXPOSURE_T, INSTRUMENT_T, N_COUNTERS, N_REASONS, N_TRIPS, OPEN_ORDER_T, ORDER_T, POSITION_T,
+    REJECT_T, REPORT_T, SIGNAL_T, STATE_NAMES, STRATEGY_T,
 )
 
 ALIGN = 64

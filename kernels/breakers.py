@@ -4,16 +4,8 @@ A threshold of 0 disables its breaker. Breakers judge a strategy's own orders an
 (duplicate, stale, malformed signals) are counted but do not trip anyone's breaker."""
 from kernels._jit import helper
 from kernels.dtypes import (
-    BREAKER_ACTION_REDUCE,
-    C_BREAKER_TRIPS,
-    EV_COOLDOWN,
-    EV_TRIP_HALT,
-    EV_TRIP_REDUCE,
-    NO_TRIP,
-    TRIP_CONSECUTIVE_REJECTS,
-    TRIP_DRAWDOWN,
-    TRIP_LOSS,
-    TRIP_REJECT_RATIO,
+    BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, EV_COOLDOWN, EV_TRIP_HALT, EV_TRIP_REDUCE, NO_TRIP,
+    TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
 )
 from kernels.lifecycle import apply_event
 from kernels.positions import pnl_of

@@ -11,47 +11,15 @@ from numba import types
 
 from kernels._jit import helper, inline, kernel
 from kernels.arena import (
-    ARENA,
-    LAYOUT,
-    RING_ORDERS,
-    RING_REJECTS,
-    RING_REPORTS,
-    RING_SIGNALS,
-    S_FREE_TOP,
-    S_ORDER_GEN,
-    views,
+    ARENA, LAYOUT, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_FREE_TOP, S_ORDER_GEN, views,
 )
 from kernels.breakers import check_pnl, cool_down, record_outcome
 from kernels.dtypes import (
-    C_FILLS,
-    C_ORDERS,
-    C_REJECT_RING_FULL,
-    C_REJECTS,
-    C_REPORT_INVALID,
-    C_REPORT_MISMATCH,
-    C_REPORT_OVERFILL,
-    C_REPORT_UNKNOWN_ORDER,
-    C_SIGNAL_NO_CHANGE,
-    C_SIGNAL_UNKNOWN_ID,
-    C_SIGNAL_UNKNOWN_INSTRUMENT,
-    C_SIGNAL_UNKNOWN_SOURCE,
-    EXEC_ACK,
-    EXEC_CANCELED,
-    EXEC_FILL,
-    EXEC_PARTIAL_FILL,
-    EXEC_REJECT,
-    N_REASONS,
-    ORDER_SLOT_BITS,
-    R_DUPLICATE,
-    R_NOT_ACTIVE,
-    R_NOT_FINITE,
-    R_OUT_OF_ORDER,
-    R_QTY_LOT,
-    R_SIGNAL_RANGE,
-    R_STALE,
-    SIDE_BUY,
-    SIGNAL_ORDER,
-    SIGNAL_TARGET,
+    C_FILLS, C_ORDERS, C_REJECT_RING_FULL, C_REJECTS, C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL,
+    C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT,
+    C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, N_REASONS,
+    ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_ACTIVE, R_NOT_FINITE, R_OUT_OF_ORDER, R_QTY_LOT, R_SIGNAL_RANGE, R_STALE,
+    SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
 )
 from kernels.positions import apply_fill, finite_positive, link_order, refresh_exposure, release_order, remark, slot_of
 from kernels.rings import NO_ROOM, claim, head, publish, release, room, tail

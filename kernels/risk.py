@@ -2,30 +2,9 @@
 reports every reason. Hot path: no allocation, no objects, no exceptions on data."""
 from kernels._jit import helper
 from kernels.dtypes import (
-    ACTIVE,
-    NO_PRICE,
-    ORDER_MARKET,
-    R_GROSS_MAX,
-    R_KILL_SWITCH,
-    R_LOSS_ACCOUNT,
-    R_LOSS_STRATEGY,
-    R_NET_MAX,
-    R_NO_REFERENCE,
-    R_NOT_ACTIVE,
-    R_NOT_TRADABLE,
-    R_NOTIONAL_MAX,
-    R_OPEN_ORDERS_MAX,
-    R_ORDER_TABLE_FULL,
-    R_POSITION_MAX,
-    R_PRICE_COLLAR,
-    R_PRICE_INVALID,
-    R_QTY_INVALID,
-    R_QTY_LOT,
-    R_QTY_MAX,
-    R_RATE,
-    R_RESTRICTED,
-    R_SELF_MATCH,
-    REDUCING,
+    ACTIVE, NO_PRICE, ORDER_MARKET, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT, R_LOSS_STRATEGY, R_NET_MAX,
+    R_NO_REFERENCE, R_NOT_ACTIVE, R_NOT_TRADABLE, R_NOTIONAL_MAX, R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL, R_POSITION_MAX,
+    R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, REDUCING,
     SIDE_BUY,
 )
 from kernels.positions import exposure_of, money_per_unit, pnl_of

@@ -33,12 +33,7 @@ import pyaeron
 import uvloop
 
 from adapters.aeron import (
-    AeronNode,
-    AeronReceiver,
-    AeronReceiverConfig,
-    AeronSender,
-    AeronSenderConfig,
-    AeronUnavailable,
+    AeronNode, AeronReceiver, AeronReceiverConfig, AeronSender, AeronSenderConfig, AeronUnavailable,
 )
 from adapters.base import TransportClosed
 from kernels.dtypes import MSG_MARKET_DATA

@@ -39,18 +39,8 @@ from typing import Annotated
 import msgspec
 
 from kernels.dtypes import (
-    EXEC_ACK,
-    EXEC_CANCELED,
-    EXEC_FILL,
-    EXEC_PARTIAL_FILL,
-    EXEC_REJECT,
-    FRAME_HEADER_SIZE,
-    MSG_MARKET_DATA,
-    MSG_ORDER,
-    ORDER_IOC,
-    ORDER_LIMIT,
-    ORDER_MARKET,
-    SIDE_BUY,
+    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, FRAME_HEADER_SIZE, MSG_MARKET_DATA, MSG_ORDER,
+    ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, SIDE_BUY,
 )
 from wire.frames import FRAME_OK, FRAME_TRUNCATED, FrameError, next_frame, read_header
 from wire.schema import ExecutionReport, MarketData, Order

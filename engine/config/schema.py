@@ -14,13 +14,7 @@ import msgspec
 from msgspec import Meta, Struct, field
 
 from adapters.aeron import (
-    CHANNEL_PATTERN,
-    CHANNEL_TEXT,
-    AeronDriverConfig,
-    AeronStreamConfig,
-    FragmentLimit,
-    MessageBytes,
-    OfferAttempts,
+    CHANNEL_PATTERN, CHANNEL_TEXT, AeronDriverConfig, AeronStreamConfig, FragmentLimit, MessageBytes, OfferAttempts,
     PollIntervalUs,
 )
 from adapters.base import HOST_PATTERN

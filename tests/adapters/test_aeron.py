@@ -17,16 +17,8 @@ import pyaeron
 import pytest
 
 from adapters.aeron import (
-    AeronClient,
-    AeronClientConfig,
-    AeronDriverConfig,
-    AeronNode,
-    AeronReceiver,
-    AeronReceiverConfig,
-    AeronSender,
-    AeronSenderConfig,
-    AeronStreamConfig,
-    AeronUnavailable,
+    AeronClient, AeronClientConfig, AeronDriverConfig, AeronNode, AeronReceiver, AeronReceiverConfig, AeronSender,
+    AeronSenderConfig, AeronStreamConfig, AeronUnavailable,
 )
 from adapters.base import Inbound, Outbound, TransportClosed
 from engine import service
@@ -35,16 +27,8 @@ from engine.config import ConfigError, load_config
 from engine.driver import run_spin
 from kernels.arena import S_TX_LEN
 from kernels.dtypes import (
-    ACTIVE,
-    C_FILLS,
-    C_FRAME_BAD_VERSION,
-    C_FRAME_MALFORMED,
-    C_FRAME_OVERSIZE,
-    C_FRAME_TRUNCATED,
-    C_ORDERS,
-    C_REPORTS,
-    C_SIGNALS,
-    HALTED,
+    ACTIVE, C_FILLS, C_FRAME_BAD_VERSION, C_FRAME_MALFORMED, C_FRAME_OVERSIZE, C_FRAME_TRUNCATED, C_ORDERS, C_REPORTS,
+    C_SIGNALS, HALTED,
 )
 from sim.feed import Feed, FeedConfig
 from sim.servers import AeronSimOms

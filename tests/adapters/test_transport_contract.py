@@ -8,12 +8,7 @@ import pytest
 import uvloop
 
 from adapters.aeron import (
-    AeronDriverConfig,
-    AeronNode,
-    AeronReceiver,
-    AeronReceiverConfig,
-    AeronSender,
-    AeronSenderConfig,
+    AeronDriverConfig, AeronNode, AeronReceiver, AeronReceiverConfig, AeronSender, AeronSenderConfig,
 )
 from adapters.base import Inbound, Outbound, TransportClosed
 from adapters.replay import ReplayReader, ReplayReaderConfig, ReplayWriter, ReplayWriterConfig

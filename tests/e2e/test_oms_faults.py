@@ -13,13 +13,7 @@ import pytest
 
 from kernels.codec import ORDER_FRAME_SIZE
 from tests.e2e.e2e_kit import (
-    assert_books_balance,
-    derive_config,
-    free_port,
-    market_data_frame,
-    orders_sent,
-    reasons,
-    signal_frame,
+    assert_books_balance, derive_config, free_port, market_data_frame, orders_sent, reasons, signal_frame,
 )
 from tests.e2e.test_bad_input import ROOMY, Source
 

@@ -6,13 +6,7 @@ import signal
 import pytest
 
 from tests.e2e.e2e_kit import (
-    assert_books_balance,
-    assert_pnl_consistent,
-    derive_config,
-    market_data_frame,
-    nonzero,
-    reasons,
-    target_frame,
+    assert_books_balance, assert_pnl_consistent, derive_config, market_data_frame, nonzero, reasons, target_frame,
 )
 
 FEE_PER_UNIT = 0.5

@@ -15,28 +15,9 @@ from engine.config import load_config
 from engine.state import EngineState, arena_sizes
 from kernels import arena as A
 from kernels.dtypes import (
-    ACTIVE,
-    BREAKER_ACTION_HALT,
-    BREAKER_ACTION_REDUCE,
-    EV_HALT,
-    EV_PAUSE,
-    HALTED,
-    N_COUNTERS,
-    N_REASONS,
-    N_TRIPS,
-    NO_PRICE,
-    NO_SLOT,
-    NO_TRIP,
-    ORDER_IOC,
-    ORDER_LIMIT,
-    ORDER_MARKET,
-    PAUSED,
-    READY,
-    REASON_NAMES,
-    REDUCING,
-    RETIRED,
-    TRIP_DRAWDOWN,
-    TRIP_NAMES,
+    ACTIVE, BREAKER_ACTION_HALT, BREAKER_ACTION_REDUCE, EV_HALT, EV_PAUSE, HALTED, N_COUNTERS, N_REASONS, N_TRIPS,
+    NO_PRICE, NO_SLOT, NO_TRIP, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, PAUSED, READY, REASON_NAMES, REDUCING, RETIRED,
+    TRIP_DRAWDOWN, TRIP_NAMES,
 )
 from kernels.lifecycle import N_EVENTS, N_STATES, TRANSITIONS, IllegalTransition
 

@@ -4,18 +4,8 @@ import random
 import pytest
 
 from kernels.dtypes import (
-    EXEC_ACK,
-    EXEC_CANCELED,
-    EXEC_FILL,
-    EXEC_PARTIAL_FILL,
-    EXEC_REJECT,
-    MSG_ORDER,
-    ORDER_IOC,
-    ORDER_LIMIT,
-    ORDER_MARKET,
-    SIDE_BUY,
-    SIDE_SELL,
-    WIRE_VERSION,
+    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, MSG_ORDER, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET,
+    SIDE_BUY, SIDE_SELL, WIRE_VERSION,
 )
 from sim.venue import REJECT_DUPLICATE, REJECT_NO_MARKET, REJECT_PRICE, REJECT_QTY, REJECT_RANDOM, SimulatedOms
 from tests.sim.sim_kit import INSTANT, T0, US, config, engine_order_frame, kinds, oms_with_market, order, quote, run

@@ -3,14 +3,7 @@ import pytest
 
 from kernels.dtypes import FRAME_HEADER_SIZE, MAX_FRAME_BODY, MSG_SIGNAL, WIRE_VERSION
 from wire.frames import (
-    FRAME_BAD_VERSION,
-    FRAME_OK,
-    FRAME_OVERSIZE,
-    HEADER,
-    MAX_FRAME_SIZE,
-    frame,
-    scan_frames,
-    whole_frames_end,
+    FRAME_BAD_VERSION, FRAME_OK, FRAME_OVERSIZE, HEADER, MAX_FRAME_SIZE, frame, scan_frames, whole_frames_end,
 )
 
 FRAMES = [frame(MSG_SIGNAL, b""), frame(MSG_SIGNAL, b"abc"),

@@ -10,13 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels.dtypes import (
-    FRAME_HEADER_SIZE,
-    MAX_FRAME_BODY,
-    MSG_EXECUTION_REPORT,
-    MSG_MARKET_DATA,
-    MSG_ORDER,
-    MSG_SIGNAL,
-    WIRE_VERSION,
+    FRAME_HEADER_SIZE, MAX_FRAME_BODY, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL, WIRE_VERSION,
 )
 from wire.frames import HEADER, FrameError, decode_body, encode_frame, iter_frames, read_header, whole_frames_end
 from wire.schema import MESSAGE_TYPES, ExecutionReport, MarketData, Order, Signal
