@@ -339,7 +339,7 @@ class _RejectReasons:
         import collections
         self.counts = collections.Counter()
 
-    def on_batch(self, orders, rejects, now_ns):
+    def on_batch(self, orders, rejects, fills, now_ns):
         from kernels.dtypes import reason_names
         for chunk in rejects:
             for mask in chunk["reasons"].tolist():

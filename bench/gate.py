@@ -62,9 +62,9 @@ REPEATS, QUICK_REPEATS = 15, 5
 
 # ---------------------------------------------------------------------------------------------- slowing on purpose
 @njit(nogil=True)  # compiled on first use (only when a slowdown is injected)
-def slowed_run_batch(arena, layout, n_chunks, now_ns, spin_iters):
+def slowed_run_batch(arena, layout, n_chunks, spin_iters):
     """run_batch, then a busy loop of spin_iters steps in the same compiled call: a deliberately slower kernel."""
-    placed = run_batch(arena, layout, n_chunks, now_ns)
+    placed = run_batch(arena, layout, n_chunks)
     if _busy(spin_iters) == -1.0:  # never true; keeps the loop from being optimised away
         placed += 1
     return placed

@@ -10,6 +10,7 @@ Budget: none; the speed-up over this is reported (bench/report.py).
 """
 import time
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -33,8 +34,10 @@ DEMO = BENCH_DIR / "config_mixed"  # a copy of config/demo: tight limits, shared
 
 def _kernel_orders(config, frames, batches=1, step_ns=0, per_chunk=16):
     """The engine's orders (engine.wire.Order) and reasons per strategy for `frames` cut into `batches` batches,
-    batch b run at NOW_NS + b x step_ns."""
-    state = EngineState.build(config)
+    batch b run at NOW_NS + b x step_ns. Orders go to an OMS link (tx), not the in-batch venue: the plain engine
+    has no venue, so no fill may move a position between its decisions."""
+    oms = msgspec.structs.replace(config.engine.oms, kind="tcp")
+    state = EngineState.build(msgspec.structs.replace(config, engine=msgspec.structs.replace(config.engine, oms=oms)))
     batch = entry_point(run_batch)
     tx = b""
     for b, part in enumerate(np.array_split(frames, batches)):
@@ -44,7 +47,8 @@ def _kernel_orders(config, frames, batches=1, step_ns=0, per_chunk=16):
         chunks = -(-n // per_chunk)
         for k in range(chunks):
             state.rx_sizes[k] = min(per_chunk, n - k * per_chunk) * SIGNAL_FRAME_SIZE
-        batch(state.arena, state.layout, chunks, NOW_NS + b * step_ns)
+        state.rx_times[:chunks] = NOW_NS + b * step_ns
+        batch(state.arena, state.layout, chunks)
         tx += bytes(state.tx[:int(state.scalars[A.S_TX_LEN])])
         state.scalars[A.S_TX_LEN] = 0
         state.cursors[A.RING_ORDERS, TAIL] = state.cursors[A.RING_ORDERS, HEAD]

@@ -23,7 +23,7 @@ from kernels._jit import entry_point
 from kernels.batch import run_batch
 from kernels.codec import decode_inbound, encode_orders
 from kernels.dtypes import EXEC_FILL
-from kernels.pipeline import apply_reports, process_batch
+from kernels.pipeline import apply_reports, process_signals
 from kernels.rings import HEAD, TAIL
 from wire.records import SIGNAL_FRAME_SIZE
 
@@ -86,6 +86,7 @@ class Workload:
         chunks = -(-n // per_chunk)
         for k in range(chunks):
             self.state.rx_sizes[k] = min(per_chunk, n - k * per_chunk) * size
+        self.state.rx_times[:chunks] = NOW_NS
         return chunks
 
     def signals(self, n, seq0=1):
@@ -115,7 +116,7 @@ class RunBatchStream(Workload):
         self.n_chunks = self.load_rx(self.signals(n), per_chunk)
         self.snapshot()
         self.kernel, self.fn = run_batch, entry_point(run_batch)
-        self.args = (self.state.arena, self.state.layout, self.n_chunks, NOW_NS)
+        self.args = (self.state.arena, self.state.layout, self.n_chunks)
 
     def call(self):
         return self.fn(*self.args)
@@ -141,8 +142,9 @@ class OneSignal(Workload):
         self.raw = self.frames.view(np.uint8).reshape(pool, SIGNAL_FRAME_SIZE)
         self.snapshot()
         self.state.rx_sizes[0] = SIGNAL_FRAME_SIZE
+        self.state.rx_times[0] = NOW_NS
         self.kernel, self.fn = run_batch, entry_point(run_batch)
-        self.args = (self.state.arena, self.state.layout, 1, NOW_NS)
+        self.args = (self.state.arena, self.state.layout, 1)
         self.k = pool
 
     def setup(self):
@@ -182,7 +184,7 @@ class Decode(Workload):
 
 
 class ProcessBatch(Workload):
-    """process_batch over n signals already decoded into the signal ring: fan-out, sizing, every pre-trade risk
+    """process_signals over n signals already decoded into the signal ring: fan-out, sizing, every pre-trade risk
     check, order booking, breakers. n orders come out (the accept path)."""
 
     def __init__(self, n):
@@ -192,8 +194,8 @@ class ProcessBatch(Workload):
         decode = entry_point(decode_inbound)
         decode(*bind(decode_inbound, self.state, n_chunks=-(-n // FRAMES_PER_CHUNK), recv_ns=NOW_NS))
         self.snapshot()
-        self.kernel, self.fn = process_batch, entry_point(process_batch)
-        self.args = bind(process_batch, self.state, now_ns=NOW_NS, max_orders=len(self.state.orders))
+        self.kernel, self.fn = process_signals, entry_point(process_signals)
+        self.args = bind(process_signals, self.state, now_ns=NOW_NS, max_orders=len(self.state.orders))
 
     def call(self):
         return self.fn(*self.args)
@@ -208,7 +210,7 @@ class ApplyReports(Workload):
         self.name, self.items = f"apply_reports_{n}", n
         st = self.state
         self.load_rx(self.signals(n))
-        entry_point(run_batch)(st.arena, st.layout, -(-n // FRAMES_PER_CHUNK), NOW_NS)
+        entry_point(run_batch)(st.arena, st.layout, -(-n // FRAMES_PER_CHUNK))
         orders = st.orders[:n]
         assert int(st.cursors[A.RING_ORDERS, HEAD]) == n, "the bench workload must place one order per signal"
         reports = st.reports[:n]
@@ -238,7 +240,7 @@ class Encode(Workload):
         self.name, self.items = f"encode_{n}", n
         st = self.state
         self.load_rx(self.signals(n))
-        entry_point(run_batch)(st.arena, st.layout, -(-n // FRAMES_PER_CHUNK), NOW_NS)
+        entry_point(run_batch)(st.arena, st.layout, -(-n // FRAMES_PER_CHUNK))
         assert int(st.cursors[A.RING_ORDERS, HEAD]) == n
         self.kernel, self.fn = encode_orders, entry_point(encode_orders)
         self.args = bind(encode_orders, st, start=0, stop=n)

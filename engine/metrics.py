@@ -43,7 +43,7 @@ class LatencyRecorder:
         self.signal_to_order = LogHistogram(len(state.strategies))
         self._record = entry_point(record_signal_to_order)
 
-    def on_batch(self, orders, rejects, now_ns):
+    def on_batch(self, orders, rejects, fills, now_ns):
         sent = self.clock()
         for chunk in orders:
             self._record(chunk, sent, self.signal_to_order.counts)

@@ -11,7 +11,7 @@ from engine.driver import Engine
 from engine.report import strategies_report
 from engine.state import EngineState
 from kernels.dtypes import COUNTER_NAMES
-from sim.inprocess import NullOms
+from sim.sink import NullOms
 
 
 class OrderDigest:
@@ -21,7 +21,7 @@ class OrderDigest:
         self.hash = hashlib.sha256()
         self.orders = 0
 
-    def on_batch(self, orders, rejects, now_ns):
+    def on_batch(self, orders, rejects, fills, now_ns):
         for chunk in orders:
             self.hash.update(chunk.tobytes())
             self.orders += len(chunk)
@@ -33,7 +33,8 @@ def replay(config, path):
     reader = ReplayReader(ReplayReaderConfig(path=str(path)))
     reader.open()
     digest = OrderDigest()
-    engine = Engine(state, [reader], NullOms(), clock=lambda: reader.recv_ns, listeners=[digest])
+    oms = None if config.engine.oms.kind == "sim" else NullOms()  # the in-batch venue runs again, in stream time
+    engine = Engine(state, [reader], oms, clock=lambda: reader.recv_ns, listeners=[digest])
     batches = 0
     try:
         while engine.poll():

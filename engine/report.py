@@ -33,14 +33,23 @@ def final_report(service):
                 **engine.stats.as_dict(),
                 # encoded orders the OMS link has not taken yet (back-pressure at the end of the run)
                 "orders_pending": int(state.scalars[S_TX_LEN]) // ORDER_FRAME_SIZE,
-                "transport": {**engine.oms.stats.as_dict(),
-                              "pending_bytes": int(getattr(engine.oms, "pending_bytes", 0))}},
+                **({"venue": venue_report(state)} if engine.oms is None else
+                   {"transport": {**engine.oms.stats.as_dict(),
+                                  "pending_bytes": int(getattr(engine.oms, "pending_bytes", 0))}})},
         "transports": {kind: _transport(t) for kind, t in _inbound(engine)},
         "instruments": _instruments(state),
         "signal_to_order_us": {"p50": latency.percentile(50) / 1000, "p99": latency.percentile(99) / 1000,
                                "p99.9": latency.percentile(99.9) / 1000, "count": latency.total()},
         "strategies": strategies,
     }
+
+
+def venue_report(state):
+    """What the in-batch simulated venue did: its counts, and the reports still due in stream time."""
+    v = state.venue[0]
+    counts = {name: int(v[name]) for name in ("orders", "acks", "rejects", "partial_fills", "fills", "canceled",
+                                              "filled_qty", "pending")}
+    return {**counts, "fees": float(v["fees"]), "resting": int(state.venue_orders["resting"].sum())}
 
 
 def strategies_report(state):

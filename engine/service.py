@@ -19,9 +19,6 @@ from adapters.udp import UdpReceiver
 from engine.driver import Engine, run_event, run_spin, warm_up
 from engine.metrics import LatencyRecorder
 from engine.state import EngineState
-from kernels.dtypes import C_MARKET_DATA
-from sim.inprocess import InProcessOms
-from sim.venue import SimOmsConfig
 
 log = logging.getLogger("orchestrator.service")
 
@@ -47,7 +44,7 @@ class Service:
         return found
 
 
-def build(config, *, sim_oms=SimOmsConfig(), clock=time.time_ns, connect_timeout_s=2.0):
+def build(config, *, clock=time.time_ns, connect_timeout_s=2.0):
     """An engine for `config`, its listening sockets open, its OMS link up (or the policy applied)."""
     state = EngineState.build(config)
     inbound = []
@@ -62,13 +59,12 @@ def build(config, *, sim_oms=SimOmsConfig(), clock=time.time_ns, connect_timeout
         streams = tuple(dict.fromkeys((aeron.market_data, aeron.signals)))
         inbound.append(AeronReceiver(_aeron_config(AeronReceiverConfig, aeron, streams=streams), node))
     if oms_config.kind == "sim":
-        counters = state.counters
-        oms = InProcessOms(state.instruments, lambda: int(counters[C_MARKET_DATA]), sim_oms, clock)
+        oms = None  # the simulated venue runs inside the batch ([oms.sim], kernels/venue.py)
     elif oms_config.kind == "aeron":
         oms = AeronClient(_aeron_config(AeronClientConfig, aeron, orders=aeron.orders, reports=aeron.reports), node)
     else:
         oms = TcpClient(oms_config.tcp)
-    transports = inbound + [oms]
+    transports = inbound + ([] if oms is None else [oms])
     try:
         for transport in transports:
             transport.open()

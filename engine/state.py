@@ -32,7 +32,9 @@ from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_NAMES, EV_RESET, EVENT_NAMES, HALTED, NO_PRICE, NO_SLOT, NO_TRIP, ORDER_TYPE_NAMES, READY,
     REASON_NAMES, REDUCING, STATE_NAMES, TRIP_NAMES,
 )
+from kernels.breakers import NEVER
 from kernels.lifecycle import N_EVENTS, TRANSITIONS, next_state
+from sim.venue import configure_venue
 
 __all__ = ["Deploy", "EngineState", "allocate_arena", "arena_sizes"]
 
@@ -55,10 +57,12 @@ def arena_sizes(config: Config) -> A.Sizes:
     return A.Sizes(
         rx_bytes=engine.rx_bytes, rx_chunks=engine.rx_chunks, tx_bytes=engine.tx_bytes,
         signal_ring=rings.signals, order_ring=rings.orders, reject_ring=rings.rejects, report_ring=rings.reports,
+        fill_ring=rings.fills,
         instruments=len(config.instruments), strategies=len(config.strategies), accounts=len(config.accounts),
         order_table=engine.max_open_orders,
         signal_ids=max(g for s in config.strategies for g in s.signals) + 1,
-        subscriptions=sum(len(s.signals) for s in config.strategies), sources=engine.sources)
+        subscriptions=sum(len(s.signals) for s in config.strategies), sources=engine.sources,
+        venue=int(engine.oms.kind == "sim"))
 
 
 def allocate_arena(nbytes: int) -> np.ndarray:
@@ -151,6 +155,7 @@ class EngineState:
         self.free_slots[:] = np.arange(capacity - 1, -1, -1, dtype=np.int32)
         self.scalars[A.S_FREE_TOP] = capacity
         self.scalars[A.S_ORDER_GEN] = 1
+        self.scalars[A.S_NEXT_COOLDOWN_NS] = NEVER
 
         counts = np.zeros(len(self.sub_ptr), np.int64)  # sub_ptr has max_signal_id + 2 entries
         for spec in config.strategies:
@@ -162,8 +167,11 @@ class EngineState:
             for signal in spec.signals:
                 self.sub_strategy[fill[signal]] = s
                 fill[signal] += 1
+        self.scalars[A.S_MAX_FANOUT] = int(counts.max())
 
         self.transitions[:] = TRANSITIONS
+        if config.engine.oms.kind == "sim":
+            configure_venue(self, config.engine.oms.sim)
 
     # ------------------------------------------------------------------------------------------- names
     def strategy_id(self, name: str) -> int:

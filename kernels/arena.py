@@ -22,21 +22,28 @@ from numba.np.arrayobj import make_array, populate_array
 
 from kernels._jit import generated_inline
 from kernels.dtypes import (
-    ACCOUNT_T, EVENT_NAMES, EXPOSURE_T, INSTRUMENT_T, N_COUNTERS, N_REASONS, N_TRIPS, OPEN_ORDER_T, ORDER_T, POSITION_T,
-    REJECT_T, REPORT_T, SIGNAL_T, STATE_NAMES, STRATEGY_T,
+    ACCOUNT_T, EVENT_NAMES, EXPOSURE_T, FILL_T, INSTRUMENT_T, N_COUNTERS, N_REASONS, N_TRIPS, OPEN_ORDER_T, ORDER_T,
+    POSITION_T, REJECT_T, REPORT_T, SIGNAL_T, STATE_NAMES, STRATEGY_T, VENUE_EVENT_T, VENUE_ORDER_T, VENUE_T,
 )
 
 ALIGN = 64
 
-# Ring ids: the cursors region is (N_RINGS, 2) of (head, tail) sequences (kernels/rings.py).
-RING_SIGNALS, RING_ORDERS, RING_REJECTS, RING_REPORTS = range(4)
-N_RINGS = 4
+# Ring ids: the cursors region is (N_RINGS, 2) of (head, tail) sequences (kernels/rings.py). Signals and reports
+# are inbound: the batch decodes a frame into its ring and consumes it at once. Orders, rejects and fills are
+# outbound: the batch writes them, the engine's Python side reads and releases them after the batch.
+RING_SIGNALS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_FILLS = range(5)
+N_RINGS = 5
 
 # Slots of the scalars region.
-S_FREE_TOP = 0       # free slots in free_slots[:S_FREE_TOP]
-S_ORDER_GEN = 1      # generation for the next order id
-S_TX_LEN = 2         # bytes of encoded order frames waiting in tx
-N_SCALARS = 8
+S_FREE_TOP = 0          # free slots in free_slots[:S_FREE_TOP]
+S_ORDER_GEN = 1         # generation for the next order id
+S_TX_LEN = 2            # bytes of encoded order frames waiting in tx
+S_CLOCK_NS = 3          # stream time: the latest event's time (never goes back)
+S_NEXT_COOLDOWN_NS = 4  # the earliest time a tripped strategy may cool down (int64 max: none)
+S_STOP_CHUNK = 5        # after a batch: the chunk it stopped at (n_chunks: it took them all) ...
+S_STOP_POS = 6          # ... and the byte of rx where the first event it did not take starts
+S_MAX_FANOUT = 7        # the most strategies one signal id reaches: the room a signal may need
+N_SCALARS = 16
 
 
 class Sizes(NamedTuple):
@@ -48,6 +55,7 @@ class Sizes(NamedTuple):
     order_ring: int
     reject_ring: int
     report_ring: int
+    fill_ring: int
     instruments: int
     strategies: int
     accounts: int
@@ -55,6 +63,7 @@ class Sizes(NamedTuple):
     signal_ids: int       # largest subscribed signal id + 1
     subscriptions: int    # (signal id, strategy) pairs
     sources: int          # signal source ids 0..sources-1
+    venue: int            # 1: the simulated venue runs inside the batch (its tables get rows); 0: it does not
 
 
 class Region(NamedTuple):
@@ -70,11 +79,14 @@ REGIONS = (
     #      name             dtype          rows                           cols
     Region("rx",            U1,            lambda z: z.rx_bytes),                 # inbound chunks, back to back
     Region("rx_sizes",      I4,            lambda z: z.rx_chunks),                # their lengths
+    Region("rx_times",      I8,            lambda z: z.rx_chunks),                # when each arrived (stream time)
+    Region("rx_sources",    U1,            lambda z: z.rx_chunks),                # which transport it came from
     Region("tx",            U1,            lambda z: z.tx_bytes),                 # order frames for the OMS link
     Region("signals",       SIGNAL_T,      lambda z: z.signal_ring),
     Region("orders",        ORDER_T,       lambda z: z.order_ring),
     Region("rejects",       REJECT_T,      lambda z: z.reject_ring),
     Region("reports",       REPORT_T,      lambda z: z.report_ring),
+    Region("fills",         FILL_T,        lambda z: z.fill_ring),
     Region("cursors",       U8,            lambda z: N_RINGS,             lambda z: 2),
     Region("instruments",   INSTRUMENT_T,  lambda z: z.instruments),
     Region("strategies",    STRATEGY_T,    lambda z: z.strategies),
@@ -91,6 +103,10 @@ REGIONS = (
     Region("trip_counts",   I8,            lambda z: z.strategies,        lambda z: N_TRIPS),
     Region("transitions",   I1,            lambda z: len(STATE_NAMES),    lambda z: len(EVENT_NAMES)),
     Region("scalars",       I8,            lambda z: N_SCALARS),
+    Region("venue",         VENUE_T,       lambda z: 1),
+    Region("venue_orders",  VENUE_ORDER_T, lambda z: z.order_table * z.venue),      # indexed like open_orders
+    Region("venue_events",  VENUE_EVENT_T, lambda z: (5 * z.order_table + 2) * z.venue),  # heap, 2 spare rows
+    Region("venue_books",   I4,            lambda z: z.instruments * z.venue, lambda z: 2),  # resting head, tail
 )
 N_REGIONS = len(REGIONS)
 REGION_NAMES = tuple(r.name for r in REGIONS)

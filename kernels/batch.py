@@ -1,26 +1,101 @@
-"""The whole batch in one compiled call: inbound frames -> reports applied -> marks -> orders -> order frames.
+"""The whole batch in one compiled call: the frames of rx, IN ARRIVAL ORDER, each decided as it is read.
 
-Order of work inside a batch: execution reports first (they release open quantity and move positions), then
-the marks that market data moved, then signals, so every signal is checked against the freshest state the
-batch has.
+Chunk k of rx (rx_sizes[k] bytes: a datagram, the whole frames of a read, an empty tick) arrived at rx_times[k]:
+stream time moves there (due venue reports are applied, cool-downs run), then its frames are walked one by one:
+a signal is decoded into its ring and turned into orders at once, market data moves its instrument's mark and
+everything marked by it, an execution report is applied. So every event sees exactly the market and the fills
+that came before it, and any split of a stream into batches decides the same (a property test holds it).
+
+Back-pressure stops the walk, never an overwrite: before a signal the order ring (and, when orders go to an OMS
+link, tx) must have room for the most subscribers a signal has (S_MAX_FANOUT); before a report, and before each
+venue report, the fills ring must have room for one fill. The batch then stops at that event: S_STOP_CHUNK and
+S_STOP_POS say where, and the engine hands the rest of rx to the next batch, first (kernels are not told twice).
 """
 from numba import types
 
 from kernels._jit import kernel
-from kernels.arena import ARENA, LAYOUT, RING_ORDERS, S_TX_LEN, views
-from kernels.codec import ORDER_FRAME_SIZE, decode_chunks, encode_to_tx
-from kernels.pipeline import apply_execution_reports, process_signals
-from kernels.rings import head
+from kernels.arena import (
+    ARENA, LAYOUT, RING_FILLS, RING_ORDERS, RING_REPORTS, RING_SIGNALS, S_MAX_FANOUT, S_STOP_CHUNK,
+    S_STOP_POS, S_TX_LEN, views,
+)
+from kernels.codec import (
+    HEADER_OK, ORDER_FRAME_SIZE, encode_to_tx, read_header, take_market_data, take_report, take_signal,
+)
+from kernels.dtypes import (
+    C_BATCH_STOPS, C_FRAME_BAD_TYPE, C_FRAMES, FRAME_HEADER_SIZE, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_SIGNAL,
+)
+from kernels.pipeline import apply_report, on_mark, on_signal, release_due, set_clock
+from kernels.rings import head, release, room
 
 
-@kernel(types.int64(ARENA, LAYOUT, types.int64, types.int64))
-def run_batch(arena, layout, n_chunks, now_ns):
-    """Decode rx[:n_chunks chunks], apply, decide; append the new orders' frames to tx. Return orders placed."""
+@kernel(types.int64(ARENA, LAYOUT, types.int64))
+def run_batch(arena, layout, n_chunks):
+    """Decide the events of rx's first n_chunks chunks in arrival order; append the new orders' frames to tx
+    (unless the simulated venue takes them in this call). Return the orders placed."""
     state = views(arena, layout)
-    decode_chunks(state, n_chunks, now_ns)
-    apply_execution_reports(state, now_ns)
-    first = head(state.cursors, RING_ORDERS)
-    tx_room = (len(state.tx) - state.scalars[S_TX_LEN]) // ORDER_FRAME_SIZE
-    placed = process_signals(state, now_ns, tx_room)
-    encode_to_tx(state, first, first + placed)
+    rx, rx_sizes, rx_times = state.rx, state.rx_sizes, state.rx_times
+    scalars, cursors, counters = state.scalars, state.cursors, state.counters
+    to_venue = state.venue[0]["on"] != 0
+    first = head(cursors, RING_ORDERS)
+    tx_budget = (len(state.tx) - scalars[S_TX_LEN]) // ORDER_FRAME_SIZE  # order frames tx can still take
+    fanout = scalars[S_MAX_FANOUT]
+    placed = 0
+    n = min(n_chunks, len(rx_sizes))
+    stop_chunk, stop_pos = n, 0
+    start = 0
+    for k in range(n):
+        size = max(rx_sizes[k], 0)
+        end = min(start + size, len(rx))
+        if not release_due(state, rx_times[k]):
+            stop_chunk, stop_pos = k, start
+            break
+        now = set_clock(state, rx_times[k])
+        pos = start
+        blocked = False
+        while pos < end:
+            status, msg_type, frame_end = read_header(rx, pos, end)
+            if status != HEADER_OK:
+                counters[status] += 1
+                break
+            if msg_type == MSG_SIGNAL:
+                if room(cursors, RING_ORDERS, len(state.orders)) < fanout or \
+                        (not to_venue and tx_budget - placed < fanout):
+                    blocked = True
+                    break
+            elif msg_type == MSG_EXECUTION_REPORT:
+                if room(cursors, RING_FILLS, len(state.fills)) < 1:
+                    blocked = True
+                    break
+            counters[C_FRAMES] += 1
+            body = pos + FRAME_HEADER_SIZE
+            if msg_type == MSG_SIGNAL:
+                slot = take_signal(rx, body, frame_end, now, state.signals, cursors, counters)
+                if slot >= 0:
+                    placed += on_signal(state, state.signals[slot], now)
+                    release(cursors, RING_SIGNALS, head(cursors, RING_SIGNALS))
+            elif msg_type == MSG_MARKET_DATA:
+                instrument = take_market_data(rx, body, frame_end, state.instruments, counters)
+                if instrument >= 0:
+                    on_mark(state, instrument, now)
+            elif msg_type == MSG_EXECUTION_REPORT:
+                slot = take_report(rx, body, frame_end, state.reports, cursors, counters)
+                if slot >= 0:
+                    apply_report(state, state.reports[slot], now)
+                    release(cursors, RING_REPORTS, head(cursors, RING_REPORTS))
+            else:  # an Order goes out, never in
+                counters[C_FRAME_BAD_TYPE] += 1
+            pos = frame_end
+            if to_venue and not release_due(state, now):  # what the venue filled at once, before the next event
+                blocked = True
+                break
+        if blocked:
+            stop_chunk, stop_pos = k, pos
+            break
+        start += size
+    if stop_chunk < n:
+        counters[C_BATCH_STOPS] += 1
+    scalars[S_STOP_CHUNK] = stop_chunk
+    scalars[S_STOP_POS] = stop_pos
+    if not to_venue:
+        encode_to_tx(state, first, first + placed)
     return placed

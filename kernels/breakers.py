@@ -3,12 +3,15 @@ is counted with its cause, and lasts until an explicit reset or the configured c
 A threshold of 0 disables its breaker. Breakers judge a strategy's own orders and P&L: signal-level rejects
 (duplicate, stale, malformed signals) are counted but do not trip anyone's breaker."""
 from kernels._jit import helper
+from kernels.arena import S_NEXT_COOLDOWN_NS
 from kernels.dtypes import (
     BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, EV_COOLDOWN, EV_TRIP_HALT, EV_TRIP_REDUCE, NO_TRIP,
     TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
 )
 from kernels.lifecycle import apply_event
 from kernels.positions import pnl_of
+
+NEVER = 0x7FFF_FFFF_FFFF_FFFF  # "no cool-down due": the int64 maximum
 
 
 @helper
@@ -20,6 +23,8 @@ def trip(state, s, cause, now_ns):
         st["tripped_at_ns"] = now_ns
         state.trip_counts[s, cause] += 1
         state.counters[C_BREAKER_TRIPS] += 1
+        if st["cooldown_ns"] > 0:  # when this one may come back: the batch looks no earlier than that
+            state.scalars[S_NEXT_COOLDOWN_NS] = min(state.scalars[S_NEXT_COOLDOWN_NS], now_ns + st["cooldown_ns"])
 
 
 @helper
@@ -57,22 +62,30 @@ def check_pnl(state, s, now_ns):
 
 
 @helper
-def reset_breakers(strategy, now_ns):
-    """Start the breakers afresh: after a reset or a cool-down a strategy is judged from now on."""
-    strategy["trip_cause"] = NO_TRIP
-    strategy["consecutive_rejects"] = 0
-    strategy["window_start_ns"] = now_ns
-    strategy["window_orders"] = 0
-    strategy["window_rejects"] = 0
-    strategy["peak_pnl"] = pnl_of(strategy)
+def reset_breakers(strategies, s, now_ns):
+    """Start strategy s's breakers afresh: after a reset or a cool-down it is judged from now on. The one reset,
+    for the batch (a cool-down) and the control plane (an operator's reset) alike."""
+    st = strategies[s]
+    st["trip_cause"] = NO_TRIP
+    st["tripped_at_ns"] = 0
+    st["consecutive_rejects"] = 0
+    st["window_start_ns"] = now_ns
+    st["window_orders"] = 0
+    st["window_rejects"] = 0
+    st["peak_pnl"] = pnl_of(st)
 
 
 @helper
 def cool_down(state, now_ns):
-    """Bring back tripped strategies whose cool-down has passed."""
+    """Bring back tripped strategies whose cool-down has passed; return when the next one may (int64 max: none)."""
+    next_ns = NEVER
     for s in range(len(state.strategies)):
         st = state.strategies[s]
-        if (st["trip_cause"] != NO_TRIP and st["cooldown_ns"] > 0
-                and now_ns - st["tripped_at_ns"] >= st["cooldown_ns"]
-                and apply_event(state.transitions, state.strategies, s, EV_COOLDOWN)):
-            reset_breakers(st, now_ns)
+        if st["trip_cause"] == NO_TRIP or st["cooldown_ns"] <= 0:
+            continue
+        due = st["tripped_at_ns"] + st["cooldown_ns"]
+        if now_ns >= due and apply_event(state.transitions, state.strategies, s, EV_COOLDOWN):
+            reset_breakers(state.strategies, s, now_ns)
+        elif due > now_ns:
+            next_ns = min(next_ns, due)
+    return next_ns

@@ -42,7 +42,7 @@ ORDER_FIELDS = 13
 # Order frames are fixed width: header, fixarray, then per field a tag and its full-width value.
 ORDER_BODY_SIZE = 1 + 9 + 4 * 5 + 2 + 2 + 9 + 9 + 9 + 5 + 9 + 9
 ORDER_FRAME_SIZE = FRAME_HEADER_SIZE + ORDER_BODY_SIZE
-_HEADER_OK = -1
+HEADER_OK = -1
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -136,8 +136,8 @@ def _read_array(buf, pos, end, count):
 
 
 @helper
-def _read_header(buf, pos, end):
-    """(status, msg_type, body_end): status is _HEADER_OK or the counter of what is wrong.
+def read_header(buf, pos, end):
+    """(status, msg_type, body_end): status is HEADER_OK or the counter of what is wrong.
 
     Checks run in order of trust: the version says how to read the rest (reserved != 0 would be an extension we
     do not know, so it counts as a bad version); an oversize length cannot be trusted to skip by; a body past
@@ -154,13 +154,16 @@ def _read_header(buf, pos, end):
     body_end = pos + FRAME_HEADER_SIZE + length
     if body_end > end:
         return C_FRAME_TRUNCATED, 0, end
-    return _HEADER_OK, np.int64(buf[pos + 5]), body_end
+    return HEADER_OK, np.int64(buf[pos + 5]), body_end
 
 
 # ---------------------------------------------------------------------------------------------- messages
+MALFORMED, RING_FULL, NO_INSTRUMENT = -1, -2, -3  # what a reader returns instead of a ring slot or an id
+
+
 @helper
-def _take_signal(buf, pos, end, recv_ns, signals_out, cursors, counters):
-    """Decode one Signal body into the signals ring; return 1 if the body was well formed."""
+def take_signal(buf, pos, end, recv_ns, signals_out, cursors, counters):
+    """Decode one Signal body into the signals ring; return its slot there, MALFORMED or RING_FULL."""
     pos, ok = _read_array(buf, pos, end, SIGNAL_FIELDS)
     source, pos, ok1 = _read_uint(buf, pos, end, _U32_MAX)
     seq, pos, ok2 = _read_uint(buf, pos, end, _U64_MAX)
@@ -173,11 +176,11 @@ def _take_signal(buf, pos, end, recv_ns, signals_out, cursors, counters):
     ttl_ns, pos, ok9 = _read_i64(buf, pos, end)
     if not (ok and ok1 and ok2 and ok3 and ok4 and ok5 and ok6 and ok7 and ok8 and ok9 and pos == end):
         counters[C_FRAME_MALFORMED] += 1
-        return 0
+        return MALFORMED
     slot = claim(cursors, RING_SIGNALS, len(signals_out))
     if slot == NO_ROOM:
         counters[C_SIGNAL_RING_FULL] += 1
-        return 1
+        return RING_FULL
     s = signals_out[slot]
     s["source"] = source
     s["seq"] = seq
@@ -191,7 +194,7 @@ def _take_signal(buf, pos, end, recv_ns, signals_out, cursors, counters):
     s["recv_ns"] = recv_ns
     publish(cursors, RING_SIGNALS)
     counters[C_SIGNALS] += 1
-    return 1
+    return slot
 
 
 @helper
@@ -204,8 +207,9 @@ def _ticks(price, tick_size):
 
 
 @helper
-def _take_market_data(buf, pos, end, instruments, counters):
-    """Apply one MarketData body to the instrument table; return 1 if the body was well formed."""
+def take_market_data(buf, pos, end, instruments, counters):
+    """Apply one MarketData body to the instrument table; return the instrument it moved, or MALFORMED, or
+    NO_INSTRUMENT (well formed but refused: an unknown instrument or invalid prices, counted)."""
     pos, ok = _read_array(buf, pos, end, MARKET_DATA_FIELDS)
     instrument, pos, ok1 = _read_uint(buf, pos, end, _U32_MAX)
     bid, pos, ok2 = _read_float(buf, pos, end)
@@ -214,10 +218,10 @@ def _take_market_data(buf, pos, end, instruments, counters):
     ts_ns, pos, ok5 = _read_i64(buf, pos, end)
     if not (ok and ok1 and ok2 and ok3 and ok4 and ok5 and pos == end):
         counters[C_FRAME_MALFORMED] += 1
-        return 0
+        return MALFORMED
     if instrument >= np.uint64(len(instruments)):
         counters[C_MARKET_DATA_UNKNOWN_INSTRUMENT] += 1
-        return 1
+        return NO_INSTRUMENT
     ins = instruments[np.int64(instrument)]
     tick = ins["tick_size"]
     bid_ticks, ok1 = _ticks(bid, tick)
@@ -225,7 +229,7 @@ def _take_market_data(buf, pos, end, instruments, counters):
     last_ticks, ok3 = _ticks(last, tick)
     if not (ok1 and ok2 and ok3):
         counters[C_MARKET_DATA_INVALID] += 1
-        return 1
+        return NO_INSTRUMENT
     ins["bid_ticks"] = bid_ticks
     ins["ask_ticks"] = ask_ticks
     ins["last_ticks"] = last_ticks
@@ -236,14 +240,13 @@ def _take_market_data(buf, pos, end, instruments, counters):
         ins["mark_ticks"] = last_ticks
     else:
         ins["mark_ticks"] = ins["ref_px_ticks"]
-    ins["mark_dirty"] = 1
     counters[C_MARKET_DATA] += 1
-    return 1
+    return np.int64(instrument)
 
 
 @helper
-def _take_report(buf, pos, end, reports_out, cursors, counters):
-    """Decode one ExecutionReport body into the reports ring; return 1 if the body was well formed."""
+def take_report(buf, pos, end, reports_out, cursors, counters):
+    """Decode one ExecutionReport body into the reports ring; return its slot there, MALFORMED or RING_FULL."""
     pos, ok = _read_array(buf, pos, end, REPORT_FIELDS)
     order_id, pos, ok1 = _read_uint(buf, pos, end, _U64_MAX)
     strategy, pos, ok2 = _read_uint(buf, pos, end, _U32_MAX)
@@ -257,11 +260,11 @@ def _take_report(buf, pos, end, reports_out, cursors, counters):
     reason, pos, ok10 = _read_uint(buf, pos, end, _U32_MAX)
     if not (ok and ok1 and ok2 and ok3 and ok4 and ok5 and ok6 and ok7 and ok8 and ok9 and ok10 and pos == end):
         counters[C_FRAME_MALFORMED] += 1
-        return 0
+        return MALFORMED
     slot = claim(cursors, RING_REPORTS, len(reports_out))
     if slot == NO_ROOM:
         counters[C_REPORT_RING_FULL] += 1
-        return 1
+        return RING_FULL
     r = reports_out[slot]
     r["order_id"] = order_id
     r["strategy"] = strategy
@@ -275,13 +278,14 @@ def _take_report(buf, pos, end, reports_out, cursors, counters):
     r["reason"] = reason
     publish(cursors, RING_REPORTS)
     counters[C_REPORTS] += 1
-    return 1
+    return slot
 
 
 @inline
 def decode_chunks(state, n_chunks, recv_ns):
-    """Decode the frames of rx's first n_chunks chunks into the rings and instruments; return how many were well
-    formed.
+    """The decoder alone (its tests and benches): the frames of rx's first n_chunks chunks into the rings and
+    the instrument table, nothing decided; return how many were well formed. The batch (kernels/batch.py) walks
+    frames the same way and decides each event as it is read.
 
     Chunk k is rx_sizes[k] bytes after chunk k-1 and is walked on its own: a bad header ends its walk, a bad
     body skips one frame. A well-formed frame counts even if its ring was full or its market data was refused
@@ -296,18 +300,18 @@ def decode_chunks(state, n_chunks, recv_ns):
         end = min(start + size, len(rx))
         pos = start
         while pos < end:
-            status, msg_type, frame_end = _read_header(rx, pos, end)
-            if status != _HEADER_OK:
+            status, msg_type, frame_end = read_header(rx, pos, end)
+            if status != HEADER_OK:
                 counters[status] += 1
                 break
             counters[C_FRAMES] += 1
             body = pos + FRAME_HEADER_SIZE
             if msg_type == MSG_SIGNAL:
-                decoded += _take_signal(rx, body, frame_end, recv_ns, signals_out, cursors, counters)
+                decoded += take_signal(rx, body, frame_end, recv_ns, signals_out, cursors, counters) != MALFORMED
             elif msg_type == MSG_MARKET_DATA:
-                decoded += _take_market_data(rx, body, frame_end, instruments, counters)
+                decoded += take_market_data(rx, body, frame_end, instruments, counters) != MALFORMED
             elif msg_type == MSG_EXECUTION_REPORT:
-                decoded += _take_report(rx, body, frame_end, reports_out, cursors, counters)
+                decoded += take_report(rx, body, frame_end, reports_out, cursors, counters) != MALFORMED
             else:  # MSG_ORDER goes out, never in
                 counters[C_FRAME_BAD_TYPE] += 1
             pos = frame_end

@@ -114,7 +114,7 @@ COUNTERS = (
     ("C_FRAME_BAD_TYPE", "frame with an unknown or unexpected message type"),
     ("C_FRAME_MALFORMED", "frame body that is not the message it claims to be"),
     ("C_SIGNALS", "signals decoded"),
-    ("C_SIGNAL_RING_FULL", "signals dropped: signal ring full"),
+    ("C_SIGNAL_RING_FULL", "signals dropped: signal ring full (a decode alone; the batch takes each one at once)"),
     ("C_SIGNAL_UNKNOWN_SOURCE", "signals from a source id beyond the configured sources"),
     ("C_SIGNAL_UNKNOWN_ID", "signals with a signal id no strategy subscribes to"),
     ("C_SIGNAL_UNKNOWN_INSTRUMENT", "signals for an unknown instrument id"),
@@ -125,14 +125,16 @@ COUNTERS = (
     ("C_ORDERS", "orders accepted"),
     ("C_REJECTS", "orders rejected by pre-trade risk"),
     ("C_REJECT_RING_FULL", "rejects not recorded: reject ring full (counts are still exact)"),
-    ("C_REPORTS", "execution reports decoded"),
-    ("C_REPORT_RING_FULL", "execution reports dropped: report ring full"),
+    ("C_REPORTS", "execution reports decoded (from the OMS link; the in-batch venue's are in its own counts)"),
+    ("C_REPORT_RING_FULL", "execution reports dropped: report ring full (likewise only a decode without the batch)"),
     ("C_REPORT_UNKNOWN_ORDER", "execution reports for an order id the engine does not know"),
     ("C_REPORT_MISMATCH", "execution reports whose strategy or deploy differ from the order's"),
     ("C_REPORT_OVERFILL", "fills larger than the order's leaves quantity (clamped)"),
     ("C_REPORT_INVALID", "execution reports with an unknown type or a NaN, infinite or negative value"),
     ("C_FILLS", "fills applied"),
+    ("C_FILL_RING_FULL", "fill records not written: fills ring full (the fills themselves were applied)"),
     ("C_BREAKER_TRIPS", "circuit breaker trips"),
+    ("C_BATCH_STOPS", "batches that stopped at an event for want of room (order or fills ring, tx): the rest waited"),
 )
 N_COUNTERS = len(COUNTERS)
 COUNTER_NAMES = tuple(name[2:].lower() for name, _ in COUNTERS)
@@ -168,7 +170,6 @@ INSTRUMENT_T = _record(
     ("ref_px_ticks", i8),  # configured reference, used until market data arrives
     ("bid_ticks", i8), ("ask_ticks", i8), ("last_ticks", i8), ("md_ts_ns", i8),
     ("mark_ticks", i8),  # mid if both sides are known, else last, else ref_px_ticks
-    ("mark_dirty", u1),  # market data moved the mark: P&L and exposure need a refresh
 )
 
 STRATEGY_T = _record(
@@ -207,9 +208,49 @@ EXPOSURE_T = _record(  # one per (account, instrument): the account's net of all
 
 OPEN_ORDER_T = _record(  # the engine's table of working orders; a slot is freed when the order is done
     ("order_id", u8), ("strategy", u4), ("deploy", u4), ("account", u4), ("instrument", u4),
-    ("side", i1), ("live", u1), ("qty", i8), ("leaves", i8), ("px_ticks", i8), ("ts_ns", i8),
+    ("side", i1), ("live", u1), ("order_type", u1), ("acked", u1),
+    ("qty", i8), ("leaves", i8), ("px_ticks", i8), ("ts_ns", i8),
+    ("signal_ts_ns", i8),        # the signal's own time: signal -> ack and signal -> fill latencies
+    ("arrival_mark_ticks", i8),  # the instrument's mark when the order was decided: arrival slippage
     ("prev", i4), ("next", i4),
 )
+
+FILL_T = _record(  # one applied fill, for whoever reads the fills ring (metrics, mirror, journal readers)
+    ("order_id", u8), ("strategy", u4), ("deploy", u4), ("account", u4), ("instrument", u4),
+    ("side", i1), ("exec_type", u1), ("flags", u2),
+    ("qty", i8), ("leaves", i8), ("price", f8), ("fee", f8), ("realized", f8),
+    ("report_ts_ns", i8),       # the OMS's time on the report
+    ("ts_ns", i8),              # the engine's clock when it applied the fill
+    ("order_ts_ns", i8), ("signal_ts_ns", i8), ("order_px_ticks", i8), ("arrival_mark_ticks", i8),
+)
+
+# ---------------------------------------------------------------------------------------------- simulated venue
+# The in-process simulated venue (kernels/venue.py) when [oms] kind = "sim": one record of settings and counts,
+# its view of each working order (indexed like open_orders), its resting book per instrument, and a heap of
+# reports (and resting-order expiries) waiting for their due time in stream time.
+VENUE_T = _record(
+    ("on", u1),
+    ("ack_latency_ns", i8), ("fill_latency_ns", i8), ("resting_ttl_ns", i8),
+    ("reject_ratio", f8), ("partial_fill_ratio", f8),
+    ("taker_fee_bps", f8), ("maker_fee_bps", f8), ("fee_per_unit", f8), ("min_fee", f8),
+    ("rng", u8), ("seq", u8), ("pending", i8),
+    ("orders", i8), ("acks", i8), ("rejects", i8), ("partial_fills", i8), ("fills", i8), ("canceled", i8),
+    ("filled_qty", i8), ("fees", f8),
+)
+VENUE_ORDER_T = _record(
+    ("order_id", u8), ("strategy", u4), ("deploy", u4), ("instrument", u4), ("side", i1), ("order_type", u1),
+    ("working", u1),   # between its arrival and its last report
+    ("resting", u1),   # on the book, waiting for market data to cross it
+    ("qty", i8), ("price", f8), ("ack_due_ns", i8), ("fees", f8), ("prev", i4), ("next", i4),
+)
+VENUE_EVENT_T = _record(
+    ("due_ns", i8), ("seq", u8), ("order_id", u8), ("slot", i4), ("expiry", u1), ("exec_type", u1), ("reason", u4),
+    ("qty", i8), ("leaves", i8), ("price", f8), ("fee", f8),
+)
+VENUE_REJECT_RANDOM, VENUE_REJECT_QTY, VENUE_REJECT_PRICE, VENUE_REJECT_DUPLICATE, VENUE_REJECT_NO_MARKET = \
+    range(1, 6)
+VENUE_REJECT_NAMES = {VENUE_REJECT_RANDOM: "random", VENUE_REJECT_QTY: "quantity", VENUE_REJECT_PRICE: "price",
+                      VENUE_REJECT_DUPLICATE: "duplicate_order_id", VENUE_REJECT_NO_MARKET: "no_market"}
 
 NO_PRICE = np.iinfo(np.int64).min  # "no working buy/sell" sentinel for best_*_ticks
 NO_SLOT = -1

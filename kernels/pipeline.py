@@ -1,22 +1,27 @@
-"""The fused batch: signals -> sized, risk-checked orders; execution reports -> positions and P&L.
+"""One event at a time, in arrival order: a signal -> sized, risk-checked orders; market data -> marks, P&L and
+exposure; an execution report -> positions, P&L, working orders. The batch (kernels/batch.py) walks its frames
+and calls these; so every event sees exactly the market and the fills that arrived before it, whatever way the
+stream was cut into batches.
 
-One compiled call per batch (kernels/batch.py), not one per signal or check: dispatch costs hundreds of ns.
-Each stage is a function of the `Regions` views (`state`) that run_batch inlines, and a public kernel of the same
-name over `(arena, layout)` for the tests and the benches.
+Each event is applied at a time in stream time (`now`: its chunk's arrival, or a venue report's due time);
+`set_clock` moves that clock (never back) and lets tripped strategies cool down when their time has come.
 Hot path: no allocation, no objects, no exceptions on data; a problem is a counter or a reason bit.
 """
 import math
 
+import numpy as np
 from numba import types
 
-from kernels._jit import helper, inline, kernel
+from kernels import venue
+from kernels._jit import helper, kernel
 from kernels.arena import (
-    ARENA, LAYOUT, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_FREE_TOP, S_ORDER_GEN, views,
+    ARENA, LAYOUT, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_CLOCK_NS, S_FREE_TOP,
+    S_NEXT_COOLDOWN_NS, S_ORDER_GEN, views,
 )
 from kernels.breakers import check_pnl, cool_down, record_outcome
 from kernels.dtypes import (
-    C_FILLS, C_ORDERS, C_REJECT_RING_FULL, C_REJECTS, C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL,
-    C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT,
+    C_FILLS, C_FILL_RING_FULL, C_ORDERS, C_REJECTS, C_REJECT_RING_FULL, C_REPORT_INVALID, C_REPORT_MISMATCH,
+    C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT,
     C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, N_REASONS,
     ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_ACTIVE, R_NOT_FINITE, R_OUT_OF_ORDER, R_QTY_LOT, R_SIGNAL_RANGE, R_STALE,
     SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
@@ -29,30 +34,45 @@ from kernels.sizing import QTY_CLAMP, limit_ticks, order_delta, side_of
 MAX_PRICE_TICKS = float(QTY_CLAMP)
 
 
+# ------------------------------------------------------------------------------------------ the clock
+@helper
+def set_clock(state, t):
+    """Stream time moves to t (never back); return it. Tripped strategies whose cool-down is due come back."""
+    scalars = state.scalars
+    if t > scalars[S_CLOCK_NS]:
+        scalars[S_CLOCK_NS] = t
+    now = scalars[S_CLOCK_NS]
+    if now >= scalars[S_NEXT_COOLDOWN_NS]:
+        scalars[S_NEXT_COOLDOWN_NS] = cool_down(state, now)
+    return now
+
+
 # ------------------------------------------------------------------------------------------ market data
 @helper
-def mark_moved_instruments(state, now_ns):
-    """Re-mark P&L and exposure on every instrument whose mark moved; return how many instruments."""
-    instruments, positions = state.instruments, state.positions
-    marked = 0
-    for i in range(len(instruments)):
-        if not instruments[i]["mark_dirty"]:
-            continue
-        instruments[i]["mark_dirty"] = 0
-        marked += 1
-        for a in range(len(state.accounts)):
-            refresh_exposure(state, a, i)
-        for s in range(len(state.strategies)):
-            if positions[s, i]["qty"] != 0 or positions[s, i]["unrealized"] != 0.0:
-                remark(state, s, i)
-                check_pnl(state, s, now_ns)
-    return marked
+def on_mark(state, i, now):
+    """Instrument i's mark moved (market data): exposure of every account and P&L of every strategy holding it
+    follow at once, the P&L breakers judge it, and the simulated venue matches what now crosses."""
+    positions = state.positions
+    for a in range(len(state.accounts)):
+        refresh_exposure(state, a, i)
+    for s in range(len(state.strategies)):
+        if positions[s, i]["qty"] != 0 or positions[s, i]["unrealized"] != 0.0:
+            remark(state, s, i)
+            check_pnl(state, s, now)
+    if state.venue[0]["on"]:
+        venue.match_resting(state, i, now)
 
 
-@kernel(types.int64(ARENA, LAYOUT, types.int64))
-def mark_to_market(arena, layout, now_ns):
-    """`mark_moved_instruments` on the arena; return how many instruments were re-marked."""
-    return mark_moved_instruments(views(arena, layout), now_ns)
+@kernel(types.int64(ARENA, LAYOUT, types.int64, types.int64, types.int64))
+def apply_mark(arena, layout, instrument, mark_ticks, now_ns):
+    """Set instrument's mark (as market data would) and apply it at now_ns; return 1 (0 for an unknown one)."""
+    state = views(arena, layout)
+    if not 0 <= instrument < len(state.instruments):
+        return 0
+    now = set_clock(state, now_ns)
+    state.instruments[instrument]["mark_ticks"] = mark_ticks
+    on_mark(state, instrument, now)
+    return 1
 
 
 # ------------------------------------------------------------------------------------------ signals
@@ -108,8 +128,8 @@ def push_reject(state, sig, s, instrument, side, qty, px_ticks, reasons, now_ns)
 
 @helper
 def place_order(state, sig, s, side, qty, px_ticks, now_ns):
-    """Book an accepted order: working-order table, open quantities, exposure, rate tokens, order ring.
-    The caller made sure the order ring has room (process_signals caps its orders at it)."""
+    """Book an accepted order: working-order table, open quantities, exposure, rate tokens, order ring; hand it
+    to the simulated venue when it runs here. The caller made sure the order ring has room. Return the slot."""
     st = state.strategies[s]
     i = sig["instrument"]
     a = st["account"]
@@ -126,10 +146,14 @@ def place_order(state, sig, s, side, qty, px_ticks, now_ns):
     o["instrument"] = i
     o["side"] = side
     o["live"] = 1
+    o["order_type"] = st["order_type"]
+    o["acked"] = 0
     o["qty"] = qty
     o["leaves"] = qty
     o["px_ticks"] = px_ticks
     o["ts_ns"] = now_ns
+    o["signal_ts_ns"] = sig["ts_ns"]
+    o["arrival_mark_ticks"] = state.instruments[i]["mark_ticks"]
     e = state.exposures[a, i]
     link_order(state.open_orders, e, slot)
     if side == SIDE_BUY:
@@ -159,136 +183,143 @@ def place_order(state, sig, s, side, qty, px_ticks, now_ns):
     out["signal_source"] = sig["source"]
     out["signal_ts_ns"] = sig["ts_ns"]
     publish(state.cursors, RING_ORDERS)
+    if state.venue[0]["on"]:
+        venue.accept(state, slot, now_ns)
+    return slot
 
 
-@inline
-def process_signals(state, now_ns, max_orders):
-    """Turn the signals waiting in the ring into orders (order ring) and rejects (reject ring); return the
-    number of orders. Stops early, leaving signals in the ring, when the next signal could produce more
-    orders than `max_orders` or the order ring's room still allow (back-pressure, never an overwrite).
-    Moved marks are applied first, so every check sees exposure and P&L at the current marks."""
-    cool_down(state, now_ns)
-    mark_moved_instruments(state, now_ns)
-    max_orders = min(max_orders, room(state.cursors, RING_ORDERS, len(state.orders)))
-    signals, strategies, instruments, positions = state.signals, state.strategies, state.instruments, \
-        state.positions
-    sub_ptr, sub_strategy, source_seq, counters = state.sub_ptr, state.sub_strategy, state.source_seq, \
-        state.counters
+@helper
+def fanout_of(state, sig):
+    """How many strategies a signal reaches (0: it reaches none, it is counted and dropped)."""
+    sid = sig["signal_id"]
+    if sig["source"] >= len(state.source_seq) or sid >= len(state.sub_ptr) - 1 \
+            or sig["instrument"] >= len(state.instruments):
+        return 0
+    return state.sub_ptr[sid + 1] - state.sub_ptr[sid]
+
+
+@helper
+def on_signal(state, sig, now):
+    """One signal at time now: fan out to its subscribers; size, check and book or reject each one's order.
+    Return the orders placed. The caller made sure the order ring has room for every subscriber."""
+    sid = sig["signal_id"]
+    i = sig["instrument"]
+    counters, source_seq, sub_ptr = state.counters, state.source_seq, state.sub_ptr
+    if sig["source"] >= len(source_seq):
+        counters[C_SIGNAL_UNKNOWN_SOURCE] += 1
+        return 0
+    if sid >= len(sub_ptr) - 1 or sub_ptr[sid] == sub_ptr[sid + 1]:
+        counters[C_SIGNAL_UNKNOWN_ID] += 1
+        return 0
+    if i >= len(state.instruments):
+        counters[C_SIGNAL_UNKNOWN_INSTRUMENT] += 1
+        return 0
+    last = source_seq[sig["source"]]
+    bad = signal_reasons(sig, last, now)
+    if sig["seq"] > last:
+        source_seq[sig["source"]] = sig["seq"]
+    ins = state.instruments[i]
     placed = 0
-    mask = len(signals) - 1
+    for k in range(sub_ptr[sid], sub_ptr[sid + 1]):
+        s = state.sub_strategy[k]
+        st = state.strategies[s]
+        st["signals"] += 1
+        p = state.positions[s, i]
+        delta = order_delta(sig["kind"], sig["value"], st["max_position"], ins["lot_size"],
+                            p["qty"] + p["open_buy"] - p["open_sell"])
+        side = side_of(delta)
+        qty = abs(delta)
+        px = limit_ticks(sig["price"], ins["tick_size"], side)
+        if bad == 0 and delta == 0 and sig["kind"] == SIGNAL_TARGET:
+            counters[C_SIGNAL_NO_CHANGE] += 1
+            continue
+        reasons = bad
+        if bad == 0:
+            refill_tokens(st, now)
+            reasons = order_reasons(st, state.accounts[st["account"]], ins, p, state.exposures[st["account"], i],
+                                    side, qty, px, st["order_type"], state.scalars[S_FREE_TOP])
+        if reasons == 0:
+            place_order(state, sig, s, side, qty, px, now)
+            placed += 1
+            counters[C_ORDERS] += 1
+        else:
+            st["rejects"] += 1
+            counters[C_REJECTS] += 1
+            count_reasons(state.reason_counts, s, reasons)
+            push_reject(state, sig, s, i, side, qty, px, reasons, now)
+        if bad == 0 and not reasons & R_NOT_ACTIVE:  # breakers judge orders, not the lifecycle
+            record_outcome(state, s, reasons != 0, now)
+    return placed
+
+
+@kernel(types.int64(ARENA, LAYOUT, types.int64, types.int64))
+def process_signals(arena, layout, now_ns, max_orders):
+    """The signals waiting in the signal ring, in order, each at now_ns -> orders and rejects; return the orders
+    placed. Stops before a signal whose subscribers could exceed `max_orders` or the order ring's room (it and
+    the rest wait in the ring: back-pressure, never an overwrite)."""
+    state = views(arena, layout)
+    signals = state.signals
+    max_orders = min(max_orders, room(state.cursors, RING_ORDERS, len(state.orders)))
+    placed = 0
     seq = tail(state.cursors, RING_SIGNALS)
     end = head(state.cursors, RING_SIGNALS)
     while seq < end:
-        sig = signals[seq & mask]
-        sid = sig["signal_id"]
-        i = sig["instrument"]
-        if sig["source"] >= len(source_seq):
-            counters[C_SIGNAL_UNKNOWN_SOURCE] += 1
-        elif sid >= len(sub_ptr) - 1 or sub_ptr[sid] == sub_ptr[sid + 1]:
-            counters[C_SIGNAL_UNKNOWN_ID] += 1
-        elif i >= len(instruments):
-            counters[C_SIGNAL_UNKNOWN_INSTRUMENT] += 1
-        else:
-            if sub_ptr[sid + 1] - sub_ptr[sid] > max_orders - placed:
-                break
-            last = source_seq[sig["source"]]
-            bad = signal_reasons(sig, last, now_ns)
-            if sig["seq"] > last:
-                source_seq[sig["source"]] = sig["seq"]
-            ins = instruments[i]
-            for k in range(sub_ptr[sid], sub_ptr[sid + 1]):
-                s = sub_strategy[k]
-                st = strategies[s]
-                st["signals"] += 1
-                p = positions[s, i]
-                delta = order_delta(sig["kind"], sig["value"], st["max_position"], ins["lot_size"],
-                                    p["qty"] + p["open_buy"] - p["open_sell"])
-                side = side_of(delta)
-                qty = abs(delta)
-                px = limit_ticks(sig["price"], ins["tick_size"], side)
-                if bad == 0 and delta == 0 and sig["kind"] == SIGNAL_TARGET:
-                    counters[C_SIGNAL_NO_CHANGE] += 1
-                    continue
-                reasons = bad
-                if bad == 0:
-                    refill_tokens(st, now_ns)
-                    reasons = order_reasons(st, state.accounts[st["account"]], ins, p,
-                                            state.exposures[st["account"], i], side, qty, px, st["order_type"],
-                                            state.scalars[S_FREE_TOP])
-                if reasons == 0:
-                    place_order(state, sig, s, side, qty, px, now_ns)
-                    placed += 1
-                    counters[C_ORDERS] += 1
-                else:
-                    st["rejects"] += 1
-                    counters[C_REJECTS] += 1
-                    count_reasons(state.reason_counts, s, reasons)
-                    push_reject(state, sig, s, i, side, qty, px, reasons, now_ns)
-                if bad == 0 and not reasons & R_NOT_ACTIVE:  # breakers judge orders, not the lifecycle
-                    record_outcome(state, s, reasons != 0, now_ns)
+        sig = signals[seq & (len(signals) - 1)]
+        if fanout_of(state, sig) > max_orders - placed:
+            break
+        placed += on_signal(state, sig, set_clock(state, now_ns))
         seq += 1
     release(state.cursors, RING_SIGNALS, seq)
     return placed
 
 
-@kernel(types.int64(ARENA, LAYOUT, types.int64, types.int64))
-def process_batch(arena, layout, now_ns, max_orders):
-    """`process_signals` on the arena: signals in the ring -> orders and rejects; return the orders placed."""
-    return process_signals(views(arena, layout), now_ns, max_orders)
-
-
 # ------------------------------------------------------------------------------------------ execution reports
-@inline
-def apply_execution_reports(state, now_ns):
-    """Apply the execution reports waiting in the ring; return the number of fills applied.
-    A report for an order the engine does not know (or of another strategy or deploy) is counted, never applied."""
-    reports, open_orders, counters = state.reports, state.open_orders, state.counters
-    fills = 0
-    mask = len(reports) - 1
-    end = head(state.cursors, RING_REPORTS)
-    for seq in range(tail(state.cursors, RING_REPORTS), end):
-        rep = reports[seq & mask]
-        slot = slot_of(rep["order_id"])
-        if slot >= len(open_orders) or open_orders[slot]["order_id"] != rep["order_id"] \
-                or not open_orders[slot]["live"]:
-            counters[C_REPORT_UNKNOWN_ORDER] += 1
-            continue
-        o = open_orders[slot]
-        if o["strategy"] != rep["strategy"] or o["deploy"] != rep["deploy"]:
-            counters[C_REPORT_MISMATCH] += 1
-            continue
-        kind = rep["exec_type"]
-        if kind == EXEC_ACK:
-            continue
-        if kind == EXEC_REJECT or kind == EXEC_CANCELED:
-            release_order(state, slot)
-            continue
-        if (kind != EXEC_FILL and kind != EXEC_PARTIAL_FILL) or rep["qty"] <= 0 \
-                or not finite_positive(rep["price"]) or not math.isfinite(rep["fee"]):  # a negative fee is a rebate
-            counters[C_REPORT_INVALID] += 1
-            continue
-        ins = state.instruments[o["instrument"]]
-        px = float(rep["price"]) / float(ins["tick_size"])
-        if px > MAX_PRICE_TICKS:  # a fat-fingered report must not turn P&L into inf, then NaN
-            counters[C_REPORT_INVALID] += 1
-            continue
-        qty = rep["qty"]
-        if qty > o["leaves"]:
-            counters[C_REPORT_OVERFILL] += 1
-            qty = o["leaves"]
-        apply_fill_report(state, slot, qty, px, rep["fee"])
-        fills += 1
-        if o["leaves"] == 0 or kind == EXEC_FILL:
-            release_order(state, slot)
-        check_pnl(state, o["strategy"], now_ns)
-    release(state.cursors, RING_REPORTS, end)
-    return fills
+@helper
+def apply_report(state, rep, now):
+    """One execution report at time now; return 1 if it applied a fill. A report for an order the engine does not
+    know (or of another strategy or deploy) is counted, never applied."""
+    open_orders, counters = state.open_orders, state.counters
+    slot = slot_of(rep["order_id"])
+    if slot >= len(open_orders) or open_orders[slot]["order_id"] != rep["order_id"] or not open_orders[slot]["live"]:
+        counters[C_REPORT_UNKNOWN_ORDER] += 1
+        return 0
+    o = open_orders[slot]
+    if o["strategy"] != rep["strategy"] or o["deploy"] != rep["deploy"]:
+        counters[C_REPORT_MISMATCH] += 1
+        return 0
+    kind = rep["exec_type"]
+    if kind == EXEC_ACK:
+        o["acked"] = 1
+        return 0
+    if kind == EXEC_REJECT or kind == EXEC_CANCELED:
+        release_order(state, slot)
+        return 0
+    if (kind != EXEC_FILL and kind != EXEC_PARTIAL_FILL) or rep["qty"] <= 0 \
+            or not finite_positive(rep["price"]) or not math.isfinite(rep["fee"]):  # a negative fee is a rebate
+        counters[C_REPORT_INVALID] += 1
+        return 0
+    ins = state.instruments[o["instrument"]]
+    px = float(rep["price"]) / float(ins["tick_size"])
+    if px > MAX_PRICE_TICKS:  # a fat-fingered report must not turn P&L into inf, then NaN
+        counters[C_REPORT_INVALID] += 1
+        return 0
+    qty = rep["qty"]
+    if qty > o["leaves"]:
+        counters[C_REPORT_OVERFILL] += 1
+        qty = o["leaves"]
+    realized = apply_fill_report(state, slot, qty, px, rep["fee"])
+    record_fill(state, o, rep, qty, realized, now)
+    if o["leaves"] == 0 or kind == EXEC_FILL:
+        release_order(state, slot)
+    check_pnl(state, o["strategy"], now)
+    return 1
 
 
 @helper
 def apply_fill_report(state, slot, qty, px_ticks, fee):
     """A fill of `qty` at `px_ticks` (a float: fills come at any price) on the working order in `slot`:
-    position, average price, realized P&L and fees of strategy and account, open quantities, exposure."""
+    position, average price, realized P&L and fees of strategy and account, open quantities, exposure. Return
+    the realized P&L in currency."""
     o = state.open_orders[slot]
     s, i, a = o["strategy"], o["instrument"], o["account"]
     ins = state.instruments[i]
@@ -316,9 +347,79 @@ def apply_fill_report(state, slot, qty, px_ticks, fee):
     refresh_exposure(state, a, i)
     remark(state, s, i)
     state.counters[C_FILLS] += 1
+    return realized
+
+
+@helper
+def record_fill(state, o, rep, qty, realized, now):
+    """The fill as a record of the fills ring (metrics, mirror); counted, not written, when the ring is full."""
+    slot = claim(state.cursors, RING_FILLS, len(state.fills))
+    if slot == NO_ROOM:
+        state.counters[C_FILL_RING_FULL] += 1
+        return
+    f = state.fills[slot]
+    f["order_id"] = o["order_id"]
+    f["strategy"] = o["strategy"]
+    f["deploy"] = o["deploy"]
+    f["account"] = o["account"]
+    f["instrument"] = o["instrument"]
+    f["side"] = o["side"]
+    f["exec_type"] = rep["exec_type"]
+    f["flags"] = 0
+    f["qty"] = qty
+    f["leaves"] = o["leaves"]
+    f["price"] = rep["price"]
+    f["fee"] = rep["fee"]
+    f["realized"] = realized
+    f["report_ts_ns"] = rep["ts_ns"]
+    f["ts_ns"] = now
+    f["order_ts_ns"] = o["ts_ns"]
+    f["signal_ts_ns"] = o["signal_ts_ns"]
+    f["order_px_ticks"] = o["px_ticks"]
+    f["arrival_mark_ticks"] = o["arrival_mark_ticks"]
+    publish(state.cursors, RING_FILLS)
 
 
 @kernel(types.int64(ARENA, LAYOUT, types.int64))
 def apply_reports(arena, layout, now_ns):
-    """`apply_execution_reports` on the arena; return the number of fills applied."""
-    return apply_execution_reports(views(arena, layout), now_ns)
+    """The execution reports waiting in the report ring, in order, each at now_ns; return the fills applied."""
+    state = views(arena, layout)
+    reports = state.reports
+    fills = 0
+    end = head(state.cursors, RING_REPORTS)
+    for seq in range(tail(state.cursors, RING_REPORTS), end):
+        fills += apply_report(state, reports[seq & (len(reports) - 1)], set_clock(state, now_ns))
+    release(state.cursors, RING_REPORTS, end)
+    return fills
+
+
+# ------------------------------------------------------------------------------------------ the venue's reports
+@helper
+def release_due(state, t):
+    """Apply the simulated venue's reports due at or before t, in due order, each at its due time. Return False
+    when one could not be applied for want of room in the fills ring (it and the rest stay due)."""
+    v = state.venue[0]
+    if not v["on"]:
+        return True
+    reports = state.reports
+    while venue.next_due(state) <= t:
+        if room(state.cursors, RING_FILLS, len(state.fills)) < 1:
+            return False
+        slot = claim(state.cursors, RING_REPORTS, len(reports))
+        due = venue.pop_due(state, reports[slot])
+        if due < 0:  # an expiry that found its order already done: nothing to report
+            continue
+        publish(state.cursors, RING_REPORTS)
+        apply_report(state, reports[slot], set_clock(state, due))
+        release(state.cursors, RING_REPORTS, head(state.cursors, RING_REPORTS))
+    return True
+
+
+@kernel(types.int64(ARENA, LAYOUT, types.int64))
+def advance(arena, layout, now_ns):
+    """Stream time reaches now_ns with no event (a tick): due venue reports are applied, cool-downs run; return 1,
+    or 0 when a venue report had to wait for room in the fills ring."""
+    state = views(arena, layout)
+    done = release_due(state, now_ns)
+    set_clock(state, now_ns)
+    return np.int64(done)

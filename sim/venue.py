@@ -2,11 +2,12 @@
 against the market data it is fed.
 
 `SimulatedOms` is the core, pure Python over msgspec Structs, with the clock injected (`now_ns` arguments), so
-the same seed, inputs and clock give the same reports, byte for byte. sim/inprocess.py puts it behind the
-transport contract for the in-process loop (tests, benchmarks, the demo); sim/servers.py serves it over TCP and
-Aeron.
+the same seed, inputs and clock give the same reports, byte for byte. sim/servers.py serves it over TCP and
+Aeron; inside the engine, its compiled twin kernels/venue.py runs in the batch.
 
-Rules (what an order gets, in report order):
+The rules are the compiled venue's (kernels/venue.py, the stage of the batch when [oms] kind = "sim"), stated in
+full there; a property test holds the two to the same reports, bit for bit. In short (what an order gets, in
+report order):
 - Refused at once, one REJECT and nothing else: qty <= 0 (REJECT_QTY); a limit or IOC price that is NaN,
   infinite, zero or negative (REJECT_PRICE); the id of an order still working here (REJECT_DUPLICATE); a
   market order with nothing to price it (REJECT_NO_MARKET); and, drawn with `reject_ratio`, REJECT_RANDOM.
@@ -23,7 +24,11 @@ Rules (what an order gets, in report order):
 - A fill is reported `fill_latency_us` after the order became fillable (its arrival, or the market data
   that crossed it), never before its ACK. With `partial_fill_ratio` a fill of qty >= 2 is split at random
   into 2 or 3 reports: PARTIAL_FILLs then one FILL, all at the same time, whose quantities add up to qty and
-  whose leaves count down to 0. Each fill carries fee = qty x `fee_per_unit`.
+  whose leaves count down to 0. Each fill's fee: qty x `fee_per_unit` + qty x price x multiplier x bps / 10^4
+  (`taker_fee_bps` for a fill at once, `maker_fee_bps` for a resting order filled later), rounded half away
+  from zero to the cent; the order's last fill tops its fees up to `min_fee`.
+- A cancel request CANCELs a resting order `ack_latency_us` after it (never before its ACK); an order whose
+  fill is already due keeps it.
 - A report's ts_ns is the time it is due; reports come out in due order (ties in the order they were made).
 
 Market data with a NaN, infinite or negative price is ignored and counted, as the engine does. Working ids
@@ -32,7 +37,6 @@ flat over any number of orders.
 """
 import heapq
 import math
-import random
 from dataclasses import asdict, dataclass
 from typing import Annotated
 
@@ -40,14 +44,17 @@ import msgspec
 
 from kernels.dtypes import (
     EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, FRAME_HEADER_SIZE, MSG_MARKET_DATA, MSG_ORDER,
-    ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, SIDE_BUY,
+    NO_SLOT, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, SIDE_BUY, VENUE_REJECT_DUPLICATE, VENUE_REJECT_NAMES,
+    VENUE_REJECT_NO_MARKET, VENUE_REJECT_PRICE, VENUE_REJECT_QTY, VENUE_REJECT_RANDOM,
 )
 from wire.frames import FRAME_OK, FRAME_TRUNCATED, FrameError, next_frame, read_header
 from wire.schema import ExecutionReport, MarketData, Order
 
 Micros = Annotated[int, msgspec.Meta(ge=0, le=60_000_000)]
 Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-Money = Annotated[float, msgspec.Meta(ge=0.0)]
+Money = Annotated[float, msgspec.Meta(ge=0.0, le=1e9)]
+Bps = Annotated[float, msgspec.Meta(ge=-1000.0, le=1000.0)]  # negative: a rebate
+Multiplier = Annotated[float, msgspec.Meta(gt=0.0, le=1e9)]
 
 
 class SimOmsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -57,18 +64,56 @@ class SimOmsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     reject_ratio: Ratio = 0.0       # share of valid orders rejected at random (REJECT_RANDOM)
     partial_fill_ratio: Ratio = 0.0  # share of fills (qty >= 2) split into 2-3 partial fills
     fee_per_unit: Money = 0.0       # currency per unit filled
+    taker_fee_bps: Bps = 0.0        # of notional, on a fill at arrival (at the touch, or at its price)
+    maker_fee_bps: Bps = 0.0        # of notional, on a resting order filled by later market data
+    min_fee: Money = 0.0            # the least an order that fills pays, all its fills together
     resting_ttl_us: Micros = 0      # cancel a resting limit order this long after arrival; 0: rest until filled
-    seed: int = 0                   # random.Random seed: rejects and partial splits
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0  # of the draws: random rejects and partial splits
+    multipliers: tuple[Multiplier, ...] = ()  # by instrument id (notional = qty x price x multiplier); 1 beyond
 
 
-# The simulator's own reject codes (ExecutionReport.reason): an OMS's codes are its own, not the engine's bits.
-REJECT_RANDOM = 1
-REJECT_QTY = 2
-REJECT_PRICE = 3
-REJECT_DUPLICATE = 4
-REJECT_NO_MARKET = 5
-REJECT_NAMES = {REJECT_RANDOM: "random", REJECT_QTY: "quantity", REJECT_PRICE: "price",
-                REJECT_DUPLICATE: "duplicate_order_id", REJECT_NO_MARKET: "no_market"}
+def configure_venue(state, config):
+    """Turn on the compiled venue (kernels/venue.py) of an engine arena with these settings: `state` has the
+    arena's views by region name (venue, venue_orders, venue_books)."""
+    v = state.venue[0]
+    v["on"] = 1
+    v["ack_latency_ns"], v["fill_latency_ns"] = config.ack_latency_us * 1000, config.fill_latency_us * 1000
+    v["resting_ttl_ns"] = config.resting_ttl_us * 1000
+    v["reject_ratio"], v["partial_fill_ratio"] = config.reject_ratio, config.partial_fill_ratio
+    v["taker_fee_bps"], v["maker_fee_bps"] = config.taker_fee_bps, config.maker_fee_bps
+    v["fee_per_unit"], v["min_fee"] = config.fee_per_unit, config.min_fee
+    v["rng"] = config.seed
+    state.venue_orders["prev"] = NO_SLOT
+    state.venue_orders["next"] = NO_SLOT
+    state.venue_books[:] = NO_SLOT
+
+
+class Draws:
+    """The venue's uniform draws in [0, 1): splitmix64, the top 53 bits / 2**53 (kernels/venue.py `draw`)."""
+    __slots__ = ("state",)
+
+    def __init__(self, seed):
+        self.state = seed & _U64
+
+    def random(self):
+        self.state = z = (self.state + 0x9E37_79B9_7F4A_7C15) & _U64
+        z = ((z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9) & _U64
+        z = ((z ^ (z >> 27)) * 0x94D0_49BB_1331_11EB) & _U64
+        return ((z ^ (z >> 31)) >> 11) / 9007199254740992.0
+
+
+def cents(x):
+    """Rounded half away from zero to 0.01 (kernels/venue.py `cents`)."""
+    return math.copysign(math.floor(abs(x) * 100.0 + 0.5) / 100.0, x)
+
+
+_U64 = (1 << 64) - 1
+
+
+# The venue's own reject codes (ExecutionReport.reason; an OMS's codes are its own, not the engine's bits), the
+# compiled venue's (kernels/dtypes.py).
+REJECT_RANDOM, REJECT_QTY, REJECT_PRICE = VENUE_REJECT_RANDOM, VENUE_REJECT_QTY, VENUE_REJECT_PRICE
+REJECT_DUPLICATE, REJECT_NO_MARKET, REJECT_NAMES = VENUE_REJECT_DUPLICATE, VENUE_REJECT_NO_MARKET, VENUE_REJECT_NAMES
 
 _ORDER_DECODER = msgspec.msgpack.Decoder(Order)
 _MARKET_DATA_DECODER = msgspec.msgpack.Decoder(MarketData)
@@ -133,7 +178,7 @@ class SimulatedOms:
         self.config = config
         self.market = MarketState() if market is None else market
         self.stats = SimOmsStats()
-        self._rng = random.Random(config.seed)
+        self._rng = Draws(config.seed)
         self._ack_ns = config.ack_latency_us * 1000
         self._fill_ns = config.fill_latency_us * 1000
         self._ttl_ns = config.resting_ttl_us * 1000
@@ -200,7 +245,7 @@ class SimulatedOms:
                 crossed = o.price <= sell_touch
             if crossed:
                 r.live = False
-                self._fill(o, o.price, now_ns, r.ack_due)
+                self._fill(o, o.price, now_ns, r.ack_due, maker=True)
             else:
                 keep.append(r)
         filled = len(book) - len(keep)
@@ -209,6 +254,22 @@ class SimulatedOms:
         else:
             del self._book[instrument]
         return filled
+
+    def cancel(self, order_id, now_ns):
+        """A cancel request for order_id arrived at now_ns: a resting order is CANCELED (never before its ACK),
+        an order whose fill is due keeps it. Return True when a CANCELED is scheduled."""
+        for book in self._book.values():
+            for r in book:
+                if r.order.order_id == order_id and r.live:
+                    r.live = False
+                    book.remove(r)
+                    if not book:
+                        del self._book[r.order.instrument]
+                    self._push(max(now_ns + self._ack_ns, r.ack_due), EXEC_CANCELED, r.order, 0, r.order.price, 0,
+                               0.0, 0)
+                    self.stats.canceled += 1
+                    return True
+        return False
 
     def on_frames(self, buf, now_ns, max_orders=-1):
         """Take the whole Order and MarketData frames at the start of buf (bytes, bytearray, memoryview or a
@@ -302,19 +363,29 @@ class SimulatedOms:
         heapq.heappush(self._due, (due_ns, self._seq, _report(order, exec_type, qty, price, leaves, fee, due_ns,
                                                                reason)))
 
-    def _fill(self, order, price, fillable_ns, ack_due):
+    def _fill(self, order, price, fillable_ns, ack_due, maker=False):
         """Schedule the fill reports of the whole order at `price`."""
         st, cfg, qty = self.stats, self.config, order.qty
         due = max(fillable_ns + self._fill_ns, ack_due)
         sizes = (qty,)
         if qty >= 2 and cfg.partial_fill_ratio > 0.0 and self._rng.random() < cfg.partial_fill_ratio:
-            parts = min(qty, 2 + (self._rng.random() < 0.5))
-            cuts = sorted(self._rng.sample(range(1, qty), parts - 1))
+            parts = min(qty, 3 if self._rng.random() < 0.5 else 2)
+            cuts = [1 + int(self._rng.random() * (qty - 1))]  # distinct cuts in [1, qty - 1], drawn in this order
+            if parts == 3:
+                c = 1 + int(self._rng.random() * (qty - 2))
+                cuts.append(c if c < cuts[0] else c + 1)
+            cuts.sort()
             sizes = [b - a for a, b in zip([0, *cuts], [*cuts, qty])]
-        leaves, fee_per_unit = qty, cfg.fee_per_unit
+        leaves, paid = qty, 0.0
+        instrument = order.instrument
+        multiplier = cfg.multipliers[instrument] if instrument < len(cfg.multipliers) else 1.0
+        bps = cfg.maker_fee_bps if maker else cfg.taker_fee_bps
         for size in sizes:
             leaves -= size
-            fee = size * fee_per_unit
+            fee = cents(size * cfg.fee_per_unit + size * price * multiplier * bps * 1e-4)
+            if leaves == 0 and paid + fee < cfg.min_fee:
+                fee = cents(cfg.min_fee - paid)
+            paid += fee
             self._push(due, EXEC_FILL if leaves == 0 else EXEC_PARTIAL_FILL, order, size, price, leaves, fee, 0)
             st.fees += fee
         st.partial_fills += len(sizes) - 1

@@ -1,4 +1,5 @@
-"""Plain-Python reference of the batch kernels: process_batch, mark_to_market and apply_reports.
+"""Plain-Python reference of the event kernels: a signal (process_signals), a mark move (apply_mark) and an
+execution report (apply_reports), each at a time in stream time (the clock, and cool-downs that fall due).
 
 Written to be read, not to be fast: Python ints (they never overflow) and floats, records with attributes,
 dicts and lists. It shares nothing with `kernels/` but the contract in `kernels/dtypes.py` (constants) and the
@@ -17,24 +18,29 @@ not kept in linked lists.
 import math
 from types import SimpleNamespace
 
-from kernels.arena import RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_FREE_TOP, S_ORDER_GEN
+from kernels.arena import (
+    RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_CLOCK_NS, S_FREE_TOP, S_NEXT_COOLDOWN_NS,
+    S_ORDER_GEN,
+)
 from kernels.dtypes import (
-    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_ORDERS, C_REJECT_RING_FULL, C_REJECTS, C_REPORT_INVALID,
-    C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID,
-    C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_COOLDOWN, EV_TRIP_HALT, EV_TRIP_REDUCE, EXEC_ACK,
-    EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, N_REASONS, NO_PRICE, NO_TRIP, ORDER_MARKET,
-    ORDER_SLOT_BITS, R_DUPLICATE, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT, R_LOSS_STRATEGY, R_NET_MAX,
-    R_NO_REFERENCE, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NOTIONAL_MAX, R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL,
-    R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE,
-    R_RESTRICTED, R_SELF_MATCH, R_SIGNAL_RANGE, R_STALE, REDUCING, SIDE_BUY, SIDE_SELL, SIGNAL_ORDER, SIGNAL_TARGET,
-    TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
+    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_FILL_RING_FULL, C_ORDERS, C_REJECTS, C_REJECT_RING_FULL,
+    C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE,
+    C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_COOLDOWN, EV_TRIP_HALT,
+    EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, NO_PRICE, NO_TRIP, N_REASONS,
+    ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT, R_LOSS_STRATEGY,
+    R_NET_MAX, R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NO_REFERENCE, R_OPEN_ORDERS_MAX,
+    R_ORDER_TABLE_FULL, R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT,
+    R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, R_SIGNAL_RANGE, R_STALE, SIDE_BUY, SIDE_SELL, SIGNAL_ORDER,
+    SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
 )
 from kernels.rings import HEAD, TAIL
 
 QTY_CLAMP = 1 << 62   # quantities and prices beyond this many units/ticks are clamped (and then rejected)
 SLOT_MASK = (1 << ORDER_SLOT_BITS) - 1
-ORDER_FIELDS = ("order_id", "strategy", "deploy", "account", "instrument", "side", "live", "qty", "leaves",
-                "px_ticks", "ts_ns")   # what a working order is; the kernels' prev/next links are theirs
+NEVER = (1 << 63) - 1  # "no cool-down due"
+# what a working order is; the kernels' prev/next links are theirs
+ORDER_FIELDS = ("order_id", "strategy", "deploy", "account", "instrument", "side", "live", "order_type", "acked",
+                "qty", "leaves", "px_ticks", "ts_ns", "signal_ts_ns", "arrival_mark_ticks")
 
 
 class Record(SimpleNamespace):
@@ -96,40 +102,58 @@ class Reference:
         self.reason_counts = [[int(x) for x in row] for row in k.reason_counts]
         self.trip_counts = [[int(x) for x in row] for row in k.trip_counts]
         self.transitions = [[int(x) for x in row] for row in k.transitions]
+        self.clock_ns = int(k.scalars[S_CLOCK_NS])
+        self.next_cooldown_ns = int(k.scalars[S_NEXT_COOLDOWN_NS])
         rings = [(k.signals, RING_SIGNALS), (k.orders, RING_ORDERS), (k.rejects, RING_REJECTS),
-                 (k.reports, RING_REPORTS)]
-        self.signals, self.orders, self.rejects, self.reports = (
+                 (k.reports, RING_REPORTS), (k.fills, RING_FILLS)]
+        self.signals, self.orders, self.rejects, self.reports, self.fills = (
             Ring(rows, k.cursors[ring, HEAD], k.cursors[ring, TAIL]) for rows, ring in rings)
 
-    # ================================================================================== process_batch
-    def process_batch(self, now_ns, max_orders):
-        """Signals waiting in the signal ring -> orders and rejects; returns the number of orders placed.
-        First tripped strategies may cool down and moved marks are applied (so every check sees exposure and
-        P&L at the current marks). Stops before a signal whose subscribers could exceed the orders still
-        allowed: `max_orders`, and never more than the order ring has room for (no overwrite)."""
-        self.cool_down(now_ns)
-        self.mark_to_market(now_ns)
+    # ================================================================================== the clock
+    def set_clock(self, t):
+        """Stream time moves to t (never back); tripped strategies whose cool-down is due come back. The batch
+        looks for them only once the earliest cool-down it knows of is due (`next_cooldown_ns`, lowered by each
+        trip): the same moments, so the same results."""
+        self.clock_ns = max(self.clock_ns, t)
+        if self.clock_ns >= self.next_cooldown_ns:
+            self.next_cooldown_ns = self.cool_down(self.clock_ns)
+        return self.clock_ns
+
+    # ================================================================================== signals
+    def process_signals(self, now_ns, max_orders):
+        """Signals waiting in the signal ring, in order, each at now_ns -> orders and rejects; returns the
+        number of orders placed. Stops before a signal whose subscribers could exceed the orders still allowed:
+        `max_orders`, and never more than the order ring has room for (no overwrite)."""
         max_orders = min(max_orders, self.orders.room())
         placed = 0
         ring = self.signals
         while ring.tail < ring.head:
             sig = ring.slots[ring.tail % len(ring.slots)]
-            if sig.source >= len(self.last_seq):
-                self.counters[C_SIGNAL_UNKNOWN_SOURCE] += 1
-            elif sig.signal_id >= len(self.subscribers) or not self.subscribers[sig.signal_id]:
-                self.counters[C_SIGNAL_UNKNOWN_ID] += 1
-            elif sig.instrument >= len(self.instruments):
-                self.counters[C_SIGNAL_UNKNOWN_INSTRUMENT] += 1
-            else:
-                subscribers = self.subscribers[sig.signal_id]
-                if len(subscribers) > max_orders - placed:
-                    break
-                bad = self.signal_reasons(sig, now_ns)
-                self.last_seq[sig.source] = max(self.last_seq[sig.source], sig.seq)
-                for s in subscribers:
-                    placed += self.signal_to_strategy(sig, s, bad, now_ns)
+            if self.fanout(sig) > max_orders - placed:
+                break
+            placed += self.on_signal(sig, self.set_clock(now_ns))
             ring.tail += 1
         return placed
+
+    def fanout(self, sig):
+        if sig.source >= len(self.last_seq) or sig.signal_id >= len(self.subscribers) \
+                or sig.instrument >= len(self.instruments):
+            return 0
+        return len(self.subscribers[sig.signal_id])
+
+    def on_signal(self, sig, now_ns):
+        """One signal: fan out, size, check, book or reject; returns the orders placed."""
+        if sig.source >= len(self.last_seq):
+            self.counters[C_SIGNAL_UNKNOWN_SOURCE] += 1
+        elif sig.signal_id >= len(self.subscribers) or not self.subscribers[sig.signal_id]:
+            self.counters[C_SIGNAL_UNKNOWN_ID] += 1
+        elif sig.instrument >= len(self.instruments):
+            self.counters[C_SIGNAL_UNKNOWN_INSTRUMENT] += 1
+        else:
+            bad = self.signal_reasons(sig, now_ns)
+            self.last_seq[sig.source] = max(self.last_seq[sig.source], sig.seq)
+            return sum(self.signal_to_strategy(sig, s, bad, now_ns) for s in self.subscribers[sig.signal_id])
+        return 0
 
     def signal_reasons(self, sig, now_ns):
         """Reasons that condemn the signal itself, whatever strategy it reaches."""
@@ -277,7 +301,9 @@ class Reference:
         order_id = (self.order_gen << ORDER_SLOT_BITS) | slot
         self.order_gen += 1
         self.working[slot] = Record(order_id=order_id, strategy=s, deploy=st.deploy, account=a, instrument=i,
-                                    side=side, live=1, qty=qty, leaves=qty, px_ticks=px_ticks, ts_ns=now_ns)
+                                    side=side, live=1, order_type=st.order_type, acked=0, qty=qty, leaves=qty,
+                                    px_ticks=px_ticks, ts_ns=now_ns, signal_ts_ns=sig.ts_ns,
+                                    arrival_mark_ticks=self.instruments[i].mark_ticks)
         self.add_open(s, a, i, side, qty)
         st.tokens -= 1.0
         st.open_orders += 1
@@ -286,7 +312,7 @@ class Reference:
                                   side=side, order_type=st.order_type, qty=qty, px_ticks=px_ticks,
                                   price=px_ticks * self.instruments[i].tick_size, ts_ns=now_ns,
                                   signal_seq=sig.seq, signal_source=sig.source, signal_ts_ns=sig.ts_ns)
-        assert pushed, "process_batch caps max_orders at the order ring's room"
+        assert pushed, "process_signals caps max_orders at the order ring's room"
 
     def add_open(self, s, a, i, side, qty):
         """Working quantity changes by `qty` (negative to release) on the order's side."""
@@ -325,6 +351,8 @@ class Reference:
             st.tripped_at_ns = now_ns
             self.trip_counts[s][cause] += 1
             self.counters[C_BREAKER_TRIPS] += 1
+            if st.cooldown_ns > 0:
+                self.next_cooldown_ns = min(self.next_cooldown_ns, now_ns + st.cooldown_ns)
 
     def record_outcome(self, s, rejected, now_ns):
         """One order outcome into the reject breakers (consecutive rejects, reject ratio in a window)."""
@@ -357,34 +385,45 @@ class Reference:
             self.trip(s, TRIP_DRAWDOWN, now_ns)
 
     def cool_down(self, now_ns):
-        """Tripped strategies whose cool-down has passed come back, with their breakers started afresh."""
+        """Tripped strategies whose cool-down has passed come back, with their breakers started afresh; returns
+        when the next one may (NEVER: none)."""
+        next_ns = NEVER
         for st in self.strategies:
-            if (st.trip_cause != NO_TRIP and st.cooldown_ns > 0 and now_ns - st.tripped_at_ns >= st.cooldown_ns
-                    and self.apply_event(st, EV_COOLDOWN)):
-                st.trip_cause = NO_TRIP
-                st.consecutive_rejects = 0
-                st.window_start_ns = now_ns
-                st.window_orders = 0
-                st.window_rejects = 0
-                st.peak_pnl = pnl_of(st)
-
-    # ================================================================================== mark_to_market
-    def mark_to_market(self, now_ns):
-        """Re-mark exposure and P&L on every instrument whose mark moved; returns how many instruments."""
-        marked = 0
-        for i, ins in enumerate(self.instruments):
-            if not ins.mark_dirty:
+            if st.trip_cause == NO_TRIP or st.cooldown_ns <= 0:
                 continue
-            ins.mark_dirty = 0
-            marked += 1
-            for a in range(len(self.accounts)):
-                self.refresh_exposure(a, i)
-            for s in range(len(self.strategies)):
-                p = self.positions[s, i]
-                if p.qty != 0 or p.unrealized != 0.0:
-                    self.remark(s, i)
-                    self.check_pnl(s, now_ns)
-        return marked
+            due = st.tripped_at_ns + st.cooldown_ns
+            if now_ns >= due and self.apply_event(st, EV_COOLDOWN):
+                self.reset_breakers(st, now_ns)
+            elif due > now_ns:
+                next_ns = min(next_ns, due)
+        return next_ns
+
+    @staticmethod
+    def reset_breakers(st, now_ns):
+        st.trip_cause = NO_TRIP
+        st.tripped_at_ns = 0
+        st.consecutive_rejects = 0
+        st.window_start_ns = now_ns
+        st.window_orders = 0
+        st.window_rejects = 0
+        st.peak_pnl = pnl_of(st)
+
+    # ================================================================================== market data
+    def apply_mark(self, i, mark_ticks, now_ns):
+        """Market data moved instrument i's mark at now_ns: every account's exposure and the P&L of every
+        strategy holding it follow at once (and its P&L breakers judge it); returns 1, 0 for an unknown one."""
+        if not 0 <= i < len(self.instruments):
+            return 0
+        now = self.set_clock(now_ns)
+        self.instruments[i].mark_ticks = mark_ticks
+        for a in range(len(self.accounts)):
+            self.refresh_exposure(a, i)
+        for s in range(len(self.strategies)):
+            p = self.positions[s, i]
+            if p.qty != 0 or p.unrealized != 0.0:
+                self.remark(s, i)
+                self.check_pnl(s, now)
+        return 1
 
     def remark(self, s, i):
         """Unrealized P&L of strategy s on instrument i at the mark; strategy and account totals follow."""
@@ -403,7 +442,7 @@ class Reference:
         fills = 0
         ring = self.reports
         for seq in range(ring.tail, ring.head):
-            fills += self.apply_report(ring.slots[seq % len(ring.slots)], now_ns)
+            fills += self.apply_report(ring.slots[seq % len(ring.slots)], self.set_clock(now_ns))
         ring.tail = ring.head
         return fills
 
@@ -417,6 +456,7 @@ class Reference:
             self.counters[C_REPORT_MISMATCH] += 1
             return 0
         if rep.exec_type == EXEC_ACK:
+            o.acked = 1
             return 0
         if rep.exec_type in (EXEC_REJECT, EXEC_CANCELED):
             self.release(slot)
@@ -450,6 +490,12 @@ class Reference:
         self.add_open(s, a, i, o.side, -qty)
         self.remark(s, i)
         self.counters[C_FILLS] += 1
+        if not self.fills.push(order_id=o.order_id, strategy=s, deploy=o.deploy, account=a, instrument=i, side=o.side,
+                               exec_type=rep.exec_type, flags=0, qty=qty, leaves=o.leaves, price=rep.price,
+                               fee=rep.fee, realized=realized, report_ts_ns=rep.ts_ns, ts_ns=now_ns,
+                               order_ts_ns=o.ts_ns, signal_ts_ns=o.signal_ts_ns, order_px_ticks=o.px_ticks,
+                               arrival_mark_ticks=o.arrival_mark_ticks):
+            self.counters[C_FILL_RING_FULL] += 1
         if o.leaves == 0 or rep.exec_type == EXEC_FILL:
             self.release(slot)
         self.check_pnl(s, now_ns)

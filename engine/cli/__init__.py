@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-EXIT_CONFIG = 2  # the config (or --sim-oms file) is not valid: nothing was started
+EXIT_CONFIG = 2  # the config is not valid: nothing was started
 EXIT_START = 3   # the config is valid but the engine could not start (an address in use, a host unknown)
 
 
@@ -14,7 +14,6 @@ def _run(args):
     from engine.config import ConfigError, load_config
     try:
         config = load_config(args.config)
-        sim_oms = _sim_oms_config(args.sim_oms, config)
     except ConfigError as e:
         print(f"orchestrator: config not valid:\n{e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -28,7 +27,7 @@ def _run(args):
     from engine.report import final_report, live_table, print_report
 
     try:
-        svc = service.build(config, sim_oms=sim_oms)
+        svc = service.build(config)
     except (OSError, TransportClosed) as e:  # an address in use, no media driver for Aeron
         print(f"orchestrator: cannot start engine {config.engine.name!r}: {e}", file=sys.stderr)
         return EXIT_START
@@ -87,27 +86,6 @@ def _run(args):
     else:
         print_report(report, console)
     return 0
-
-
-def _sim_oms_config(path, config):
-    """The in-process simulated OMS's settings: the [sim_oms] table (or top level) of a TOML file."""
-    import tomllib
-
-    import msgspec
-
-    from engine.config import ConfigError
-    from sim.venue import SimOmsConfig
-    if path is None:
-        return SimOmsConfig()
-    if config.engine.oms.kind != "sim":
-        raise ConfigError([f'{path}: --sim-oms sets the in-process simulated OMS, but {config.engine_file} has '
-                           f'oms.kind = "{config.engine.oms.kind}"'])
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-        return msgspec.convert(doc.get("sim_oms", doc), SimOmsConfig, strict=True)
-    except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as e:
-        raise ConfigError([f"{path}: {e}"]) from None
 
 
 def _write_atomically(path, text):
@@ -192,8 +170,6 @@ def parser():
     run.add_argument("--feed", type=float, default=0, metavar="RATE",
                      help="also start the synthetic feed at RATE signals/s against this config (the demo)")
     run.add_argument("--bad-ratio", type=float, default=0.02, help="with --feed: share of deliberately bad signals")
-    run.add_argument("--sim-oms", metavar="FILE", help="TOML whose [sim_oms] table sets the in-process simulated "
-                                                       "OMS (latencies, reject ratio, partial fills, fees)")
     run.add_argument("--ready-file", metavar="FILE",
                      help="once listening (and the OMS link tried), write the bound addresses to FILE as JSON")
     run.add_argument("--status-file", metavar="FILE",

@@ -21,6 +21,7 @@ from adapters.base import HOST_PATTERN
 from adapters.tcp import TcpClientConfig, TcpServerConfig
 from adapters.udp import UdpReceiverConfig
 from engine.config.errors import fail, show, unsupported
+from sim.venue import SimOmsConfig
 from kernels.dtypes import FRAME_HEADER_SIZE, MAX_FRAME_BODY, MAX_OPEN_ORDERS_CAPACITY
 
 MAX_SIGNAL_ID = 65_535  # the subscription index (sub_ptr) has max_signal_id + 2 entries
@@ -78,8 +79,12 @@ class Listen(_Config, kw_only=True):
 
 
 class Oms(_Config, kw_only=True):
-    kind: Literal["sim", "tcp", "aeron"] = "sim"  # aeron: the [aeron] orders and reports streams
-    tcp: TcpClientConfig = _default(TcpClientConfig, {"port": 47200})  # used when kind = "tcp"
+    """The OMS link. kind "sim": the simulated venue runs inside the engine's batch, in stream time ([oms.sim]:
+    its latencies, reject and partial-fill ratios, fees, seed); "tcp": an OMS at [oms.tcp]; "aeron": an OMS on
+    the [aeron] orders and reports streams."""
+    kind: Literal["sim", "tcp", "aeron"] = "sim"
+    tcp: TcpClientConfig = _default(TcpClientConfig, {"port": 47200})
+    sim: SimOmsConfig = _default(SimOmsConfig)
     on_disconnect: Literal["halt", "reduce"] = "halt"
     reconnect_backoff_min_ms: Milliseconds = 100
     reconnect_backoff_max_ms: Milliseconds = 5_000
@@ -96,6 +101,7 @@ class Rings(_Config, kw_only=True):
     orders: RingSize = 4096
     rejects: RingSize = 4096
     reports: RingSize = 4096
+    fills: RingSize = 4096  # applied fills, for the metrics and the mirror
 
     def __post_init__(self):
         for key in self.__struct_fields__:

@@ -327,8 +327,10 @@ class Tcp:
 
 # ---------------------------------------------------------------------------------------------- report checks
 def orders_sent(report):
-    """Orders that went out on the OMS link: the engine sends nothing but fixed-width Order frames."""
-    return report["oms"]["transport"]["bytes_out"] // ORDER_FRAME_SIZE
+    """Orders that went to the OMS: out on the link (the engine sends nothing but fixed-width Order frames), or
+    to the simulated venue in the batch."""
+    oms = report["oms"]
+    return oms["venue"]["orders"] if "venue" in oms else oms["transport"]["bytes_out"] // ORDER_FRAME_SIZE
 
 
 def nonzero(counters):

@@ -25,11 +25,11 @@ def without_latency(strategies):
 
 
 def test_replay_when_run_twice_then_same_orders_as_the_live_run(procs, tmp_path):
-    config = derive_config(tmp_path / "config", strategies={"pairs": {"enabled": True}})
-    sim_oms = tmp_path / "sim-oms.toml"
-    sim_oms.write_text("[sim_oms]\nfee_per_unit = 0.25\npartial_fill_ratio = 0.3\nreject_ratio = 0.05\n")
+    venue = {"fee_per_unit": 0.25, "partial_fill_ratio": 0.3, "reject_ratio": 0.05}
+    config = derive_config(tmp_path / "config", strategies={"pairs": {"enabled": True}},
+                           engine={"oms": {"sim": venue}})
     recording = tmp_path / "live.replay"
-    engine = procs.engine(config, "--sim-oms", str(sim_oms), "--record", str(recording))
+    engine = procs.engine(config, "--record", str(recording))
     procs.feed(engine, "udp", "--rate", 2000, "--count", 2000, "--duration", 0, "--seed", 11, "--bad-ratio", 0.05)
     live = engine.report()
     first, second = replay_twice(procs, config, recording)

@@ -20,16 +20,10 @@ GARBAGE_COUNTERS = {"udp": {"frame_truncated", "frame_bad_version"}, "tcp": {"fr
 def config(tmp_path):
     """The demo, with each signal id feeding exactly one strategy (so rejects per reason match what the feed
     sent) and every strategy enabled."""
+    venue = {"fee_per_unit": FEE_PER_UNIT, "partial_fill_ratio": 0.3, "reject_ratio": 0.05, "seed": 3}
     return derive_config(tmp_path / "config", strategies={"index_arbitrage": {"signals": [2]},
-                                                          "pairs": {"signals": [3], "enabled": True}})
-
-
-@pytest.fixture
-def sim_oms(tmp_path):
-    path = tmp_path / "sim-oms.toml"
-    path.write_text(f"[sim_oms]\nfee_per_unit = {FEE_PER_UNIT}\npartial_fill_ratio = 0.3\nreject_ratio = 0.05\n"
-                    "seed = 3\n")
-    return str(path)
+                                                          "pairs": {"signals": [3], "enabled": True}},
+                         engine={"oms": {"sim": venue}})
 
 
 def feed(procs, engine, transport, count):
@@ -64,8 +58,8 @@ def check_report(report, summary, transport, extra_signals=0):
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_run_when_feed_sends_then_report_accounts_for_every_signal(procs, config, sim_oms, transport):
-    engine = procs.engine(config, "--duration", "4", "--sim-oms", sim_oms)  # the feed needs ~1.5 s, more if busy
+def test_run_when_feed_sends_then_report_accounts_for_every_signal(procs, config, transport):
+    engine = procs.engine(config, "--duration", "4")  # the feed needs ~1.5 s, more if busy
     summary = feed(procs, engine, transport, 1000)
     assert engine.wait() == 0, engine.stderr
     report = engine.report()
@@ -75,8 +69,8 @@ def test_run_when_feed_sends_then_report_accounts_for_every_signal(procs, config
 
 @pytest.mark.parametrize("sig, transport", [(signal.SIGTERM, "udp"), (signal.SIGINT, "tcp")],
                          ids=["sigterm-udp", "sigint-tcp"])
-def test_run_when_signalled_then_drains_what_arrived_and_reports(procs, config, sim_oms, sig, transport):
-    engine = procs.engine(config, "--sim-oms", sim_oms)
+def test_run_when_signalled_then_drains_what_arrived_and_reports(procs, config, sig, transport):
+    engine = procs.engine(config)
     summary = feed(procs, engine, transport, 300)
     # a last burst, then the signal at once: what is in the socket buffers is still read and decided
     udp = procs.udp(engine)
@@ -88,8 +82,8 @@ def test_run_when_signalled_then_drains_what_arrived_and_reports(procs, config, 
     assert report["strategies"]["momentum"]["signals"] >= 100
 
 
-def test_run_when_spin_driver_then_same_accounting(procs, config, sim_oms):
-    engine = procs.engine(config, "--driver", "spin", "--duration", "4", "--sim-oms", sim_oms)
+def test_run_when_spin_driver_then_same_accounting(procs, config):
+    engine = procs.engine(config, "--driver", "spin", "--duration", "4")
     assert engine.ready["driver"] == "spin"
     summary = feed(procs, engine, "udp", 1000)
     assert engine.wait() == 0, engine.stderr

@@ -2,8 +2,8 @@
 
 `make_state(n_strategies, n_instruments, n_accounts, **overrides)` builds one arena the way the engine does
 (`arena.plan` + `arena.numpy_views`) and returns a `KernelState`: the views by region name (`k.strategies`,
-`k.positions`, ...), `copy()` and ring helpers; `engine.process_batch(k, now_ns, max_orders)` (and
-`mark_to_market`, `apply_reports`) call a kernel on it. Defaults are sane and loose (tick 0.01, lot 100,
+`k.positions`, ...), `copy()` and ring helpers; `engine.process_signals(k, now_ns, max_orders)` (and
+`apply_reports`, `apply_mark`) call a kernel on it. Defaults are sane and loose (tick 0.01, lot 100,
 reference 100.00, every strategy ACTIVE, breakers off) so a test states only what it is about.
 
 `engine` runs a test body on the compiled kernels and on their Python source. For the Python engine every
@@ -20,7 +20,7 @@ from kernels import arena as A  # kernels before numba: kernels/__init__ points 
 from kernels import rings
 from kernels.dtypes import ACTIVE, NO_PRICE, NO_SLOT, NO_TRIP
 from kernels.lifecycle import TRANSITIONS
-from kernels.pipeline import apply_reports, mark_to_market, process_batch
+from kernels.pipeline import apply_mark, apply_reports, process_signals
 
 NOW_NS = 1_700_000_000_000_000_000
 
@@ -82,36 +82,35 @@ class KernelState:
     def live_orders(self):
         return [int(slot) for slot in np.flatnonzero(self.open_orders["live"])]
 
-    def set_mark(self, instrument, mark_ticks):
-        """Market data moved the mark of `instrument` (P&L and exposure wait for mark_to_market)."""
-        self.instruments[instrument]["mark_ticks"] = mark_ticks
-        self.instruments[instrument]["mark_dirty"] = 1
+    def take_fills(self):
+        return self._take(A.RING_FILLS, self.fills)
 
 
 @dataclass(frozen=True)
 class Engine:
     """The three batch kernels, compiled or as plain Python, called with a KernelState."""
     name: str
-    process_batch_fn: object
-    mark_to_market_fn: object
+    process_signals_fn: object
+    apply_mark_fn: object
     apply_reports_fn: object
 
-    def process_batch(self, k, now_ns=NOW_NS, max_orders=None):
+    def process_signals(self, k, now_ns=NOW_NS, max_orders=None):
         max_orders = k.order_room() if max_orders is None else max_orders
-        return self.process_batch_fn(k.arena, k.layout, now_ns, max_orders)
+        return self.process_signals_fn(k.arena, k.layout, now_ns, max_orders)
 
-    def mark_to_market(self, k, now_ns=NOW_NS):
-        return self.mark_to_market_fn(k.arena, k.layout, now_ns)
+    def apply_mark(self, k, instrument, mark_ticks, now_ns=NOW_NS):
+        """Market data moved `instrument`'s mark to mark_ticks at now_ns: P&L, exposure and breakers follow."""
+        return self.apply_mark_fn(k.arena, k.layout, instrument, mark_ticks, now_ns)
 
     def apply_reports(self, k, now_ns=NOW_NS):
         return self.apply_reports_fn(k.arena, k.layout, now_ns)
 
 
-COMPILED = Engine("compiled", process_batch, mark_to_market, apply_reports)
-PYTHON = Engine("python", process_batch.py_func, mark_to_market.py_func, apply_reports.py_func)
+COMPILED = Engine("compiled", process_signals, apply_mark, apply_reports)
+PYTHON = Engine("python", process_signals.py_func, apply_mark.py_func, apply_reports.py_func)
 
 
-BATCH_MODULES = ("arena", "breakers", "lifecycle", "pipeline", "positions", "rings", "risk", "sizing")
+BATCH_MODULES = ("arena", "breakers", "lifecycle", "pipeline", "positions", "rings", "risk", "sizing", "venue")
 
 
 @pytest.fixture(scope="module", params=["compiled", "python"])
@@ -135,7 +134,7 @@ def _assign(table, values):
 
 
 def make_state(n_strategies=1, n_instruments=1, n_accounts=1, *, subscriptions=None, n_sources=2,
-               order_table=64, signal_ring=64, order_ring=64, reject_ring=64, report_ring=64,
+               order_table=64, signal_ring=64, order_ring=64, reject_ring=64, report_ring=64, fill_ring=64,
                instruments=None, strategies=None, accounts=None, positions=None, holdings=None):
     """A fresh engine state.
 
@@ -148,9 +147,9 @@ def make_state(n_strategies=1, n_instruments=1, n_accounts=1, *, subscriptions=N
     sub_ptr = np.cumsum([0] + [len(subs) for subs in subscriptions])
     layout, nbytes = A.plan(A.Sizes(
         rx_bytes=64, rx_chunks=8, tx_bytes=64, signal_ring=signal_ring, order_ring=order_ring,
-        reject_ring=reject_ring, report_ring=report_ring, instruments=n_instruments, strategies=n_strategies,
-        accounts=n_accounts, order_table=order_table, signal_ids=len(subscriptions),
-        subscriptions=int(sub_ptr[-1]), sources=n_sources))
+        reject_ring=reject_ring, report_ring=report_ring, fill_ring=fill_ring, instruments=n_instruments,
+        strategies=n_strategies, accounts=n_accounts, order_table=order_table, signal_ids=len(subscriptions),
+        subscriptions=int(sub_ptr[-1]), sources=n_sources, venue=0))
     k = KernelState(np.zeros(nbytes, np.uint8), layout)
 
     k.transitions[:] = TRANSITIONS
@@ -164,6 +163,8 @@ def make_state(n_strategies=1, n_instruments=1, n_accounts=1, *, subscriptions=N
     k.free_slots[:] = np.arange(order_table)[::-1]
     k.scalars[A.S_FREE_TOP] = order_table
     k.scalars[A.S_ORDER_GEN] = 1
+    k.scalars[A.S_NEXT_COOLDOWN_NS] = 0  # look at once: a test may start a strategy tripped
+    k.scalars[A.S_MAX_FANOUT] = max((len(subs) for subs in subscriptions), default=0)
     k.sub_ptr[:] = sub_ptr
     k.sub_strategy[:] = [s for subs in subscriptions for s in subs]
     for (s, i), (qty, avg_px_ticks) in (holdings or {}).items():

@@ -3,7 +3,7 @@
 The flow: one strategy trades one instrument in batches of 256 ORDER signals (buys, then sells, so the
 position swings and never hits a limit); every order is filled in full by an execution report, so the order
 table never fills and orders keep flowing. After a warm-up:
-  (a) Python side: 10k and 100k signals through process_batch + apply_reports leave the same (small, constant)
+  (a) Python side: 10k and 100k signals through process_signals + apply_reports leave the same (small, constant)
       growth of allocated blocks (sys.getallocatedblocks) and traced memory (tracemalloc);
   (b) numba's NRT: calls from Python allocate nothing that outlives them, and not per signal (the kernels
       compile without NRT, so nothing at all; a kernel compiled with NRT would allocate one MemInfo per array
@@ -23,7 +23,7 @@ from numba.core.runtime import _nrt_python, rtsys
 
 from kernels.arena import RING_ORDERS, RING_REPORTS, RING_SIGNALS, S_FREE_TOP, views
 from kernels.dtypes import C_ORDERS, C_REJECTS, EXEC_FILL, SIGNAL_ORDER
-from kernels.pipeline import apply_reports, process_batch
+from kernels.pipeline import apply_reports, process_signals
 from kernels.rings import HEAD, TAIL
 
 BATCH = 256
@@ -69,7 +69,7 @@ class Flow:
             self.seq += BATCH
             self.batches += 1
             cursors[RING_SIGNALS, HEAD] += BATCH
-            if process_batch(*self.batch_args) != BATCH:
+            if process_signals(*self.batch_args) != BATCH:
                 raise AssertionError("the flow stopped placing orders")
             for report, order in self.report_fields:   # the OMS fills every order in full at its price
                 np.copyto(report, order)
@@ -149,7 +149,7 @@ def compiled_flow(n_batches, batch, first_seq, arena, layout, now_ns):
             signals[j]["seq"] = seq
             signals[j]["value"] = value
         cursors[RING_SIGNALS, HEAD] = cursors[RING_SIGNALS, HEAD] + np.uint64(batch)   # u64 + int is a float
-        process_batch(arena, layout, now_ns, batch)
+        process_signals(arena, layout, now_ns, batch)
         for j in range(batch):
             reports[j]["order_id"] = orders[j]["order_id"]
             reports[j]["strategy"] = orders[j]["strategy"]

@@ -42,8 +42,8 @@ def in_arena(kernel, arrays, *args):
     rows = {name: len(array) for name, array in arrays.items()}
     sizes = A.Sizes(rx_bytes=rows.get("rx", 0), rx_chunks=rows.get("rx_sizes", 0), tx_bytes=rows.get("tx", 0),
                     signal_ring=rows.get("signals", 0), order_ring=rows.get("orders", 0), reject_ring=0,
-                    report_ring=rows.get("reports", 0), instruments=rows.get("instruments", 0), strategies=0,
-                    accounts=0, order_table=0, signal_ids=0, subscriptions=0, sources=0)
+                    report_ring=rows.get("reports", 0), fill_ring=0, instruments=rows.get("instruments", 0),
+                    strategies=0, accounts=0, order_table=0, signal_ids=0, subscriptions=0, sources=0, venue=0)
     layout, nbytes = A.plan(sizes)
     arena = np.zeros(nbytes, np.uint8)
     views = A.numpy_views(arena, layout)
@@ -206,7 +206,6 @@ def reference_market_data(instruments, md):
     bid, ask, last = (round(t) for t in ticks)
     ins["bid_ticks"], ins["ask_ticks"], ins["last_ticks"], ins["md_ts_ns"] = bid, ask, last, md.ts_ns
     ins["mark_ticks"] = (bid + ask) // 2 if bid > 0 and ask > 0 else last if last > 0 else ins["ref_px_ticks"]
-    ins["mark_dirty"] = 1
     return C_MARKET_DATA
 
 
@@ -531,7 +530,7 @@ def test_decode_when_market_data_then_ticks_and_mark_set(decode, bid, ask, last,
     assert state.run(decode, [md(0, bid, ask, last, ts_ns=77)]) == 1
     ins = state.instruments[0]
     assert (ins["bid_ticks"], ins["ask_ticks"], ins["last_ticks"]) == tuple(round(p / 0.01) for p in (bid, ask, last))
-    assert (ins["mark_ticks"], ins["md_ts_ns"], ins["mark_dirty"]) == (mark, 77, 1)
+    assert (ins["mark_ticks"], ins["md_ts_ns"]) == (mark, 77)
     assert state.counts() == {"frames": 1, "market_data": 1}
 
 

@@ -1,9 +1,9 @@
-"""process_batch, mark_to_market and apply_reports == tests/reference.py, on random tables and sessions.
+"""process_signals, apply_mark and apply_reports == tests/reference.py, on random tables and sessions.
 
 A session is a random table (tight and loose limits, several strategies on the same instruments, several
 accounts, strategies ACTIVE/REDUCING/PAUSED/HALTED/READY, kill switches, non-tradable and restricted
 instruments, holdings to start from) and a random sequence of steps: signal batches (edge values, duplicates,
-out-of-order, stale, unknown ids), mark moves, mark_to_market, execution reports (acks, rejects, partial and
+out-of-order, stale, unknown ids), mark moves (market data), execution reports (acks, rejects, partial and
 full fills, overfills, cancels, unknown ids, wrong strategy or deploy, NaN prices), lifecycle commands, kill
 switch flips and the OMS adapter taking orders. After every step the whole state must be equal, floats bit for
 bit: orders, rejects with their reasons, reason and trip counts, counters, positions, open quantities, P&L,
@@ -16,7 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernels.arena import RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_FREE_TOP, S_ORDER_GEN
+from kernels.arena import (
+    RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_CLOCK_NS, S_FREE_TOP, S_NEXT_COOLDOWN_NS,
+    S_ORDER_GEN,
+)
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_HALT, BREAKER_ACTION_REDUCE, EV_ACTIVATE, EV_DEACTIVATE, EV_HALT, EV_PAUSE, EV_REDUCE,
     EV_RESET, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, HALTED, ORDER_IOC, ORDER_LIMIT,
@@ -188,8 +191,8 @@ class Session:
         room = self.k.order_room()
         # the driver passes the room left in TX; the kernel must not write past the order ring's room either
         max_orders = self.draw(st.sampled_from([room] * 5 + [room + 8, 0, 1]))
-        placed = self.engine.process_batch(self.k, self.now, max_orders)
-        assert placed == self.ref.process_batch(self.now, max_orders)
+        placed = self.engine.process_signals(self.k, self.now, max_orders)
+        assert placed == self.ref.process_signals(self.now, max_orders)
         if self.draw(st.booleans()):
             self.drain()
 
@@ -197,21 +200,18 @@ class Session:
         """The OMS adapter takes the orders and the metrics task takes the rejects."""
         self.seen_ids += [int(o["order_id"]) for o in self.k.take_orders()]
         self.k.take_rejects()
-        self.ref.orders.tail = self.ref.orders.head
-        self.ref.rejects.tail = self.ref.rejects.head
+        self.k.take_fills()
+        for ring in (self.ref.orders, self.ref.rejects, self.ref.fills):
+            ring.tail = ring.head
 
     def market(self):
+        """Market data moves one instrument's mark."""
+        self.tick()
         i = self.draw(st.integers(0, len(self.k.instruments) - 1))
         mark = int(self.k.instruments[i]["mark_ticks"])
         factor = self.draw(st.sampled_from([1.01, 0.99, 1.1, 0.9, 2.0, 0.5, 1.0]))
         new_mark = max(1, round(mark * factor) if mark else 10_000)
-        self.k.set_mark(i, new_mark)
-        self.ref.instruments[i].mark_ticks = new_mark
-        self.ref.instruments[i].mark_dirty = 1
-
-    def mark_to_market(self):
-        self.tick()
-        assert self.engine.mark_to_market(self.k, self.now) == self.ref.mark_to_market(self.now)
+        assert self.engine.apply_mark(self.k, i, new_mark, self.now) == self.ref.apply_mark(i, new_mark, self.now)
 
     def reports(self):
         k = self.k
@@ -260,9 +260,8 @@ class Session:
         self.ref.accounts[a].kill ^= 1
 
     def run(self, n_steps, steps=None):
-        steps = steps or ([self.batch] * 8 + [self.reports] * 6 + [self.market, self.market, self.mark_to_market,
-                                                                   self.mark_to_market, self.drain, self.command,
-                                                                   self.kill_switch])
+        steps = steps or ([self.batch] * 8 + [self.reports] * 6 + [self.market] * 4 + [self.drain, self.command,
+                                                                                          self.kill_switch])
         for _ in range(n_steps):
             step = self.draw(st.sampled_from(steps))
             if step == self.kill_switch and not any(k["kill"] for k in self.k.accounts) and not self.rare():
@@ -318,10 +317,14 @@ def state_differences(k, ref):
         out.append(f"free slots: kernel {k.free_slots[:top].tolist()}, reference {ref.free}")
     if int(k.scalars[S_ORDER_GEN]) != ref.order_gen:
         out.append(f"order gen: kernel {int(k.scalars[S_ORDER_GEN])}, reference {ref.order_gen}")
+    if (int(k.scalars[S_CLOCK_NS]), int(k.scalars[S_NEXT_COOLDOWN_NS])) != (ref.clock_ns, ref.next_cooldown_ns):
+        out.append(f"clock, next cool-down: kernel {k.scalars[[S_CLOCK_NS, S_NEXT_COOLDOWN_NS]].tolist()}, "
+                   f"reference {(ref.clock_ns, ref.next_cooldown_ns)}")
     for ring, name, rows, model in [(RING_SIGNALS, "signals", k.signals, ref.signals),
                                     (RING_ORDERS, "orders", k.orders, ref.orders),
                                     (RING_REJECTS, "rejects", k.rejects, ref.rejects),
-                                    (RING_REPORTS, "reports", k.reports, ref.reports)]:
+                                    (RING_REPORTS, "reports", k.reports, ref.reports),
+                                    (RING_FILLS, "fills", k.fills, ref.fills)]:
         cursors = (int(k.cursors[ring, HEAD]), int(k.cursors[ring, TAIL]))
         if cursors != (model.head, model.tail):
             out.append(f"{name} ring head, tail: kernel {cursors}, reference {(model.head, model.tail)}")
@@ -367,7 +370,7 @@ def test_kernels_when_random_session_then_state_equals_reference(engine, any_tab
 
 @FOCUSED
 @given(data=st.data())
-def test_process_batch_when_odd_signals_then_orders_and_rejects_equal_reference(engine, any_table, data):
+def test_process_signals_when_odd_signals_then_orders_and_rejects_equal_reference(engine, any_table, data):
     """Many signals, one in three odd: edge values, duplicates, out of order, stale, unknown ids."""
     session = Session(data, engine, data.draw(any_table, label="table"), odd=3)
     session.run(data.draw(st.integers(1, 4), label="steps"), steps=[lambda: session.batch(max_signals=12)])
@@ -382,14 +385,14 @@ def test_apply_reports_when_odd_reports_then_positions_and_pnl_equal_reference(e
     session.drain()
     session.odd = 3
     session.run(data.draw(st.integers(1, 8), label="steps"),
-                steps=[session.reports] * 4 + [session.market, session.mark_to_market])
+                steps=[session.reports] * 4 + [session.market])
 
 
 @FOCUSED
 @given(data=st.data())
-def test_risk_when_marks_move_between_batches_then_exposure_checks_equal_reference(engine, held_table, data):
-    """Holdings, account exposure limits that bind, marks that move with or without mark_to_market."""
+def test_risk_when_marks_move_between_signals_then_exposure_checks_equal_reference(engine, held_table, data):
+    """Holdings, account exposure limits that bind, marks that move between signals."""
     session = Session(data, engine, data.draw(held_table, label="table"), odd=0)
     session.run(data.draw(st.integers(2, 12), label="steps"),
-                steps=[session.batch, session.batch, session.market, session.market, session.mark_to_market,
-                       session.reports, session.drain])
+                steps=[session.batch, session.batch, session.market, session.market, session.reports,
+                       session.drain])

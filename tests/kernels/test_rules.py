@@ -43,7 +43,7 @@ class Desk:
         assert self.k.push_signal(kind=kind, value=value, price=price, **fields)
 
     def batch(self, max_orders=None):
-        return self.engine.process_batch(self.k, self.now, max_orders)
+        return self.engine.process_signals(self.k, self.now, max_orders)
 
     def send(self, value=100.0, price=100.0, **fields):
         """One signal, one batch: the reject reasons (names), [] when an order was placed."""
@@ -73,8 +73,8 @@ class Desk:
         assert self.report(EXEC_FILL, abs(qty), price, fee) == 1
 
     def mark(self, price_ticks, instrument=0):
-        self.k.set_mark(instrument, price_ticks)
-        return self.engine.mark_to_market(self.k, self.now)
+        """Market data moves the instrument's mark at the desk's time."""
+        return self.engine.apply_mark(self.k, instrument, price_ticks, self.now)
 
 
 @pytest.fixture
@@ -368,30 +368,29 @@ def test_pipeline_when_order_ring_has_no_room_then_signals_wait_and_no_order_is_
 
 
 # ============================================================================================ exposure and marks
-def test_risk_when_mark_fell_before_the_batch_then_gross_check_uses_the_new_mark(desk):
+def test_risk_when_mark_fell_before_the_signal_then_gross_check_uses_the_new_mark(desk):
     """Regression: "does the order add gross" compared with the stored gross at the OLD mark. The account is
-    over its gross limit; the mark halves (market data, no mark_to_market yet); a buy that adds gross (300 ->
-    400 x 50 = 20k at the new mark) was accepted because 20k < the stale 30k. process_batch now re-marks
-    moved instruments first."""
+    over its gross limit; the mark halves; a buy that adds gross (300 -> 400 x 50 = 20k at the new mark) was
+    accepted because 20k < the stale 30k. Market data now re-marks at once, before the next event."""
     d = desk(n_instruments=2, holdings={(0, 0): (300, 10_000.0), (0, 1): (1_000, 10_000.0)},
              accounts={"max_gross_notional": 100_000.0},   # gross 30k + 100k: over the limit
              strategies={"daily_loss_limit": 1e6})          # the 15k loss on the mark move is not the point
-    d.k.set_mark(0, 5_000)
+    d.mark(5_000)
+    assert d.k.exposures[0, 0]["gross"] == pytest.approx(15_000.0)
     assert d.send(100.0, 50.0) == ["gross_max"]
-    assert d.k.instruments[0]["mark_dirty"] == 0 and d.k.exposures[0, 0]["gross"] == pytest.approx(15_000.0)
 
 
-def test_risk_when_mark_rose_before_the_batch_then_order_adding_no_gross_is_not_gross_max(desk):
+def test_risk_when_mark_rose_before_the_signal_then_order_adding_no_gross_is_not_gross_max(desk):
     """Regression, other side: the mark doubles; a sell of 100 against the 300 held adds no gross (the worst
     case stays 300 x 200 = 60k at the new mark) but was rejected because 60k > the stale 30k: an account
     over its limit could not take risk off."""
     d = desk(n_instruments=2, holdings={(0, 0): (300, 10_000.0), (0, 1): (1_000, 10_000.0)},
              accounts={"max_gross_notional": 100_000.0})
-    d.k.set_mark(0, 20_000)
+    d.mark(20_000)
     assert d.send(-100.0, 200.0) == []
 
 
-def test_mark_to_market_when_mark_moves_then_unrealized_and_exposure_follow(desk):
+def test_mark_when_it_moves_then_unrealized_and_exposure_follow_at_once(desk):
     d = desk(holdings={(0, 0): (300, 10_000.0)})
     assert d.mark(10_100) == 1
     assert d.k.positions[0, 0]["unrealized"] == pytest.approx(300.0)
@@ -399,7 +398,8 @@ def test_mark_to_market_when_mark_moves_then_unrealized_and_exposure_follow(desk
     assert d.k.accounts[0]["unrealized"] == pytest.approx(300.0)
     assert d.k.accounts[0]["gross"] == pytest.approx(30_300.0) and d.k.exposures[0, 0]["gross"] == \
         pytest.approx(30_300.0)
-    assert d.k.instruments[0]["mark_dirty"] == 0 and d.engine.mark_to_market(d.k, d.now) == 0
+    assert d.mark(10_100, instrument=1) == 0  # an unknown instrument: nothing moves
+    assert d.k.accounts[0]["unrealized"] == pytest.approx(300.0)
 
 
 def test_exposure_when_orders_work_then_gross_is_the_worse_side_and_net_counts_both(desk):
@@ -485,11 +485,15 @@ def test_report_when_order_rejected_by_oms_then_open_quantity_released(desk):
     assert (d.k.positions[0, 0]["open_buy"], d.k.accounts[0]["gross"], d.k.scalars[S_FREE_TOP]) == (0, 0.0, 64)
 
 
-def test_report_when_ack_then_only_the_report_ring_moves(desk):
+def test_report_when_ack_then_only_the_order_is_marked_acknowledged(desk):
     d = desk()
     assert d.send(100.0) == []
     before = d.k.copy()
+    slot = d.k.live_orders()[0]
+    assert d.k.open_orders[slot]["acked"] == 0
     assert d.report(EXEC_ACK) == 0
+    assert d.k.open_orders[slot]["acked"] == 1
+    d.k.open_orders[slot]["acked"] = 0
     for name in ("strategies", "positions", "accounts", "exposures", "open_orders", "free_slots", "counters"):
         assert getattr(d.k, name).tobytes() == getattr(before, name).tobytes(), name
 
