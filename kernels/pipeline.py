@@ -13,7 +13,7 @@ import numpy as np
 from numba import types
 
 from kernels import venue
-from kernels._jit import helper, kernel
+from kernels._jit import helper, inline, kernel
 from kernels.arena import (
     ARENA, LAYOUT, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_CLOCK_NS, S_FREE_TOP,
     S_NEXT_COOLDOWN_NS, S_ORDER_GEN, views,
@@ -35,7 +35,7 @@ MAX_PRICE_TICKS = float(QTY_CLAMP)
 
 
 # ------------------------------------------------------------------------------------------ the clock
-@helper
+@inline
 def set_clock(state, t):
     """Stream time moves to t (never back); return it. Tripped strategies whose cool-down is due come back."""
     scalars = state.scalars
@@ -48,7 +48,7 @@ def set_clock(state, t):
 
 
 # ------------------------------------------------------------------------------------------ market data
-@helper
+@inline
 def on_mark(state, i, now):
     """Instrument i's mark moved (market data): exposure of every account and P&L of every strategy holding it
     follow at once, the P&L breakers judge it, and the simulated venue matches what now crosses."""
@@ -107,7 +107,7 @@ def count_reasons(reason_counts, s, reasons):
             reason_counts[s, bit] += 1
 
 
-@helper
+@inline
 def push_reject(state, sig, s, instrument, side, qty, px_ticks, reasons, now_ns):
     slot = claim(state.cursors, RING_REJECTS, len(state.rejects))
     if slot == NO_ROOM:
@@ -126,7 +126,7 @@ def push_reject(state, sig, s, instrument, side, qty, px_ticks, reasons, now_ns)
     publish(state.cursors, RING_REJECTS)
 
 
-@helper
+@inline
 def place_order(state, sig, s, side, qty, px_ticks, now_ns):
     """Book an accepted order: working-order table, open quantities, exposure, rate tokens, order ring; hand it
     to the simulated venue when it runs here. The caller made sure the order ring has room. Return the slot."""
@@ -188,7 +188,7 @@ def place_order(state, sig, s, side, qty, px_ticks, now_ns):
     return slot
 
 
-@helper
+@inline
 def fanout_of(state, sig):
     """How many strategies a signal reaches (0: it reaches none, it is counted and dropped)."""
     sid = sig["signal_id"]
@@ -198,7 +198,7 @@ def fanout_of(state, sig):
     return state.sub_ptr[sid + 1] - state.sub_ptr[sid]
 
 
-@helper
+@inline
 def on_signal(state, sig, now):
     """One signal at time now: fan out to its subscribers; size, check and book or reject each one's order.
     Return the orders placed. The caller made sure the order ring has room for every subscriber."""
@@ -274,7 +274,7 @@ def process_signals(arena, layout, now_ns, max_orders):
 
 
 # ------------------------------------------------------------------------------------------ execution reports
-@helper
+@inline
 def apply_report(state, rep, now):
     """One execution report at time now; return 1 if it applied a fill. A report for an order the engine does not
     know (or of another strategy or deploy) is counted, never applied."""
@@ -315,7 +315,7 @@ def apply_report(state, rep, now):
     return 1
 
 
-@helper
+@inline
 def apply_fill_report(state, slot, qty, px_ticks, fee):
     """A fill of `qty` at `px_ticks` (a float: fills come at any price) on the working order in `slot`:
     position, average price, realized P&L and fees of strategy and account, open quantities, exposure. Return
@@ -350,7 +350,7 @@ def apply_fill_report(state, slot, qty, px_ticks, fee):
     return realized
 
 
-@helper
+@inline
 def record_fill(state, o, rep, qty, realized, now):
     """The fill as a record of the fills ring (metrics, mirror); counted, not written, when the ring is full."""
     slot = claim(state.cursors, RING_FILLS, len(state.fills))
@@ -394,7 +394,7 @@ def apply_reports(arena, layout, now_ns):
 
 
 # ------------------------------------------------------------------------------------------ the venue's reports
-@helper
+@inline
 def release_due(state, t):
     """Apply the simulated venue's reports due at or before t, in due order, each at its due time. Return False
     when one could not be applied for want of room in the fills ring (it and the rest stay due)."""
