@@ -13,8 +13,8 @@ import time
 from adapters.base import TransportClosed
 from kernels import rings
 from kernels._jit import entry_point
-from kernels.arena import RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, S_STOP_CHUNK, S_STOP_POS, S_TX_LEN
-from kernels.batch import run_batch
+from kernels.arena import RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, S_STOP_CHUNK, S_TX_LEN
+from kernels.batch import carry_over, run_batch
 from kernels.dtypes import ACTIVE, EV_HALT, EV_REDUCE, EXEC_CANCELED, MSG_ORDER, REDUCING
 from kernels.pipeline import apply_reports
 from wire.frames import iter_frames
@@ -54,6 +54,7 @@ class Engine:
         self.stats = EngineStats()
         self._batch = entry_point(run_batch)
         self._apply_reports = entry_point(apply_reports)
+        self._carry_over = entry_point(carry_over)
         self._arena, self._layout = state.arena, state.layout
         self._scalars = state.scalars
         self._cursors = state.cursors
@@ -111,28 +112,15 @@ class Engine:
         chunks = self._chunks
         placed = self._batch(self._arena, self._layout, chunks)
         self.stats.batches += 1
-        stop = self._scalars.item(S_STOP_CHUNK)
-        if stop == chunks:
+        if self._scalars.item(S_STOP_CHUNK) == chunks:
             self._offset = self._chunks = 0
-        else:
-            self._keep(stop, self._scalars.item(S_STOP_POS))
+        else:  # back-pressure: what the batch did not take goes first next time
+            self._chunks = self._carry_over(self._arena, self._layout, chunks)
+            self._offset = int(self.state.rx_sizes[:self._chunks].sum())
         if self._scalars.item(S_TX_LEN):
             self._send()
         self._drain(self.clock() if now_ns is None else now_ns)
         return placed
-
-    def _keep(self, chunk, pos):
-        """The batch stopped at chunk `chunk`, byte `pos` (back-pressure): the rest of rx moves to its front,
-        in order and with its arrival times, for the next batch to take first."""
-        state = self.state
-        start = int(state.rx_sizes[:chunk].sum())
-        n = self._chunks - chunk
-        for region in (state.rx_sizes, state.rx_times, state.rx_sources):
-            region[:n] = region[chunk:self._chunks].copy()
-        state.rx_sizes[0] -= pos - start
-        rest = self._offset - pos
-        state.rx[:rest] = state.rx[pos:self._offset].copy()
-        self._offset, self._chunks = rest, n
 
     def venue_due_ns(self):
         """When the in-batch venue's next report is due (None: nothing pending, or no venue here)."""

@@ -6,23 +6,24 @@ a signal is decoded into its ring and turned into orders at once, market data mo
 everything marked by it, an execution report is applied. So every event sees exactly the market and the fills
 that came before it, and any split of a stream into batches decides the same (a property test holds it).
 
-Back-pressure stops the walk, never an overwrite: before a signal the order ring (and, when orders go to an OMS
-link, tx) must have room for the most subscribers a signal has (S_MAX_FANOUT); before a report, and before each
-venue report, the fills ring must have room for one fill. The batch then stops at that event: S_STOP_CHUNK and
-S_STOP_POS say where, and the engine hands the rest of rx to the next batch, first (kernels are not told twice).
+Back-pressure stops the walk, never an overwrite or a drop: before a signal the order and reject rings (and, when
+orders go to an OMS link, tx) must have room for the most subscribers a signal has (S_MAX_FANOUT); before a
+report, and before each venue report, the fills ring must have room for one fill. The batch then stops at that
+event (S_STOP_CHUNK and S_STOP_POS say where), and `carry_over` moves the rest of rx to its front for the next
+batch to take first: nothing is decided twice, nothing skipped.
 """
 from numba import types
 
 from kernels._jit import kernel
 from kernels.arena import (
-    ARENA, LAYOUT, RING_FILLS, RING_ORDERS, RING_REPORTS, RING_SIGNALS, S_MAX_FANOUT, S_STOP_CHUNK,
+    ARENA, LAYOUT, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_MAX_FANOUT, S_STOP_CHUNK,
     S_STOP_POS, S_TX_LEN, views,
 )
 from kernels.codec import (
     HEADER_OK, ORDER_FRAME_SIZE, encode_to_tx, read_header, take_market_data, take_report, take_signal,
 )
 from kernels.dtypes import (
-    C_BATCH_STOPS, C_FRAME_BAD_TYPE, C_FRAMES, FRAME_HEADER_SIZE, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_SIGNAL,
+    C_BATCH_STOPS, C_FRAMES, C_FRAME_BAD_TYPE, FRAME_HEADER_SIZE, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_SIGNAL,
 )
 from kernels.pipeline import apply_report, on_mark, on_signal, release_due, set_clock
 from kernels.rings import head, release, room
@@ -59,6 +60,7 @@ def run_batch(arena, layout, n_chunks):
                 break
             if msg_type == MSG_SIGNAL:
                 if room(cursors, RING_ORDERS, len(state.orders)) < fanout or \
+                        room(cursors, RING_REJECTS, len(state.rejects)) < fanout or \
                         (not to_venue and tx_budget - placed < fanout):
                     blocked = True
                     break
@@ -99,3 +101,30 @@ def run_batch(arena, layout, n_chunks):
     if not to_venue:
         encode_to_tx(state, first, first + placed)
     return placed
+
+
+@kernel(types.int64(ARENA, LAYOUT, types.int64))
+def carry_over(arena, layout, n_chunks):
+    """After a batch that stopped (S_STOP_CHUNK < n_chunks): move what it did not take to the front of rx, in
+    order, chunk lengths, arrival times and sources with it (the stopped chunk keeps only its rest); return how
+    many chunks wait now. The next batch takes them first."""
+    state = views(arena, layout)
+    rx, sizes, times, sources = state.rx, state.rx_sizes, state.rx_times, state.rx_sources
+    chunk, pos = state.scalars[S_STOP_CHUNK], state.scalars[S_STOP_POS]
+    if chunk >= n_chunks:
+        return 0
+    start = 0
+    for k in range(chunk):
+        start += sizes[k]
+    end = start
+    for k in range(chunk, n_chunks):
+        end += sizes[k]
+    for b in range(pos, end):  # forward, never overlapping the bytes still to read
+        rx[b - pos] = rx[b]
+    n = n_chunks - chunk
+    for k in range(n):
+        sizes[k] = sizes[chunk + k]
+        times[k] = times[chunk + k]
+        sources[k] = sources[chunk + k]
+    sizes[0] -= pos - start
+    return n

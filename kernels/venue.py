@@ -59,6 +59,24 @@ def draw(v):
     return np.float64(z >> _S11) * (1.0 / 9007199254740992.0)
 
 
+def splitmix64(seed):
+    """The same generator in Python integers: (next state, draw). sim/venue.py and the tests' Python engine."""
+    z = (seed + 0x9E37_79B9_7F4A_7C15) & _MASK64
+    state = z
+    z = ((z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D0_49BB_1331_11EB) & _MASK64
+    return state, ((z ^ (z >> 31)) >> 11) / 9007199254740992.0
+
+
+def _draw_python(v):
+    v["rng"], u = splitmix64(int(v["rng"]))
+    return u
+
+
+_MASK64 = (1 << 64) - 1
+draw.python = _draw_python  # run as Python, numpy's u64 arithmetic would warn at every wrap
+
+
 @helper
 def cents(x):
     """Rounded half away from zero to 0.01."""

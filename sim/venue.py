@@ -47,6 +47,8 @@ from kernels.dtypes import (
     NO_SLOT, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, SIDE_BUY, VENUE_REJECT_DUPLICATE, VENUE_REJECT_NAMES,
     VENUE_REJECT_NO_MARKET, VENUE_REJECT_PRICE, VENUE_REJECT_QTY, VENUE_REJECT_RANDOM,
 )
+from kernels import venue as venue_kernels
+from kernels.venue import splitmix64
 from wire.frames import FRAME_OK, FRAME_TRUNCATED, FrameError, next_frame, read_header
 from wire.schema import ExecutionReport, MarketData, Order
 
@@ -89,25 +91,19 @@ def configure_venue(state, config):
 
 
 class Draws:
-    """The venue's uniform draws in [0, 1): splitmix64, the top 53 bits / 2**53 (kernels/venue.py `draw`)."""
+    """The venue's uniform draws in [0, 1): splitmix64, the top 53 bits / 2**53 (kernels/venue.py)."""
     __slots__ = ("state",)
 
     def __init__(self, seed):
-        self.state = seed & _U64
+        self.state = seed
 
     def random(self):
-        self.state = z = (self.state + 0x9E37_79B9_7F4A_7C15) & _U64
-        z = ((z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9) & _U64
-        z = ((z ^ (z >> 27)) * 0x94D0_49BB_1331_11EB) & _U64
-        return ((z ^ (z >> 31)) >> 11) / 9007199254740992.0
+        self.state, u = splitmix64(self.state)
+        return u
 
 
-def cents(x):
-    """Rounded half away from zero to 0.01 (kernels/venue.py `cents`)."""
-    return math.copysign(math.floor(abs(x) * 100.0 + 0.5) / 100.0, x)
+cents = venue_kernels.cents.py_func  # the compiled venue's rounding, run as Python: the same fee to the cent
 
-
-_U64 = (1 << 64) - 1
 
 
 # The venue's own reject codes (ExecutionReport.reason; an OMS's codes are its own, not the engine's bits), the

@@ -13,6 +13,7 @@ plain Python too (a bare `kernel.py_func` would still call compiled helpers).
 import importlib
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -21,6 +22,7 @@ from kernels import rings
 from kernels.dtypes import ACTIVE, NO_PRICE, NO_SLOT, NO_TRIP
 from kernels.lifecycle import TRANSITIONS
 from kernels.pipeline import apply_mark, apply_reports, process_signals
+from sim.venue import SimOmsConfig, configure_venue
 
 NOW_NS = 1_700_000_000_000_000_000
 
@@ -105,12 +107,18 @@ class Engine:
     def apply_reports(self, k, now_ns=NOW_NS):
         return self.apply_reports_fn(k.arena, k.layout, now_ns)
 
+    @staticmethod
+    def kernel(module, name):
+        """kernels.<module>.<name> as this engine runs it (the fixture has swapped in the Python source)."""
+        return getattr(importlib.import_module(f"kernels.{module}"), name)
+
 
 COMPILED = Engine("compiled", process_signals, apply_mark, apply_reports)
 PYTHON = Engine("python", process_signals.py_func, apply_mark.py_func, apply_reports.py_func)
 
 
-BATCH_MODULES = ("arena", "breakers", "lifecycle", "pipeline", "positions", "rings", "risk", "sizing", "venue")
+BATCH_MODULES = ("arena", "batch", "breakers", "codec", "lifecycle", "pipeline", "positions", "rings", "risk",
+                 "sizing", "venue")
 
 
 @pytest.fixture(scope="module", params=["compiled", "python"])
@@ -135,6 +143,7 @@ def _assign(table, values):
 
 def make_state(n_strategies=1, n_instruments=1, n_accounts=1, *, subscriptions=None, n_sources=2,
                order_table=64, signal_ring=64, order_ring=64, reject_ring=64, report_ring=64, fill_ring=64,
+               rx_bytes=64, rx_chunks=8, tx_bytes=64, venue=None,
                instruments=None, strategies=None, accounts=None, positions=None, holdings=None):
     """A fresh engine state.
 
@@ -142,14 +151,15 @@ def make_state(n_strategies=1, n_instruments=1, n_accounts=1, *, subscriptions=N
     instruments / strategies / accounts / positions: {field: value or one value per row} over the defaults.
     holdings: {(strategy, instrument): (qty, avg_px_ticks)} to start from; exposure and P&L are settled at
     the marks. Strategy s trades for account s % n_accounts unless `strategies` says otherwise.
+    venue: the in-batch simulated venue's settings ({SimOmsConfig field: value}), None: no venue (an OMS link).
     """
     subscriptions = [[s] for s in range(n_strategies)] if subscriptions is None else subscriptions
     sub_ptr = np.cumsum([0] + [len(subs) for subs in subscriptions])
     layout, nbytes = A.plan(A.Sizes(
-        rx_bytes=64, rx_chunks=8, tx_bytes=64, signal_ring=signal_ring, order_ring=order_ring,
+        rx_bytes=rx_bytes, rx_chunks=rx_chunks, tx_bytes=tx_bytes, signal_ring=signal_ring, order_ring=order_ring,
         reject_ring=reject_ring, report_ring=report_ring, fill_ring=fill_ring, instruments=n_instruments,
         strategies=n_strategies, accounts=n_accounts, order_table=order_table, signal_ids=len(subscriptions),
-        subscriptions=int(sub_ptr[-1]), sources=n_sources, venue=0))
+        subscriptions=int(sub_ptr[-1]), sources=n_sources, venue=int(venue is not None)))
     k = KernelState(np.zeros(nbytes, np.uint8), layout)
 
     k.transitions[:] = TRANSITIONS
@@ -171,6 +181,8 @@ def make_state(n_strategies=1, n_instruments=1, n_accounts=1, *, subscriptions=N
         k.positions[s, i]["qty"] = qty
         k.positions[s, i]["avg_px_ticks"] = avg_px_ticks
     settle(k)
+    if venue is not None:
+        configure_venue(k, msgspec.convert(venue, SimOmsConfig))
     return k
 
 
