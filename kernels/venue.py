@@ -18,7 +18,8 @@ Rules (what an order gets, in report order):
   (a draw per fill of qty >= 2) a fill is split into 2 or 3 reports (a draw: 3 if < 0.5, at most qty) cut at
   distinct random units; the last is the FILL.
 - Fee of each fill: qty x fee_per_unit + qty x price x multiplier x bps / 10^4 (taker or maker bps), rounded
-  half away from zero to the cent; the last fill of an order tops the order's fees up to `min_fee`.
+  half away from zero to the cent; the last fill of an order tops its fees
+  up to `min_fee` when one is set (0 leaves maker rebates alone).
 - A cancel request: a resting order is CANCELED `ack_latency` after it (never before its ACK); an order whose
   fill is already due keeps it.
 - Reports come out in due order, ties in the order they were made. Random draws: splitmix64 seeded with `seed`,
@@ -241,7 +242,7 @@ def _fill(state, slot, price, fillable_ns, maker):
         start = stop
         leaves -= size
         fee = _fee(state, slot, size, price, maker)
-        if leaves == 0 and vo["fees"] + fee < v["min_fee"]:
+        if leaves == 0 and v["min_fee"] > 0.0 and vo["fees"] + fee < v["min_fee"]:
             fee = cents(v["min_fee"] - vo["fees"])
         vo["fees"] += fee
         _push(state, due, slot, 0, EXEC_FILL if leaves == 0 else EXEC_PARTIAL_FILL, size, price, leaves, fee, 0)

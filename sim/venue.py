@@ -26,7 +26,8 @@ report order):
   into 2 or 3 reports: PARTIAL_FILLs then one FILL, all at the same time, whose quantities add up to qty and
   whose leaves count down to 0. Each fill's fee: qty x `fee_per_unit` + qty x price x multiplier x bps / 10^4
   (`taker_fee_bps` for a fill at once, `maker_fee_bps` for a resting order filled later), rounded half away
-  from zero to the cent; the order's last fill tops its fees up to `min_fee`.
+  from zero to the cent; the last fill of an order tops its fees
+  up to `min_fee` when one is set (0 leaves maker rebates alone).
 - A cancel request CANCELs a resting order `ack_latency_us` after it (never before its ACK); an order whose
   fill is already due keeps it.
 - A report's ts_ns is the time it is due; reports come out in due order (ties in the order they were made).
@@ -379,7 +380,7 @@ class SimulatedOms:
         for size in sizes:
             leaves -= size
             fee = cents(size * cfg.fee_per_unit + size * price * multiplier * bps * 1e-4)
-            if leaves == 0 and paid + fee < cfg.min_fee:
+            if leaves == 0 and cfg.min_fee > 0.0 and paid + fee < cfg.min_fee:
                 fee = cents(cfg.min_fee - paid)
             paid += fee
             self._push(due, EXEC_FILL if leaves == 0 else EXEC_PARTIAL_FILL, order, size, price, leaves, fee, 0)
