@@ -6,6 +6,7 @@ into its tables. Demo ids: strategies index_arbitrage 0, mean_reversion 1, momen
 instruments ESZ5 0, NQZ5 1, AAPL 2, MSFT 3, NVDA 4, TSLA 5; accounts futures 0, equities 1.
 """
 import http.client
+import socket
 import threading
 from pathlib import Path
 
@@ -318,6 +319,24 @@ def test_exporter_when_closed_with_a_keep_alive_connection_open_then_it_ends_it_
     finally:
         conn.close()
         exporter.close()  # idempotent
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_exporter_when_host_is_ipv6_loopback_then_it_serves_there(state):
+    with PrometheusExporter(config(host="::1")) as exporter:
+        exporter.publish(snapshot(state, T0_NS))
+
+        assert exporter.url.startswith("http://[::1]:")
+        assert value(scrape(exporter), "orchestrator_open_orders") == 2
 
 
 # ---------------------------------------------------------------------------------------------- real Prometheus

@@ -348,3 +348,17 @@ def test_mirror_when_the_journal_lacks_records_then_they_are_counted_lost_and_pa
     assert mirror.stats.lost == 9 - 2, "1 and 2 came from the queue, 3..9 from nowhere"
     kept = records[:2] + records[9:]
     assert_mirrors(client, kept)
+
+
+def test_mirror_when_db_is_set_then_keys_land_in_that_database_only(redis_server):
+    journal = Journal()
+    with RedisMirror(config(redis_server, db=3), "demo", since=journal.since) as mirror:
+        mirror.submit(journal.append(fill(1)))
+        assert mirror.flush(WAIT_S)
+    clients = [redis.Redis(redis_server.host, redis_server.port, db=db, decode_responses=True) for db in (0, 3)]
+    try:
+        assert clients[0].dbsize() == 0
+        assert [int(e["seq"]) for e in stream(clients[1])] == [1]
+    finally:
+        for c in clients:
+            c.close()
