@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-servers bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "python3.12 not found on PATH or in pyenv" >&2; exit 1; }
@@ -22,9 +22,14 @@ run: $(STAMP)
 
 # The kernel tests run a second time with numba's bounds checks on (their own compile cache): an index out of a
 # table's range is then an IndexError in the test, not a silent read of the next region of the arena.
-test: $(STAMP)
+test: $(STAMP) test-servers
 	$(PY) -m pytest -q
 	NUMBA_BOUNDSCHECK=1 ORCHESTRATOR_CACHE_ROOT=.numba_cache/boundscheck $(PY) -m pytest -q tests/kernels
+
+# The servers the tests start for real (redis-server, prometheus, headless chromium): Debian packages, installed
+# only when missing (tests/infra/install_servers.sh). `make run` needs none of them.
+test-servers:
+	@sh tests/infra/install_servers.sh
 
 # `make bench`: micro benches, regression gate, end to end, report (bench/README.md). BENCH_ARGS="--quick" etc.
 bench: $(STAMP)
