@@ -20,9 +20,6 @@ import numpy as np
 from adapters.prometheus import MetricsSnapshot, PrometheusConfig, PrometheusExporter
 from kernels import arena as A
 
-# By ring id (kernels/arena.py RING_*); each ring's name is also the region that holds its records.
-RING_NAMES = tuple(name for _, name in sorted({A.RING_SIGNALS: "signals", A.RING_ORDERS: "orders",
-                                               A.RING_REJECTS: "rejects", A.RING_REPORTS: "reports"}.items()))
 
 
 def snapshot(state, now_ns, engine=None) -> MetricsSnapshot:
@@ -47,9 +44,9 @@ def snapshot(state, now_ns, engine=None) -> MetricsSnapshot:
         counters=state.counters.copy(),
         reason_counts=state.reason_counts.copy(),
         trip_counts=state.trip_counts.copy(),
-        ring_names=RING_NAMES,
+        ring_names=A.RING_NAMES,
         ring_cursors=np.array(state.cursors, copy=True),
-        ring_capacities=tuple(len(getattr(state, ring)) for ring in RING_NAMES),
+        ring_capacities=tuple(len(getattr(state, ring)) for ring in A.RING_NAMES),
         open_orders=capacity - free_top,
         open_order_capacity=capacity,
         oms_pending_bytes=int(state.scalars[A.S_TX_LEN]),

@@ -31,8 +31,9 @@ ALIGN = 64
 # Ring ids: the cursors region is (N_RINGS, 2) of (head, tail) sequences (kernels/rings.py). Signals and reports
 # are inbound: the batch decodes a frame into its ring and consumes it at once. Orders, rejects and fills are
 # outbound: the batch writes them, the engine's Python side reads and releases them after the batch.
-RING_SIGNALS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_FILLS = range(5)
-N_RINGS = 5
+RING_NAMES = ("signals", "orders", "rejects", "reports", "fills")  # by ring id; each is also its records' region
+RING_SIGNALS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_FILLS = range(len(RING_NAMES))
+N_RINGS = len(RING_NAMES)
 
 # Slots of the scalars region.
 S_FREE_TOP = 0          # free slots in free_slots[:S_FREE_TOP]
