@@ -3,10 +3,10 @@
 Why a snapshot: the arena belongs to the batch loop. Between batches the engine copies the few regions the
 metrics read into a `MetricsSnapshot` (engine/exposition.py) and calls `PrometheusExporter.publish(snapshot)`,
 which is one attribute assignment: the HTTP thread only ever reads the snapshot it finds there, never the arena,
-and holds no lock the engine could wait on. A compiled batch releases the GIL (nogil kernels), so scrapes cost
-the engine only the Python time they take between batches; the text of a snapshot is rendered once, on its
-first scrape, and every later scrape of the same snapshot sends the same bytes (100 scrapes a second of a
-snapshot published once a second render it once).
+and holds no lock the engine could wait on. The HTTP thread's Python time is GIL time the engine's thread waits
+for (the kernels keep the GIL: releasing it costs ~40 ns a call and buys nothing to a single-threaded engine), so
+the text of a snapshot is rendered once, on its first scrape, and every later scrape of the same snapshot sends
+the same bytes (100 scrapes a second of a snapshot published once a second render it once).
 
 `families(snapshot, config)` is the mapping from engine state to metric families: plain data in (numpy copies and
 name tuples), prometheus_client families out, no engine import. docs/metrics.md lists every series. Labels take

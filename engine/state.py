@@ -83,6 +83,7 @@ class EngineState:
     def __init__(self, config: Config, arena: np.ndarray, layout: np.ndarray):
         self.config = config
         self.arena = arena
+        A.check_layout(arena, layout)
         self.layout = layout
         self.views = A.numpy_views(arena, layout)
         for name, view in zip(A.REGION_NAMES, self.views):

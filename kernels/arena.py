@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 from numba import types
+from numba.np.numpy_support import from_dtype as numba_from_dtype
 from numba.core import cgutils
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
@@ -137,47 +138,79 @@ def plan(sizes: Sizes):
     return layout, max(offset, ALIGN)
 
 
+def check_layout(arena: np.ndarray, layout: np.ndarray):
+    """Raise ValueError unless every region of `layout` lies inside `arena` with the size its dtype and shape
+    say: the compiled views trust the layout (they make no check of their own), so anything that hands an arena
+    and a layout to a kernel checks them once, here (a fresh plan, or a snapshot restored from disk)."""
+    if layout.shape != (N_REGIONS, 4) or layout.dtype != np.int64 or arena.dtype != np.uint8 or arena.ndim != 1:
+        raise ValueError(f"not an arena and its layout: {arena.dtype}{arena.shape}, {layout.dtype}{layout.shape}")
+    for region, (offset, nbytes, rows, cols) in zip(REGIONS, layout.tolist()):
+        if min(offset, rows, cols) < 0 or nbytes != rows * cols * region.dtype.itemsize or \
+                offset + nbytes > len(arena) or (cols != 1 and region.cols is None):
+            raise ValueError(f"region {region.name}: layout {(offset, nbytes, rows, cols)} does not fit an arena "
+                             f"of {len(arena)} bytes with {region.dtype.itemsize}-byte records")
+
+
 # ---------------------------------------------------------------------------------------------- views
-@intrinsic
-def _as_grid(typingctx, flat, rows, cols):
-    """A C-contiguous (rows, cols) view of a contiguous 1-D array. numba's `reshape` goes through a generic C
-    helper that costs ~40 ns a call; a batch takes six 2-D views, so this is a tenth of an empty batch."""
-    grid = flat.copy(ndim=2, layout="C")
+def _region_intrinsic(dtype, ndim):
+    """A compiled function (arena, layout, index) -> the typed view of region `index`, built straight from the
+    arena's data pointer and the layout row: no slice normalisation, no `.view` divisibility check, no reshape
+    (numba's generic reshape helper alone costs ~40 ns). A batch takes ~30 views, so this is most of an empty
+    batch. The checks it skips are made once, in Python, where the layout is made (`plan`) and the arena sized."""
+    view = types.Array(numba_from_dtype(dtype), ndim, "C")
 
-    def codegen(context, builder, signature, args):
-        flat_value, rows_value, cols_value = args
-        src = make_array(flat)(context, builder, flat_value)
-        dst = make_array(grid)(context, builder)
-        itemsize = src.itemsize
-        populate_array(dst, data=src.data, shape=cgutils.pack_array(builder, [rows_value, cols_value]),
-                       strides=cgutils.pack_array(builder, [builder.mul(cols_value, itemsize), itemsize]),
-                       itemsize=itemsize, meminfo=src.meminfo, parent=src.parent)
-        return impl_ret_borrowed(context, builder, grid, dst._getvalue())
+    @intrinsic
+    def region(typingctx, arena, layout, index):
+        def codegen(context, builder, signature, args):
+            arena_value, layout_value, index_value = args
+            src = make_array(arena)(context, builder, arena_value)
+            rows_cols = make_array(layout)(context, builder, layout_value)
+            row = [builder.load(cgutils.get_item_pointer(context, builder, layout, rows_cols,
+                                                          [index_value, context.get_constant(types.intp, c)]))
+                   for c in (0, 2, 3)]
+            offset, rows, cols = row
+            dst = make_array(view)(context, builder)
+            itemsize = context.get_constant(types.intp, dtype.itemsize)
+            data = builder.bitcast(builder.gep(src.data, [offset]), dst.data.type)
+            shape = [rows] if ndim == 1 else [rows, cols]
+            strides = [itemsize] if ndim == 1 else [builder.mul(cols, itemsize), itemsize]
+            populate_array(dst, data=data, shape=cgutils.pack_array(builder, shape),
+                           strides=cgutils.pack_array(builder, strides), itemsize=itemsize,
+                           meminfo=src.meminfo, parent=src.parent)
+            return impl_ret_borrowed(context, builder, view, dst._getvalue())
 
-    return grid(flat, types.intp, types.intp), codegen
+        return view(arena, layout, types.intp), codegen
+
+    return region
 
 
 def _views_source():
-    """The source of `views`, one line per region: numba needs each view's dtype as a constant, so the function
-    is written out from the table rather than looped over it."""
+    """The source of `views`, one line per region: each region's view function is its own (its dtype and
+    dimensions are compile-time constants), so the function is written out from the table."""
     lines = ["def views(arena, layout):", "    return Regions("]
-    for index, r in enumerate(REGIONS):
-        flat = f"arena[layout[{index}, 0]:layout[{index}, 0] + layout[{index}, 1]].view(_dtype_{r.name})"
-        lines.append(f"        {flat}," if r.cols is None else
-                     f"        as_grid({flat}, layout[{index}, 2], layout[{index}, 3]),")
+    lines += [f"        _view_{r.name}(arena, layout, {index})," for index, r in enumerate(REGIONS)]
     lines.append("    )")
     return "\n".join(lines)
 
 
-def _build_views(as_grid):
-    namespace = {"Regions": Regions, "as_grid": as_grid, **{f"_dtype_{r.name}": r.dtype for r in REGIONS}}
+def _numpy_view(dtype, ndim):
+    def region(arena, layout, index):
+        offset, nbytes, rows, cols = (int(x) for x in layout[index])
+        flat = arena[offset:offset + nbytes].view(dtype)
+        return flat if ndim == 1 else flat.reshape(rows, cols)
+    return region
+
+
+def _build_views(make_view):
+    namespace = {"Regions": Regions, **{f"_view_{r.name}": make_view(r.dtype, 1 if r.cols is None else 2)
+                                        for r in REGIONS}}
     exec(compile(_views_source(), f"<{__name__}._views_source>", "exec"), namespace)
     return namespace["views"]
 
 
 # The same source twice: compiled (2-D views by the intrinsic) and for Python code (control plane, metrics,
 # tests), where numpy's reshape makes the same views. `views.python` tells the two-engine tests which to run.
-numpy_views = _build_views(lambda flat, rows, cols: flat.reshape(rows, cols))
+numpy_views = _build_views(_numpy_view)
 numpy_views.__doc__ = "Regions(arena, layout): a typed numpy view of every region, for Python code."
-views = generated_inline(_build_views(_as_grid))
+views = generated_inline(_build_views(_region_intrinsic))
 views.python = numpy_views

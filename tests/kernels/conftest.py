@@ -39,6 +39,7 @@ class KernelState:
     """One engine arena; each region is an attribute named as in `arena.REGION_NAMES`."""
 
     def __init__(self, arena, layout):
+        A.check_layout(arena, layout)
         self.arena, self.layout = arena, layout
         for name, view in zip(A.REGION_NAMES, A.numpy_views(arena, layout)):
             setattr(self, name, view)

@@ -82,3 +82,4 @@ def test_kernels_when_public_then_they_have_one_explicit_signature_and_no_runtim
                 public += 1
                 assert len(obj.signatures) == 1, f"{module.__name__}.{name}: public kernel without a signature"
     assert public >= 5
+
