@@ -2,7 +2,7 @@
 
 Inbound: the engine owns one preallocated uint8 buffer `rx` and an int32 array `rx_sizes`. A poll appends
 *chunks* to rx from `offset` on (a chunk is a run of whole frames: one UDP datagram, the whole frames of one
-TCP read, one replay record) and writes each chunk's length to rx_sizes[chunk_index:]. It never writes more
+TCP read, one Aeron message) and writes each chunk's length to rx_sizes[chunk_index:]. It never writes more
 than `max_chunks` lengths or past the end of rx; what does not fit stays in the socket or file for the next
 poll. It never blocks.
 
@@ -39,10 +39,9 @@ class TransportStats:
     sent: int = 0               # send() calls that took their frames
     bytes_out: int = 0
     backpressure: int = 0       # send() calls that returned False
-    oversize: int = 0           # datagram > max_datagram_bytes, TCP header > MAX_FRAME_BODY, replay record > rx
+    oversize: int = 0           # datagram > max_datagram_bytes, TCP header > MAX_FRAME_BODY
     bad_version: int = 0        # TCP header with an unknown wire version (connection dropped)
     empty: int = 0              # zero-length datagrams (no frames, nothing to deliver)
-    truncated: int = 0          # replay file ending inside a record
     connections: int = 0        # TCP connections accepted or established
     disconnects: int = 0        # TCP connections that ended (peer left, error, or dropped by us)
     partial_discarded: int = 0  # disconnects that left part of an inbound frame behind (its bytes are dropped)
@@ -60,7 +59,7 @@ class Inbound(Protocol):
 
     def open(self) -> None: ...
     def close(self) -> None: ...          # idempotent
-    def fileno(self) -> int: ...          # -1: nothing to wait on (replay): poll it from a spin loop
+    def fileno(self) -> int: ...          # -1: nothing to wait on: poll it from a spin loop
     def poll(self, rx, offset: int, rx_sizes, chunk_index: int, max_chunks: int) -> tuple[int, int]: ...
     def attach(self, loop, on_readable) -> None: ...  # loop.add_reader on fileno(), kept across reconnects
     def detach(self) -> None: ...

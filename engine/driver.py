@@ -11,13 +11,17 @@ import os
 import time
 
 from adapters.base import TransportClosed
+from engine.commands import CancelUnsent, HaltAll
+from engine.control import Control
 from kernels import rings
 from kernels._jit import entry_point
-from kernels.arena import RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, S_STOP_CHUNK, S_TX_LEN
+from kernels.arena import RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, S_STOP_CHUNK, S_STOP_POS, S_TX_LEN
 from kernels.batch import carry_over, run_batch
-from kernels.dtypes import ACTIVE, EV_HALT, EV_REDUCE, EXEC_CANCELED, MSG_ORDER, REDUCING
+from kernels.dtypes import EXEC_CANCELED, MSG_ORDER, ORDER_SLOT_BITS
 from kernels.pipeline import apply_reports
-from wire.frames import iter_frames
+from kernels.venue import venue_cancel
+from wire.frames import encode_frame, iter_frames
+from wire.schema import Cancel
 
 log = logging.getLogger("orchestrator.engine")
 SOURCE_OMS = 0  # rx_sources of a chunk from the OMS link (and of a tick); the listeners are 1, 2, ...
@@ -32,6 +36,8 @@ class EngineStats:
         self.oms_backpressure = 0
         self.oms_disconnects = 0
         self.orders_unsent = 0  # orders that never reached the OMS; each is canceled in the engine's books
+        self.cancels_sent = 0   # cancel requests that went to the OMS link (kill switches)
+        self.journal_failures = 0  # commits the disk refused (see EngineJournal's policy)
 
     def as_dict(self):
         return dict(vars(self))
@@ -41,10 +47,12 @@ class Engine:
     """One engine process's state and its batch step. Not thread-safe: one driver calls it.
 
     `oms` is the OMS link's transport, or None when the simulated venue runs inside the batch ([oms] kind
-    "sim"): orders then never leave the arena, and the venue's reports are applied in stream time."""
+    "sim"): orders then never leave the arena, and the venue's reports are applied in stream time.
+    `journal` (engine/journal.py EngineJournal) records every arrival and command; `control` applies commands
+    between batches (engine/control.py)."""
 
     def __init__(self, state, inbound, oms, *, on_disconnect="halt", clock=time.time_ns, listeners=(),
-                 backoff_ms=(100, 5000)):
+                 backoff_ms=(100, 5000), journal=None):
         self.state = state
         self.inbound = list(inbound)
         self.oms = oms
@@ -55,6 +63,8 @@ class Engine:
         self._batch = entry_point(run_batch)
         self._apply_reports = entry_point(apply_reports)
         self._carry_over = entry_point(carry_over)
+        self._venue_cancel = entry_point(venue_cancel)
+        self._slot_mask = (1 << ORDER_SLOT_BITS) - 1
         self._arena, self._layout = state.arena, state.layout
         self._scalars = state.scalars
         self._cursors = state.cursors
@@ -64,7 +74,12 @@ class Engine:
         self._offset = 0
         self._chunks = 0
         self._oms_up = True
-        self.recorder = None  # a ReplayWriter: every inbound chunk (and tick) once, with its arrival time
+        self.journal = journal
+        self.snapshots = None  # engine/snapshot.py Snapshotter: taken in maintain(), between steps
+        self.control = Control(self, journal)
+        self.wake = lambda: None  # the driver's: run a step soon (a command was queued from another thread)
+        self._cancels = bytearray()  # Cancel frames for the OMS link, sent after the journal commit
+        self._journal_halted = False
         self.backoff_ns = (backoff_ms[0] * 1_000_000, backoff_ms[1] * 1_000_000)
         self._backoff_ns = self.backoff_ns[0]
         self._next_connect_ns = 0
@@ -93,47 +108,133 @@ class Engine:
         if n:
             self._arrived(first, n, self.clock(), source)
 
-    def _arrived(self, first, n, now, source):
-        """Chunks first..first+n are in rx: stamp them with their arrival time and source; record them."""
+    def _arrived(self, first, n, now, source, start=None):
+        """Chunks first..first+n are in rx, from `start` on: stamp them with their arrival time and source;
+        journal them before any batch decides them."""
         state = self.state
         state.rx_times[first:first + n] = now
         state.rx_sources[first:first + n] = source
-        if self.recorder is not None:
-            start = int(state.rx_sizes[:first].sum())
-            self.recorder.write_polled(state.rx, start, state.rx_sizes, first, n, now)
+        if self.journal is not None:
+            sizes = state.rx_sizes[first:first + n]
+            start = int(state.rx_sizes[:first].sum()) if start is None else start
+            self.journal.arrival(now, source, sizes.tolist(), state.rx[start:start + int(sizes.sum())].tobytes())
         self._chunks = first + n
 
+    def pending_input(self):
+        """(chunks, bytes) arrived and not yet decided: what a batch stopped by back-pressure left in rx."""
+        return self._chunks, self._offset
+
     def step(self, now_ns=None):
-        """Run one batch over what poll() gathered (with nothing gathered: a tick, stream time moving on, so
-        cool-downs and the venue's due reports happen); send the orders; return how many orders it placed."""
+        """Apply the queued commands; decide what poll() gathered (with nothing gathered: a tick, stream time
+        moving on, so cool-downs and the venue's due reports happen); return how many orders were placed.
+
+        A batch that stops for room in its outbound rings is run again once they are drained (and tx sent), until
+        everything is decided or the OMS link cannot take more orders: so what waits in rx between steps waits
+        only for the OMS, always before a signal, and a command then applies at a point a replay can find."""
+        now = self.clock() if now_ns is None else now_ns
+        self.control.apply_pending(now)
         if self._chunks == 0:
             self.state.rx_sizes[0] = 0
-            self._arrived(0, 1, self.clock() if now_ns is None else now_ns, SOURCE_OMS)
-        chunks = self._chunks
-        placed = self._batch(self._arena, self._layout, chunks)
-        self.stats.batches += 1
-        if self._scalars.item(S_STOP_CHUNK) == chunks:
-            self._offset = self._chunks = 0
-        else:  # back-pressure: what the batch did not take goes first next time
-            self._chunks = self._carry_over(self._arena, self._layout, chunks)
-            self._offset = int(self.state.rx_sizes[:self._chunks].sum())
+            self._arrived(0, 1, now, SOURCE_OMS, start=0)
+        return self._run_batches(now)
+
+    def _run_batches(self, now):
+        placed = 0
+        while True:
+            chunks = self._chunks
+            placed += self._batch(self._arena, self._layout, chunks)
+            self.stats.batches += 1
+            stop_chunk = self._scalars.item(S_STOP_CHUNK)
+            stopped = stop_chunk < chunks
+            stuck = stopped and stop_chunk == 0 and self._scalars.item(S_STOP_POS) == 0  # took nothing at all
+            if stopped:  # back-pressure: what the batch did not take goes first next time
+                self._chunks = self._carry_over(self._arena, self._layout, chunks)
+                self._offset = int(self.state.rx_sizes[:self._chunks].sum())
+            else:
+                self._offset = self._chunks = 0
+            self._flush(now)
+            if not stopped or stuck or self._scalars.item(S_TX_LEN):  # done, or the OMS link holds the rest back
+                return placed
+
+    # ------------------------------------------------------------------------------------------ replaying
+    def feed(self, time_ns, source, sizes, data):
+        """Replays: put journaled chunks in rx as a poll would have (deciding what waits first if they do not
+        fit), stamped with their recorded arrival time and source."""
+        state = self.state
+        if self._chunks + len(sizes) > len(state.rx_sizes) or self._offset + len(data) > len(state.rx):
+            self._run_batches(time_ns)
+        first, n = self._chunks, len(sizes)
+        state.rx[self._offset:self._offset + len(data)] = memoryview(data)
+        state.rx_sizes[first:first + n] = sizes
+        state.rx_times[first:first + n] = time_ns
+        state.rx_sources[first:first + n] = source
+        self._chunks, self._offset = first + n, self._offset + len(data)
+
+    def decide(self, now, keep_chunks=0, keep_bytes=0):
+        """Replays: decide what waits in rx except its last `keep_chunks` chunks' last `keep_bytes` bytes (what a
+        live batch had left undecided when a command was applied: those stay in rx, first in line)."""
+        state = self.state
+        n, total = self._chunks, self._offset
+        if keep_chunks == 0:
+            if n:
+                self._run_batches(now)
+            return
+        j = n - keep_chunks  # the first chunk held back, whole or in part
+        later = int(state.rx_sizes[j + 1:n].sum())
+        decided_part = int(state.rx_sizes[j]) - (keep_bytes - later)
+        kept = slice(j, n)
+        held = (state.rx[total - keep_bytes:total].copy(), state.rx_sizes[kept].copy(), state.rx_times[kept].copy(),
+                state.rx_sources[kept].copy())
+        held[1][0] -= decided_part
+        self._chunks, self._offset = (j + 1 if decided_part else j), total - keep_bytes
+        state.rx_sizes[j] = decided_part
+        if self._chunks:
+            self._run_batches(now)
+        data, sizes, times, sources = held
+        state.rx[:len(data)] = data
+        state.rx_sizes[:keep_chunks], state.rx_times[:keep_chunks], state.rx_sources[:keep_chunks] = \
+            sizes, times, sources
+        self._chunks, self._offset = keep_chunks, len(data)
+
+    def _flush(self, now):
+        """After a batch: commit the journal, then send the orders and cancels, then hand out the outbound rings."""
+        sendable = self.journal is None or self._commit(now)
         if self._scalars.item(S_TX_LEN):
-            self._send()
-        self._drain(self.clock() if now_ns is None else now_ns)
-        return placed
+            if sendable:
+                self._send(now)
+            else:
+                self._cancel_tx(now)
+        if self._cancels and sendable:
+            self._send_cancels()
+        self._drain(now)
+
+    def _commit(self, now):
+        """Write the step's journal records before anything leaves. When the disk refuses: policy "alarm" goes
+        on (the records wait in memory, retried every step); "halt" halts every strategy (once per outage, as a
+        journaled command, so it is on disk when the journal is) and sends nothing it cannot journal."""
+        if self.journal.commit():
+            self._journal_halted = False
+            return True
+        self.stats.journal_failures += 1
+        if self.journal.on_error == "alarm":
+            return True
+        if not self._journal_halted:
+            self._journal_halted = True
+            self.control.apply(HaltAll(actor="engine", policy="halt", reason="the journal cannot be written"), now)
+        return False
 
     def venue_due_ns(self):
         """When the in-batch venue's next report is due (None: nothing pending, or no venue here)."""
         venue = self.state.venue[0]
         return int(self.state.venue_events[0]["due_ns"]) if venue["on"] and venue["pending"] else None
 
-    def _send(self):
+    def _send(self, now):
         scalars = self._scalars
         frames = self.state.tx[:scalars.item(S_TX_LEN)]
         try:
             sent = self._oms_up and self.oms.send(frames)
         except TransportClosed:
-            self.oms_down()
+            self.oms_down(now)
             sent = False
         if sent:
             scalars[S_TX_LEN] = 0
@@ -141,8 +242,59 @@ class Engine:
         elif self._oms_up:
             self.stats.oms_backpressure += 1  # frames stay in tx; the next batch places fewer orders
         else:
-            self._cancel_unsent(frames)
-            scalars[S_TX_LEN] = 0
+            self._cancel_tx(now)
+
+    def _cancel_tx(self, now):
+        """The orders encoded in tx will never be sent (the OMS link is gone, the journal cannot be written):
+        cancel each in the engine's books, as a journaled command."""
+        frames = bytes(self.state.tx[:self._scalars.item(S_TX_LEN)])
+        order_ids = [order.order_id for msg_type, order in iter_frames(frames) if msg_type == MSG_ORDER]
+        self._scalars[S_TX_LEN] = 0
+        self.control.apply(CancelUnsent(actor="engine", order_ids=order_ids), now)
+        self.stats.orders_unsent += len(order_ids)
+
+    def _send_cancels(self):
+        if not self._oms_up:
+            return  # the orders' fate is the OMS's now: reconciliation asks when the link is back
+        try:
+            sent = self.oms.send(self._cancels)
+        except TransportClosed:
+            self.oms_down(self.clock())
+            return
+        if sent:
+            self.stats.cancels_sent += sum(1 for _ in iter_frames(bytes(self._cancels)))
+            self._cancels.clear()
+
+    def request_cancel(self, slot, now, live):
+        """Ask for the working order in `slot` to be canceled (a kill switch): the in-batch venue takes it at
+        once; an OMS link gets a Cancel frame after the journal commit (`live`: not when replaying)."""
+        if self.oms is None:
+            self._venue_cancel(self._arena, self._layout, slot, now)
+        elif live:
+            o = self.state.open_orders[slot]
+            self._cancels += encode_frame(Cancel(order_id=int(o["order_id"]), strategy=int(o["strategy"]),
+                                                 deploy=int(o["deploy"]), ts_ns=now))
+
+    def cancel_locally(self, order_ids, now):
+        """CANCELED reports for `order_ids`, applied to the books at `now` (orders that never reached the OMS);
+        return how many the books knew. A ring at a time: any number of orders fits any ring size."""
+        reports, cursors = self.state.reports, self.state.cursors
+        before = int(self.state.strategies["open_orders"].sum())
+        for order_id in order_ids:
+            index = rings.claim(cursors, RING_REPORTS, len(reports))
+            if index == rings.NO_ROOM:
+                self._apply_reports(self._arena, self._layout, now)
+                index = rings.claim(cursors, RING_REPORTS, len(reports))
+            slot = order_id & self._slot_mask
+            o = self.state.open_orders[slot] if slot < len(self.state.open_orders) else None
+            rec = reports[index]
+            rec["order_id"] = order_id
+            rec["strategy"], rec["deploy"] = (int(o["strategy"]), int(o["deploy"])) if o is not None else (0, 0)
+            rec["exec_type"], rec["qty"], rec["price"], rec["leaves"] = EXEC_CANCELED, 0, 0.0, 0
+            rec["fee"], rec["ts_ns"], rec["reason"] = 0.0, now, 0
+            rings.publish(cursors, RING_REPORTS)
+        self._apply_reports(self._arena, self._layout, now)
+        return before - int(self.state.strategies["open_orders"].sum())
 
     def _drain(self, now):
         """Hand the batch's new orders, rejects and fills to the listeners, then release them from their rings."""
@@ -162,28 +314,27 @@ class Engine:
         rings.release(cursors, RING_FILLS, fills_head)
 
     # ------------------------------------------------------------------------------------------ OMS link policy
-    def oms_down(self):
-        """The OMS link is gone: apply the disconnect policy once, and start reconnecting with backoff."""
+    def oms_down(self, now=None):
+        """The OMS link is gone: apply the disconnect policy once (a journaled command), and start reconnecting
+        with backoff."""
         if not self._oms_up:
             return
+        now = self.clock() if now is None else now
         self._oms_up = False
-        self._next_connect_ns = self.clock() + self._backoff_ns
+        self._next_connect_ns = now + self._backoff_ns
         self.stats.oms_disconnects += 1
-        event = EV_HALT if self.on_disconnect == "halt" else EV_REDUCE
-        moved = []
-        for s, st in enumerate(self.state.strategies):
-            if st["state"] in (ACTIVE, REDUCING) and not (event == EV_REDUCE and st["state"] == REDUCING):
-                self.state.apply_event(s, event)
-                moved.append(s)
+        result = self.control.apply(HaltAll(actor="engine", policy=self.on_disconnect, reason="OMS link lost"), now)
         log.error("OMS connection lost: %d strategies moved by policy %r; orders not sent are canceled locally",
-                  len(moved), self.on_disconnect)
+                  len(result.detail.get("moved", ())), self.on_disconnect)
 
     @property
     def oms_up(self):
         return self._oms_up
 
     def maintain(self, now_ns):
-        """Housekeeping between batches: reconnect a lost OMS link with exponential backoff."""
+        """Housekeeping between batches: a snapshot when one is due, a lost OMS link reconnected with backoff."""
+        if self.snapshots is not None:
+            self.snapshots.maybe_take(self, now_ns)
         if self._oms_up or self.oms is None or not hasattr(self.oms, "connect") or now_ns < self._next_connect_ns:
             return
         try:
@@ -198,28 +349,6 @@ class Engine:
             log.warning("OMS connection restored; strategies stay %s until an operator activates them",
                         "halted" if self.on_disconnect == "halt" else "reduce-only")
         # else the attempt is under way: look again at the next housekeeping, not after a backoff
-
-    def _cancel_unsent(self, frames):
-        """Orders encoded for an OMS that is gone: cancel each in the engine's books, count it."""
-        reports = self.state.reports
-        cursors = self.state.cursors
-        now = self.clock()
-        for msg_type, order in iter_frames(bytes(frames)):
-            if msg_type != MSG_ORDER:
-                continue
-            # The batch consumes every report it reads, so the ring is empty between batches; applied a ring at
-            # a time, so as many orders as tx holds fit in any ring size.
-            index = rings.claim(cursors, RING_REPORTS, len(reports))
-            if index == rings.NO_ROOM:
-                self._apply_reports(self._arena, self._layout, now)
-                index = rings.claim(cursors, RING_REPORTS, len(reports))
-            rec = reports[index]
-            rec["order_id"], rec["strategy"], rec["deploy"] = order.order_id, order.strategy, order.deploy
-            rec["exec_type"], rec["qty"], rec["price"], rec["leaves"] = EXEC_CANCELED, 0, 0.0, 0
-            rec["fee"], rec["ts_ns"], rec["reason"] = 0.0, now, 0
-            rings.publish(cursors, RING_REPORTS)
-            self.stats.orders_unsent += 1
-        self._apply_reports(self._arena, self._layout, now)
 
 
 def warm_up(engine):
@@ -265,6 +394,7 @@ async def run_event(engine, stop):
     transports = engine.inbound + ([] if engine.oms is None else [engine.oms])
     for transport in transports:
         transport.attach(loop, on_readable)
+    engine.wake = lambda: loop.call_soon_threadsafe(on_readable)  # a command queued: apply it at once
     try:
         while not stop.is_set():
             try:
@@ -273,6 +403,7 @@ async def run_event(engine, stop):
                 engine.maintain(engine.clock())
                 on_readable()
     finally:
+        engine.wake = lambda: None
         for transport in transports:
             transport.detach()
         if venue_timer is not None:
@@ -293,18 +424,20 @@ def run_spin(engine, stop, cpu=None):
     gc.freeze()
     gc.disable()
     try:
-        last = clock()
+        last = maintained = clock()
         while not stop.is_set():
-            if engine.poll():
+            if engine.poll() or engine.control.pending:
                 engine.step()
                 last = clock()
             else:
                 now = clock()
                 due = engine.venue_due_ns() if venue else None
                 if now - last >= HEARTBEAT_NS or (due is not None and now >= due):
-                    engine.maintain(now)
                     engine.step(now)
                     last = now
+            if last - maintained >= HEARTBEAT_NS:  # busy or not: snapshots and reconnects keep their schedule
+                engine.maintain(last)
+                maintained = last
         engine.poll()
         engine.step()
     finally:

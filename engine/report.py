@@ -2,6 +2,7 @@
 import os
 import time
 
+import msgspec
 from rich.table import Table
 
 from adapters.udp import UdpReceiver
@@ -27,6 +28,7 @@ def final_report(service):
     return {
         "engine": state.config.engine.name,
         "seconds": round(elapsed, 3),
+        "state_digest": state.digest(),
         "signals_per_second": round(counters["signals"] / elapsed, 1),
         "counters": counters,
         "oms": {"kind": oms_config.kind, "up": engine.oms_up, "on_disconnect": oms_config.on_disconnect,
@@ -37,11 +39,22 @@ def final_report(service):
                    {"transport": {**engine.oms.stats.as_dict(),
                                   "pending_bytes": int(getattr(engine.oms, "pending_bytes", 0))}})},
         "transports": {kind: _transport(t) for kind, t in _inbound(engine)},
+        "journal": None if engine.journal is None else journal_report(service),
         "instruments": _instruments(state),
         "signal_to_order_us": {"p50": latency.percentile(50) / 1000, "p99": latency.percentile(99) / 1000,
                                "p99.9": latency.percentile(99.9) / 1000, "count": latency.total()},
         "strategies": strategies,
     }
+
+
+def journal_report(service):
+    """The journal's and the snapshots' counts, and what recovery did at start."""
+    journal = service.engine.journal
+    writer = journal.writer
+    return {"last_seq": journal.last_seq, "bytes_written": writer.bytes_written, "syncs": writer.syncs,
+            "errors": journal.errors, "failing": journal.failing,
+            "snapshots": None if service.snapshots is None else service.snapshots.as_dict(),
+            "recovered": None if service.recovered is None else msgspec.to_builtins(service.recovered)}
 
 
 def venue_report(state):

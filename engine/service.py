@@ -9,15 +9,20 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 
 from adapters.aeron import AeronClient, AeronClientConfig, AeronNode, AeronReceiver, AeronReceiverConfig
 from adapters.base import TransportClosed
+from adapters.journal import segments
 from adapters.tcp import TcpClient, TcpServer
 from adapters.udp import UdpReceiver
 from engine.driver import Engine, run_event, run_spin, warm_up
+from engine.journal import EngineJournal
 from engine.metrics import LatencyRecorder
+from engine.recovery import SNAPSHOTS, Recovered, recover
+from engine.snapshot import Snapshotter
 from engine.state import EngineState
 
 log = logging.getLogger("orchestrator.service")
@@ -25,15 +30,27 @@ log = logging.getLogger("orchestrator.service")
 
 @dataclass
 class Service:
-    """An engine with its transports, ready to run."""
+    """An engine with its transports, journal and snapshots, ready to run."""
     engine: Engine
     latency: LatencyRecorder
     transports: list = field(default_factory=list)
     started_ns: int = 0
+    recovered: Recovered | None = None  # None: no journal (disabled), or started --fresh
+    snapshots: Snapshotter | None = None
 
     def close(self):
-        for transport in self.transports:
-            transport.close()
+        """A clean stop: a last snapshot (when nothing waits undecided), the journal synced and closed, the
+        transports closed."""
+        engine = self.engine
+        try:
+            if self.snapshots is not None:
+                self.snapshots.take(engine, engine.clock(), wait=True)
+                self.snapshots.close()
+        finally:
+            if engine.journal is not None:
+                engine.journal.close()
+            for transport in self.transports:
+                transport.close()
 
     def addresses(self):
         """Where signals arrive, as bound (a port 0 in the config is the OS's pick): {"udp": "host:port", ...}."""
@@ -44,9 +61,47 @@ class Service:
         return found
 
 
-def build(config, *, clock=time.time_ns, connect_timeout_s=2.0):
-    """An engine for `config`, its listening sockets open, its OMS link up (or the policy applied)."""
-    state = EngineState.build(config)
+class JournalInUse(ValueError):
+    """--fresh over a journal that holds records: it would be overwritten."""
+
+
+def journal_directory(config):
+    path = Path(config.engine.journal.dir)
+    return path if path.is_absolute() else Path(config.root) / path
+
+
+def start_state(config, *, fresh=False, force=False):
+    """(state, what recovery did, applied command results): recovered from the journal directory by default;
+    `fresh` starts empty, refusing a directory that holds a journal unless `force` (it is moved aside)."""
+    settings = config.engine.journal
+    if not settings.enabled:
+        return EngineState.build(config), None, {}
+    directory = journal_directory(config)
+    if fresh:
+        if segments(directory) or (directory / SNAPSHOTS).exists():
+            if not force:
+                raise JournalInUse(f"{directory} holds a journal: --fresh would start over it; add --force to "
+                                   f"move it aside, or start without --fresh to recover it")
+            aside = directory.with_name(f"{directory.name}.{time.strftime('%Y%m%d-%H%M%S')}.old")
+            directory.rename(aside)
+            log.warning("journal %s moved aside to %s (--fresh --force)", directory, aside)
+        return EngineState.build(config), None, {}
+    return recover(config, directory)
+
+
+def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, force=False):
+    """An engine for `config`: its state recovered (or fresh), its journal open, its listening sockets open, its
+    OMS link up (or the policy applied). Raises JournalError (journal directory not writable), JournalInUse,
+    JournalCorrupt, OSError and TransportClosed (sockets, Aeron) before anything trades."""
+    state, recovered, results = start_state(config, fresh=fresh, force=force)
+    journal = snapshots = None
+    settings = config.engine.journal
+    if settings.enabled:
+        directory = journal_directory(config)
+        journal = EngineJournal(settings, directory, next_seq=(recovered.last_seq if recovered else 0) + 1,
+                                on_error=settings.on_error)
+        journal.open()
+        snapshots = Snapshotter(directory / SNAPSHOTS, settings.snapshot_interval_s, settings.snapshots_kept)
     inbound = []
     listen = config.engine.listen
     if listen.udp:
@@ -71,15 +126,19 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0):
     except (OSError, TransportClosed):  # TransportClosed: no Aeron media driver
         for transport in transports:
             transport.close()
+        if journal is not None:
+            journal.close()
         raise
     latency = LatencyRecorder(state, clock)
     engine = Engine(state, inbound, oms, on_disconnect=oms_config.on_disconnect, clock=clock,
-                    listeners=[latency],
+                    listeners=[latency], journal=journal,
                     backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms))
+    engine.control.results = results
+    engine.snapshots = snapshots
     if isinstance(oms, (TcpClient, AeronClient)):
         _connect(engine, oms, connect_timeout_s)
     warm_up(engine)
-    return Service(engine, latency, transports, clock())
+    return Service(engine, latency, transports, clock(), recovered, snapshots)
 
 
 def _aeron_config(struct_type, aeron, **streams):

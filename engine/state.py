@@ -21,34 +21,44 @@ Units follow kernels/dtypes.py: prices in ticks (round(price / tick_size)), quan
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from engine.config import Config, load_config
+from engine.config.schema import Account, Strategy
 from kernels import arena as A
 from kernels.dtypes import (
-    ACTIVE, BREAKER_ACTION_NAMES, EV_RESET, EVENT_NAMES, HALTED, NO_PRICE, NO_SLOT, NO_TRIP, ORDER_TYPE_NAMES, READY,
-    REASON_NAMES, REDUCING, STATE_NAMES, TRIP_NAMES,
+    ACTIVE, BREAKER_ACTION_NAMES, C_BATCH_STOPS, KILL_ACCOUNT, NO_PRICE, NO_SLOT, NO_TRIP, ORDER_TYPE_NAMES, READY,
+    REASON_NAMES, STATE_NAMES, TRIP_NAMES,
 )
 from kernels.breakers import NEVER
-from kernels.lifecycle import N_EVENTS, TRANSITIONS, next_state
+from kernels.lifecycle import TRANSITIONS
 from sim.venue import configure_venue
 
 __all__ = ["Deploy", "EngineState", "allocate_arena", "arena_sizes"]
 
 MS_NS = 1_000_000
+# What two engines fed the same input hold alike, whatever batches they cut it into: all of the arena but the
+# inbound and outbound byte buffers and the facts of the last batch's cut.
+TRANSIENT_REGIONS = ("rx", "rx_sizes", "rx_times", "rx_sources", "tx")
+TRANSIENT_SCALARS = [A.S_TX_LEN, A.S_STOP_CHUNK, A.S_STOP_POS]
+TRANSIENT_COUNTERS = [C_BATCH_STOPS]
 
 
-@dataclass(frozen=True)
-class Deploy:
+class Deploy(msgspec.Struct, frozen=True, kw_only=True):
     """One version of a strategy. `number` is what STRATEGY_T.deploy, orders and fills carry (1 for the
-    config loaded at start-up, +1 per deploy); `version` is the configured label, `config_hash` its sha256."""
+    config loaded at start-up, +1 per deploy); `version` is the configured label, `config_hash` its sha256,
+    `spec` the strategy as it runs (the file's, with any limits set live since)."""
     number: int
     version: str
     config_hash: str
     source: str
+    spec: Strategy
+    deployed_ns: int = 0
+    actor: str = "config"
 
 
 def arena_sizes(config: Config) -> A.Sizes:
@@ -94,8 +104,9 @@ class EngineState:
         self.strategy_ids = {name: s for s, name in enumerate(self.strategy_names)}
         self.instrument_ids = {symbol: i for i, symbol in enumerate(self.instrument_symbols)}
         self.account_ids = {name: a for a, name in enumerate(self.account_names)}
-        self.deploys = [[Deploy(1, s.version, digest, source)]
+        self.deploys = [[Deploy(number=1, version=s.version, config_hash=digest, source=source, spec=s)]
                         for s, digest, source in zip(config.strategies, config.strategy_hashes, config.strategy_files)]
+        self.account_specs = list(config.accounts)  # as they run: limits set live replace them
 
     # ------------------------------------------------------------------------------------------- building
     @classmethod
@@ -121,34 +132,19 @@ class EngineState:
             row["ref_px_ticks"] = row["mark_ticks"] = ref_ticks
 
         for a, spec in enumerate(config.accounts):
-            row = self.accounts[a]
-            row["kill"] = spec.kill_switch
-            row["max_gross_notional"], row["max_net_notional"] = spec.max_gross_notional, spec.max_net_notional
-            row["daily_loss_limit"] = spec.daily_loss_limit
+            self.accounts[a]["kill"] = KILL_ACCOUNT if spec.kill_switch else 0
+            self.write_account_limits(a, spec)
         self.exposures["best_buy_ticks"] = NO_PRICE
         self.exposures["best_sell_ticks"] = NO_PRICE
         self.exposures["working_head"] = NO_SLOT
 
         for s, spec in enumerate(config.strategies):
-            row, limits, breakers = self.strategies[s], spec.limits, spec.breakers
+            row = self.strategies[s]
             row["state"] = ACTIVE if spec.enabled else READY
-            row["breaker_action"] = BREAKER_ACTION_NAMES.index(breakers.action)
             row["trip_cause"] = NO_TRIP
-            row["order_type"] = ORDER_TYPE_NAMES.index(spec.order_type)
-            row["deploy"] = self.deploys[s][-1].number
-            row["account"] = self.account_ids[spec.account]
-            row["max_position"] = spec.sizing.max_position
-            row["max_order_qty"], row["max_order_notional"] = limits.max_order_qty, limits.max_order_notional
-            row["max_open_orders"], row["daily_loss_limit"] = limits.max_open_orders, limits.daily_loss_limit
-            row["rate_per_s"], row["burst"], row["tokens"] = limits.rate_per_second, limits.burst, limits.burst
-            row["max_consecutive_rejects"] = breakers.max_consecutive_rejects
-            row["ratio_min_orders"], row["max_reject_ratio"] = breakers.ratio_min_orders, breakers.max_reject_ratio
-            row["ratio_window_ns"] = breakers.ratio_window_ms * MS_NS
-            row["max_drawdown"], row["loss_limit"] = breakers.max_drawdown, breakers.loss_limit
-            row["cooldown_ns"] = breakers.cooldown_ms * MS_NS
+            row["tokens"] = spec.limits.burst
             row["peak_pnl"] = 0.0
-            for symbol in spec.instruments:
-                self.positions[s, self.instrument_ids[symbol]]["allowed"] = 1
+            self.write_strategy_params(s, spec, self.deploys[s][-1].number)
 
         capacity = config.engine.max_open_orders
         self.open_orders["prev"] = NO_SLOT
@@ -174,6 +170,33 @@ class EngineState:
         if config.engine.oms.kind == "sim":
             configure_venue(self, config.engine.oms.sim)
 
+    def write_strategy_params(self, s: int, spec: Strategy, deploy: int) -> None:
+        """Strategy s's configured rows from `spec` (order type, account, limits, breakers, the instruments it may
+        trade) and its deploy number; its live state (positions, P&L, tokens, breaker windows) is left alone."""
+        row, limits, breakers = self.strategies[s], spec.limits, spec.breakers
+        row["breaker_action"] = BREAKER_ACTION_NAMES.index(breakers.action)
+        row["order_type"] = ORDER_TYPE_NAMES.index(spec.order_type)
+        row["deploy"] = deploy
+        row["account"] = self.account_ids[spec.account]
+        row["max_position"] = spec.sizing.max_position
+        row["max_order_qty"], row["max_order_notional"] = limits.max_order_qty, limits.max_order_notional
+        row["max_open_orders"], row["daily_loss_limit"] = limits.max_open_orders, limits.daily_loss_limit
+        row["rate_per_s"], row["burst"] = limits.rate_per_second, limits.burst
+        row["tokens"] = min(row["tokens"], limits.burst)
+        row["max_consecutive_rejects"] = breakers.max_consecutive_rejects
+        row["ratio_min_orders"], row["max_reject_ratio"] = breakers.ratio_min_orders, breakers.max_reject_ratio
+        row["ratio_window_ns"] = breakers.ratio_window_ms * MS_NS
+        row["max_drawdown"], row["loss_limit"] = breakers.max_drawdown, breakers.loss_limit
+        row["cooldown_ns"] = breakers.cooldown_ms * MS_NS
+        allowed = {self.instrument_ids[symbol] for symbol in spec.instruments}
+        for i in range(len(self.instruments)):
+            self.positions[s, i]["allowed"] = int(i in allowed)
+
+    def write_account_limits(self, a: int, spec: Account) -> None:
+        row = self.accounts[a]
+        row["max_gross_notional"], row["max_net_notional"] = spec.max_gross_notional, spec.max_net_notional
+        row["daily_loss_limit"] = spec.daily_loss_limit
+
     # ------------------------------------------------------------------------------------------- names
     def strategy_id(self, name: str) -> int:
         return _lookup(self.strategy_ids, name, "strategy")
@@ -194,35 +217,19 @@ class EngineState:
     def state_of(self, name: str) -> str:
         return STATE_NAMES[self.strategies[self.strategy_id(name)]["state"]]
 
-    def transition(self, name: str, event: int | str) -> int:
-        """Apply a lifecycle event (id or name, e.g. "pause") to strategy `name`; return the new state id.
-
-        Raises IllegalTransition (or KeyError / ValueError for an unknown name / event) and changes nothing.
-        Leaving HALTED or REDUCING for READY or ACTIVE by command (reset, activate, deactivate) also clears the
-        breaker: trip_cause, trip time, consecutive rejects and the ratio window, so the strategy starts clean."""
-        s = self.strategy_id(name)
-        event = _event_id(event)
-        row = self.strategies[s]
-        before = int(row["state"])
-        after = next_state(before, event)
-        row["state"] = after
-        row["trip_cause"] = NO_TRIP  # the operator takes over from the breaker: no cool-down undoes a command
-        if event == EV_RESET or (before in _BREAKER_STATES and after in _TRADING_STATES):
-            row["tripped_at_ns"] = 0
-            row["consecutive_rejects"] = 0
-            row["window_orders"] = row["window_rejects"] = 0
-            row["window_start_ns"] = 0
-        return after
-
-    def apply_event(self, s: int, event: int) -> bool:
-        """Engine policy path (e.g. the OMS link is lost): move strategy id `s` by event id `event` exactly as the
-        kernels do (`lifecycle.apply_event`, the arena's table, no side effects); return True when the state
-        changed, False (and change nothing) when the table does not allow it. Never raises on a legal id."""
-        target = int(self.transitions[self.strategies[s]["state"], event])
-        if target < 0:
-            return False
-        self.strategies[s]["state"] = target
-        return True
+    def digest(self) -> str:
+        """sha256 of the state the engine's decisions depend on (the arena but its transient parts): an engine
+        recovered from a journal and one that never died on the same input have the same digest."""
+        h = hashlib.sha256()
+        for name, view in zip(A.REGION_NAMES, self.views):
+            if name in TRANSIENT_REGIONS:
+                continue
+            if name in ("scalars", "counters"):
+                view = view.copy()
+                view[TRANSIENT_SCALARS if name == "scalars" else TRANSIENT_COUNTERS] = 0
+            h.update(name.encode())
+            h.update(view.tobytes())
+        return h.hexdigest()
 
     # ------------------------------------------------------------------------------------------- reports
     def snapshot(self) -> dict[str, dict]:
@@ -265,22 +272,6 @@ class EngineState:
                             "consecutive_rejects": int(row["consecutive_rejects"])},
             }
         return report
-
-
-_BREAKER_STATES = (HALTED, REDUCING)
-_TRADING_STATES = (READY, ACTIVE)
-
-
-def _event_id(event: int | str) -> int:
-    if isinstance(event, str):
-        try:
-            return EVENT_NAMES.index(event.lower())
-        except ValueError:
-            raise ValueError(f"unknown lifecycle event {event!r}; expected one of: {', '.join(EVENT_NAMES)}") \
-                from None
-    if not 0 <= event < N_EVENTS:
-        raise ValueError(f"unknown lifecycle event id {event}; expected 0..{N_EVENTS - 1}")
-    return int(event)
 
 
 def _lookup(ids: dict[str, int], name: str, what: str) -> int:

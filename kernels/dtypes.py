@@ -22,8 +22,9 @@ MSG_SIGNAL = 1
 MSG_MARKET_DATA = 2
 MSG_ORDER = 3
 MSG_EXECUTION_REPORT = 4
+MSG_CANCEL = 5  # engine -> OMS: cancel a working order (kill switch)
 MSG_NAMES = {MSG_SIGNAL: "signal", MSG_MARKET_DATA: "market_data", MSG_ORDER: "order",
-             MSG_EXECUTION_REPORT: "execution_report"}
+             MSG_EXECUTION_REPORT: "execution_report", MSG_CANCEL: "cancel"}
 
 # ---------------------------------------------------------------------------------------------- enums
 SIDE_BUY = 1
@@ -45,6 +46,9 @@ EXEC_FILL = 3
 EXEC_CANCELED = 4
 EXEC_TYPE_NAMES = ("ack", "reject", "partial_fill", "fill", "canceled")
 
+KILL_ACCOUNT = 1  # ACCOUNT_T.kill bits: the account's own switch ...
+KILL_GLOBAL = 2   # ... and the global one, set on every account (so either can be turned off alone)
+
 BREAKER_ACTION_HALT = 0
 BREAKER_ACTION_REDUCE = 1
 BREAKER_ACTION_NAMES = ("halt", "reduce")
@@ -62,7 +66,7 @@ EVENT_NAMES = ("validate", "activate", "pause", "reduce", "halt", "reset", "deac
 # One bit per pre-trade rule. Every rule is evaluated, so a rejection reports all of its reasons.
 REASONS = (
     ("R_NOT_ACTIVE", "strategy is not ACTIVE (REDUCING admits only orders that reduce the position)"),
-    ("R_KILL_SWITCH", "account kill switch is on"),
+    ("R_KILL_SWITCH", "a kill switch is on (the strategy's, its account's or the global one)"),
     ("R_NOT_TRADABLE", "instrument is not tradable"),
     ("R_RESTRICTED", "instrument is restricted for this strategy"),
     ("R_QTY_INVALID", "quantity is zero or negative"),
@@ -173,7 +177,7 @@ INSTRUMENT_T = _record(
 )
 
 STRATEGY_T = _record(
-    ("state", u1), ("breaker_action", u1), ("trip_cause", u1), ("order_type", u1),
+    ("state", u1), ("breaker_action", u1), ("trip_cause", u1), ("order_type", u1), ("kill", u1),
     ("deploy", u4), ("account", u4),  # deploy: the number of the strategy's running deploy (1, 2, ...)
     # limits
     ("max_position", i8), ("max_order_qty", i8), ("max_order_notional", f8), ("max_open_orders", i4),
@@ -193,7 +197,7 @@ POSITION_T = _record(  # one per (strategy, instrument)
     ("realized", f8), ("unrealized", f8), ("fees", f8), ("allowed", u1),
 )
 
-ACCOUNT_T = _record(
+ACCOUNT_T = _record(  # kill: KILL_ACCOUNT | KILL_GLOBAL bits (either blocks its orders)
     ("kill", u1), ("max_gross_notional", f8), ("max_net_notional", f8), ("daily_loss_limit", f8),
     ("gross", f8), ("net", f8), ("realized", f8), ("unrealized", f8), ("fees", f8),
 )

@@ -37,7 +37,7 @@ def order_reasons(strategy, account, instrument, position, exposure, side, qty, 
     state = strategy["state"]
     if state != ACTIVE and not (state == REDUCING and reducing):
         r |= R_NOT_ACTIVE
-    if account["kill"]:
+    if account["kill"] or strategy["kill"]:
         r |= R_KILL_SWITCH
     if not instrument["tradable"]:
         r |= R_NOT_TRADABLE

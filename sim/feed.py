@@ -20,7 +20,8 @@ the same signals (seq, ids, values, prices) and the same market data, only stamp
   1 ms ttl), unknown_signal / unknown_instrument (id UNKNOWN_ID), garbage (UDP: a datagram of random bytes
   whose header can never be valid; TCP: a frame whose header is valid and whose body is not msgpack, since
   random bytes would leave the stream with no frame boundary). Only garbage sends no Signal, and only
-  duplicate reuses a seq: seq counts the other signals from 1.
+  duplicate reuses a seq: seq counts the other signals from seq_base + 1 (an engine that recovered its
+  journal remembers the last seq of the source: a new run of the feed starts above it).
 
 Frames are written by numpy into preallocated fixed-width records (wire/records.py), so a batch costs a few numpy
 calls whatever its size. Every byte goes out through an adapter (adapters/udp.py, tcp.py, aeron.py).
@@ -74,6 +75,7 @@ class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     duration_s: NonNegative = 10.0  # 0: until `count` signals
     count: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: until `duration_s`
     seed: int = 0
+    seq_base: Annotated[int, msgspec.Meta(ge=0, le=1 << 62)] = 0  # seqs count from seq_base + 1
     source: U32 = 0
     signal_ids: Annotated[tuple[U32, ...], msgspec.Meta(min_length=1)] = (1,)
     instruments: Annotated[tuple[U32, ...], msgspec.Meta(min_length=1)] = (0,)
@@ -169,7 +171,7 @@ class Feed:
         self._hist = np.empty(0)  # mids after market data updates [_hist_end - len(_hist), _hist_end)
         self._hist_end = 0
         self._bad_kinds = np.array([BAD_KINDS.index(k) for k in c.bad_kinds])
-        self._last_seq = 0
+        self._last_seq = c.seq_base
         self._last_value = np.zeros(len(c.signal_ids) * n)  # per (signal id, instrument): the last target sent
         # separate streams, each drawn only by fixed-size rows of doubles, so content never depends on batching
         signal_seq, md_seq, garbage_seq = np.random.SeedSequence(c.seed).spawn(3)

@@ -44,14 +44,14 @@ from typing import Annotated
 import msgspec
 
 from kernels.dtypes import (
-    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, FRAME_HEADER_SIZE, MSG_MARKET_DATA, MSG_ORDER,
-    NO_SLOT, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, SIDE_BUY, VENUE_REJECT_DUPLICATE, VENUE_REJECT_NAMES,
+    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, FRAME_HEADER_SIZE, MSG_CANCEL, MSG_MARKET_DATA,
+    MSG_ORDER, NO_SLOT, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, SIDE_BUY, VENUE_REJECT_DUPLICATE, VENUE_REJECT_NAMES,
     VENUE_REJECT_NO_MARKET, VENUE_REJECT_PRICE, VENUE_REJECT_QTY, VENUE_REJECT_RANDOM,
 )
 from kernels import venue as venue_kernels
 from kernels.venue import splitmix64
 from wire.frames import FRAME_OK, FRAME_TRUNCATED, FrameError, next_frame, read_header
-from wire.schema import ExecutionReport, MarketData, Order
+from wire.schema import Cancel, ExecutionReport, MarketData, Order
 
 Micros = Annotated[int, msgspec.Meta(ge=0, le=60_000_000)]
 Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -114,6 +114,7 @@ REJECT_DUPLICATE, REJECT_NO_MARKET, REJECT_NAMES = VENUE_REJECT_DUPLICATE, VENUE
 
 _ORDER_DECODER = msgspec.msgpack.Decoder(Order)
 _MARKET_DATA_DECODER = msgspec.msgpack.Decoder(MarketData)
+_CANCEL_DECODER = msgspec.msgpack.Decoder(Cancel)
 
 
 @dataclass(slots=True)
@@ -269,7 +270,7 @@ class SimulatedOms:
         return False
 
     def on_frames(self, buf, now_ns, max_orders=-1):
-        """Take the whole Order and MarketData frames at the start of buf (bytes, bytearray, memoryview or a
+        """Take the whole Order, Cancel and MarketData frames at the start of buf (bytes, bytearray, memoryview or a
         uint8 array); return the bytes consumed (a partial frame at the end is left). With max_orders >= 0,
         stop after that many orders. A frame of another type or a body that does not decode is counted and
         skipped. A header that cannot be trusted (version, oversize) raises FrameError: the frames before it
@@ -301,6 +302,13 @@ class SimulatedOms:
                         self.stats.malformed += 1
                     else:
                         self.on_market_data(md, now_ns)
+                elif msg_type == MSG_CANCEL:
+                    try:
+                        request = _CANCEL_DECODER.decode(view[pos + FRAME_HEADER_SIZE:frame_end])
+                    except msgspec.DecodeError:
+                        self.stats.malformed += 1
+                    else:
+                        self.cancel(request.order_id, now_ns)
                 else:
                     self.stats.bad_type += 1
                 pos = frame_end

@@ -225,7 +225,7 @@ class Reference:
         r = 0
         if st.state != ACTIVE and not (st.state == REDUCING and reducing):
             r |= R_NOT_ACTIVE
-        if account.kill:
+        if account.kill or st.kill:
             r |= R_KILL_SWITCH
         if not ins.tradable:
             r |= R_NOT_TRADABLE

@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from kernels.dtypes import MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL
+from kernels.dtypes import MSG_CANCEL, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL
 
 U8 = Annotated[int, msgspec.Meta(ge=0, le=2**8 - 1)]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
@@ -78,5 +78,15 @@ class ExecutionReport(_Message):
     reason: U32    # the OMS's reject code; 0 otherwise
 
 
+class Cancel(_Message):
+    """Engine -> OMS: cancel a working order (a kill switch). The OMS answers with the order's CANCELED report,
+    or, when the order is already done or its fill is on its way, with nothing more than what it owes anyway."""
+    msg_type: ClassVar[int] = MSG_CANCEL
+    order_id: U64
+    strategy: U32
+    deploy: U32
+    ts_ns: I64
+
+
 MESSAGE_TYPES = {MSG_SIGNAL: Signal, MSG_MARKET_DATA: MarketData, MSG_ORDER: Order,
-                 MSG_EXECUTION_REPORT: ExecutionReport}
+                 MSG_EXECUTION_REPORT: ExecutionReport, MSG_CANCEL: Cancel}

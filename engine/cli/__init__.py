@@ -1,10 +1,11 @@
-"""`orchestrator`: run an engine, check a config, replay a recording, and the demo's feed and simulated OMS."""
+"""`orchestrator`: run an engine, check a config, replay a journal, and the demo's feed and simulated OMS."""
 import argparse
 import json
 import logging
 import os
 import subprocess
 import sys
+import time
 
 EXIT_CONFIG = 2  # the config is not valid: nothing was started
 EXIT_START = 3   # the config is valid but the engine could not start (an address in use, a host unknown)
@@ -22,15 +23,18 @@ def _run(args):
     from rich.live import Live
 
     from adapters.base import TransportClosed
-    from adapters.replay import ReplayWriter, ReplayWriterConfig
+    from adapters.journal import JournalCorrupt
     from engine import service
     from engine.report import final_report, live_table, print_report
 
     try:
-        svc = service.build(config)
-    except (OSError, TransportClosed) as e:  # an address in use, no media driver for Aeron
+        svc = service.build(config, fresh=args.fresh, force=args.force)
+    except (OSError, TransportClosed, JournalCorrupt, service.JournalInUse, ValueError) as e:
+        # an address in use, no media driver for Aeron, a journal directory that cannot be written or read
         print(f"orchestrator: cannot start engine {config.engine.name!r}: {e}", file=sys.stderr)
         return EXIT_START
+    if svc.recovered is not None:
+        print(f"orchestrator: {svc.recovered.summary()}", file=sys.stderr, flush=True)
     console = Console(stderr=args.json)
     driver = args.driver or config.engine.driver
     feed = live = None
@@ -52,12 +56,6 @@ def _run(args):
             feed = _start_feed(args, addresses)
 
     try:
-        if args.record:
-            open(args.record, "wb").close()  # one file, one run: `replay` plays the whole file
-            recorder = ReplayWriter(ReplayWriterConfig(path=args.record))
-            recorder.open()
-            svc.transports.append(recorder)
-            svc.engine.recorder = recorder
         if not args.quiet and console.is_terminal:
             live = Live(live_table(svc), console=console, refresh_per_second=4)
             live.start()
@@ -105,7 +103,9 @@ def _start_feed(args, addresses):
         host, port = addresses[transport].rsplit(":", 1)
         command = [sys.executable, "-m", "engine.cli", "feed", "--config", args.config, "--transport", transport,
                    "--host", host, "--port", port]
-    command += ["--rate", str(args.feed), "--bad-ratio", str(args.bad_ratio), "--seed", "7"]
+    # the same content every run (seed 7), numbered above any earlier run's, which a recovered engine remembers
+    command += ["--rate", str(args.feed), "--bad-ratio", str(args.bad_ratio), "--seed", "7",
+                "--seq-base", str(time.time_ns() // 1000)]
     if args.duration:
         command += ["--duration", str(args.duration)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, env=dict(os.environ))
@@ -123,15 +123,19 @@ def _replay(args):
     except ConfigError as e:
         print(f"orchestrator: config not valid:\n{e}", file=sys.stderr)
         return EXIT_CONFIG
+    from adapters.journal import JournalCorrupt
+    from engine.recovery import replay
+    from engine.service import journal_directory
+    directory = args.journal or journal_directory(config)
     try:
-        open(args.file, "rb").close()  # before the engine's imports: a wrong path fails at once
-        from engine.replay import replay
-        result = replay(config, args.file)
-    except OSError as e:
-        print(f"orchestrator: cannot replay {args.file}: {e}", file=sys.stderr)
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"no journal directory {directory}")
+        result = replay(config, directory)
+    except (OSError, JournalCorrupt) as e:
+        print(f"orchestrator: cannot replay: {e}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2) if args.json else
-          f"replayed {result['batches']} batches: {result['counters']['signals']} signals, "
+          f"replayed {result['records']} journal records: {result['counters']['signals']} signals, "
           f"{result['counters']['orders']} orders (digest {result['orders_digest']})")
     return 0
 
@@ -158,15 +162,20 @@ def parser():
                                      "addresses (a port 0 in the config is the OS's pick). If the OMS link drops, "
                                      "[oms] on_disconnect halts (or reduces) the strategies and the engine "
                                      "reconnects with backoff; the strategies stay so after the link is back. "
+                                     "At start the engine recovers its state from the journal ([journal] dir): "
+                                     "the latest snapshot and the records after it. "
                                      "Exit codes: 0 done, 2 config not valid, 3 could not start (e.g. address in "
-                                     "use).")
+                                     "use, journal not writable).")
     run.add_argument("config", help="config directory (engine.toml, instruments.toml, accounts.toml, strategies/)")
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     run.add_argument("--driver", choices=("event", "spin"), default=None, help="override the config's driver")
     run.add_argument("--cpu", type=int, default=None, help="spin driver: pin the engine to this core")
     run.add_argument("--json", action="store_true", help="print the final report as JSON on stdout")
     run.add_argument("--quiet", action="store_true", help="no live table")
-    run.add_argument("--record", metavar="FILE", help="record every inbound chunk to FILE (overwritten), for `replay`")
+    run.add_argument("--fresh", action="store_true",
+                     help="start from an empty state instead of recovering the journal (refused over an existing "
+                          "journal without --force)")
+    run.add_argument("--force", action="store_true", help="with --fresh: move an existing journal aside")
     run.add_argument("--feed", type=float, default=0, metavar="RATE",
                      help="also start the synthetic feed at RATE signals/s against this config (the demo)")
     run.add_argument("--bad-ratio", type=float, default=0.02, help="with --feed: share of deliberately bad signals")
@@ -182,12 +191,12 @@ def parser():
     validate.add_argument("config")
     validate.set_defaults(handler=_validate)
 
-    replay = sub.add_parser("replay", help="replay a recording through a fresh engine, deterministically",
-                            description="Feed the chunks of FILE (recorded with `run --record`) through a fresh "
-                                        "engine on CONFIG with the recorded clock: the same file gives the same "
-                                        "orders every time (compare the digest).")
+    replay = sub.add_parser("replay", help="replay a journal through a fresh engine, deterministically",
+                            description="Feed every record of the journal of CONFIG (or of --journal DIR) through a "
+                                        "fresh engine on CONFIG, at the recorded clock: the same journal gives the "
+                                        "same orders every time (compare the digest).")
     replay.add_argument("config")
-    replay.add_argument("file")
+    replay.add_argument("--journal", metavar="DIR", default=None, help="journal directory (default: the config's)")
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(handler=_replay)
 

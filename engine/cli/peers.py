@@ -32,6 +32,7 @@ _OPTIONS = (  # flag, FeedConfig key, type, help
     ("--duration", "duration_s", float, "seconds to run (0: until --count)"),
     ("--count", "count", int, "signals to send (0: until --duration)"),
     ("--seed", "seed", int, "random seed: same seed, same content"),
+    ("--seq-base", "seq_base", int, "seqs count from this + 1 (above what an engine remembers of the source)"),
     ("--source", "source", int, "signal source id"),
     ("--signal-ids", "signal_ids", _list(int), "comma-separated signal ids"),
     ("--instruments", "instruments", _list(int), "comma-separated instrument ids"),

@@ -18,6 +18,7 @@ from adapters.aeron import (
     PollIntervalUs,
 )
 from adapters.base import HOST_PATTERN
+from adapters.journal import JournalConfig
 from adapters.tcp import TcpClientConfig, TcpServerConfig
 from adapters.udp import UdpReceiverConfig
 from engine.config.errors import fail, show, unsupported
@@ -125,6 +126,17 @@ class Aeron(AeronDriverConfig, kw_only=True):
     event_poll_interval_us: PollIntervalUs = 1000  # event driver only: the spin driver polls in its loop
 
 
+class Journal(JournalConfig, kw_only=True):
+    """[journal]: every arrival and command, appended before anything leaves (adapters/journal.py: dir, fsync,
+    fsync_interval_ms, segment_bytes), snapshots of the whole state beside it (<dir>/snapshots), and what the
+    engine does when the disk refuses a write: "halt" every strategy (nothing is sent that is not journaled)
+    or "alarm" (log, keep trading, retry). `orchestrator run` recovers from it at start."""
+    enabled: bool = True
+    on_error: Literal["halt", "alarm"] = "halt"
+    snapshot_interval_s: Annotated[float, Meta(ge=0, le=86_400)] = 60.0  # 0: only at a clean shutdown
+    snapshots_kept: Annotated[int, Meta(ge=1, le=1000)] = 3
+
+
 class EngineConfig(_Config, kw_only=True):
     name: Name
     driver: Literal["event", "spin"] = "event"
@@ -137,12 +149,10 @@ class EngineConfig(_Config, kw_only=True):
     max_open_orders: Annotated[int, Meta(ge=1, le=MAX_OPEN_ORDERS_CAPACITY)] = 65_536
     sources: Annotated[int, Meta(ge=1, le=65_536)] = 1  # signal source ids are 0..sources-1
     aeron: Aeron = _default(Aeron)  # used only by listen.aeron and oms.kind = "aeron"
-    journal: dict | None = None  # refused until it does something (below)
-    metrics: dict | None = None
+    journal: Journal = _default(Journal)
+    metrics: dict | None = None  # refused until it does something (below)
 
     def __post_init__(self):
-        if self.journal is not None:
-            unsupported("journal", "the engine keeps no journal yet, so nothing would be recorded")
         if self.metrics is not None:
             unsupported("metrics", "the engine exports no metrics yet, so nothing would listen there")
 

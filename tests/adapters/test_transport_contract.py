@@ -11,7 +11,7 @@ from adapters.aeron import (
     AeronDriverConfig, AeronNode, AeronReceiver, AeronReceiverConfig, AeronSender, AeronSenderConfig,
 )
 from adapters.base import Inbound, Outbound, TransportClosed
-from adapters.replay import ReplayReader, ReplayReaderConfig, ReplayWriter, ReplayWriterConfig
+from adapters.journal import JournalConfig
 from adapters.tcp import TcpClient, TcpClientConfig, TcpServer, TcpServerConfig
 from adapters.udp import UdpReceiver, UdpReceiverConfig, UdpSender, UdpSenderConfig
 from tests.adapters.adapter_testkit import Sink, frame, free_port, max_frame, split_frames, tag
@@ -57,23 +57,6 @@ class TcpPair:
         pass
 
 
-class ReplayPair:
-    name, one_chunk_per_send, min_room = "replay", True, MAX_FRAME_SIZE
-    no_backpressure = "a file takes everything"
-
-    def __init__(self, tmp_path):
-        path = str(tmp_path / "replay" / "rx.replay")
-        self.sender = ReplayWriter(config(ReplayWriterConfig, path=path))
-        self.sender.open()
-        self.receiver = ReplayReader(config(ReplayReaderConfig, path=path))
-
-    def ready(self):
-        """A replay is read after it is written."""
-        if self.receiver.closed and not self.sender.closed:
-            self.sender.close()
-            self.receiver.open()
-
-
 class AeronIpcPair:
     """A real embedded media driver in the test's directory. A 64 KiB term: the publication window (half a term)
     fills after some 30 of the largest frames, so back-pressure comes quickly."""
@@ -105,7 +88,7 @@ class AeronUdpPair(AeronIpcPair):
         super().__init__(tmp_path)
 
 
-@pytest.fixture(params=[UdpPair, TcpPair, ReplayPair, AeronIpcPair, AeronUdpPair], ids=lambda p: p.name)
+@pytest.fixture(params=[UdpPair, TcpPair, AeronIpcPair, AeronUdpPair], ids=lambda p: p.name)
 def pair(request, tmp_path):
     p = request.param(tmp_path)
     yield p
@@ -200,11 +183,6 @@ def test_transport_when_closed_twice_then_the_second_close_is_a_no_op_and_use_ra
 @pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
 def test_transport_when_attached_to_an_event_loop_then_readiness_drives_poll(pair, loop_factory):
     sink = Sink()
-    if pair.name == "replay":  # no fd: it must say so, not wait forever
-        pair.ready()
-        with asyncio.Runner(loop_factory=loop_factory) as runner, pytest.raises(TypeError, match="spin driver"):
-            pair.receiver.attach(runner.get_loop(), lambda: None)
-        return
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -230,7 +208,7 @@ def test_transport_when_attached_to_an_event_loop_then_readiness_drives_poll(pai
 
 
 @pytest.mark.parametrize("cls", [UdpReceiverConfig, UdpSenderConfig, TcpServerConfig, TcpClientConfig,
-                                 ReplayWriterConfig, ReplayReaderConfig, AeronDriverConfig, AeronReceiverConfig,
+                                 JournalConfig, AeronDriverConfig, AeronReceiverConfig,
                                  AeronSenderConfig])
 def test_transport_config_when_a_key_is_unknown_then_decoding_names_it(cls):
     with pytest.raises(msgspec.ValidationError, match="unknown field `hots`"):

@@ -5,6 +5,7 @@ tests learn the bound addresses from `run --ready-file`; processes write stdout 
 can fill up and stall them) and `Processes.close` ends every one a test started, whatever happened.
 """
 import json
+import os
 import shutil
 import signal
 import socket
@@ -103,12 +104,12 @@ def free_port(kind=socket.SOCK_STREAM):
 class Process:
     """One `orchestrator` subcommand; stdout and stderr go to files under the test's tmp dir."""
 
-    def __init__(self, args, workdir, name):
+    def __init__(self, args, workdir, name, env=None):
         self.args, self.name = list(args), name
         self.stdout_path, self.stderr_path = workdir / f"{name}.out", workdir / f"{name}.err"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.popen = subprocess.Popen(ORCHESTRATOR + self.args, stdout=out, stderr=err, cwd=workdir,
-                                          stdin=subprocess.DEVNULL)
+                                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
     @property
     def stdout(self):
@@ -161,11 +162,11 @@ class Process:
 class Engine(Process):
     """`orchestrator run CONFIG --json --ready-file ...`: the bound addresses once ready, the report at the end."""
 
-    def __init__(self, config, workdir, *extra, name="engine"):
+    def __init__(self, config, workdir, *extra, name="engine", env=None):
         self.ready_path = workdir / f"{name}.ready.json"
         self.status_path = workdir / f"{name}.status.json"
         super().__init__(["run", str(config), "--json", "--ready-file", str(self.ready_path), "--status-file",
-                          str(self.status_path), *extra], workdir, name)
+                          str(self.status_path), *extra], workdir, name, env)
         self.ready = None
 
     def wait_ready(self):
@@ -229,8 +230,8 @@ class Processes:
         self.started = []
         self.clients = []
 
-    def engine(self, config, *extra, name="engine", ready=True):
-        engine = self._add(Engine(config, self.workdir, *extra, name=name))
+    def engine(self, config, *extra, name="engine", ready=True, env=None):
+        engine = self._add(Engine(config, self.workdir, *extra, name=name, env=env))
         if ready:
             engine.wait_ready()
         return engine
@@ -253,6 +254,12 @@ class Processes:
                                   "--port", str(port), "--json", *map(str, args), name=name, timeout=timeout)
         assert code == 0, err
         return json.loads(out)
+
+    def start_feed(self, engine, transport="udp", *args, name="feed"):
+        """Start `orchestrator feed` against the engine's config and bound address; it runs on its own."""
+        host, port = engine.address(transport)
+        return self._add(Process(["feed", "--config", engine.args[1], "--transport", transport, "--host", host,
+                                  "--port", str(port), *map(str, args)], self.workdir, name))
 
     def udp(self, engine):
         return self._client(Udp(engine.address("udp")))

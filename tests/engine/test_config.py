@@ -77,7 +77,9 @@ def test_load_config_when_keys_omitted_then_loopback_and_safe_defaults_apply():
     assert (engine.oms.tcp.host, engine.oms.tcp.port) == ("127.0.0.1", 47200)
     assert (engine.oms.kind, engine.oms.on_disconnect) == ("sim", "halt")
     assert (engine.rings.signals, engine.rings.orders, engine.rings.rejects, engine.rings.reports) == (4096,) * 4
-    assert engine.journal is None and engine.metrics is None
+    assert engine.metrics is None
+    assert (engine.journal.enabled, engine.journal.dir, engine.journal.fsync, engine.journal.on_error) == \
+        (True, "var/journal", "interval", "halt")
     assert config.instruments[0].lot_size == 1 and config.instruments[0].tradable is True
     assert config.accounts[0].kill_switch is False
     assert strategy.enabled is False, "a strategy starts READY unless it says enabled = true"
@@ -337,8 +339,7 @@ def test_load_config_when_order_logic_is_given_then_it_is_refused_as_not_support
         f"loaded, so the strategy would trade without it; remove it")
 
 
-@pytest.mark.parametrize("table, what", [("journal", "the engine keeps no journal yet"),
-                                         ("metrics", "the engine exports no metrics yet")])
+@pytest.mark.parametrize("table, what", [("metrics", "the engine exports no metrics yet")])
 def test_load_config_when_a_table_nothing_reads_yet_is_given_then_it_is_refused(config_dir, table, what):
     (config_dir / "engine.toml").write_text(f'name = "x"\n[{table}]\npath = "var/x"\n')
 
@@ -554,3 +555,16 @@ def test_load_config_when_name_has_spaces_then_error_describes_a_valid_name(conf
     assert str(load_error(config_dir)) == (
         f"{config_dir / 'strategies' / 'solo.toml'}: at $.name: Expected a name of letters, digits, \"_\", \".\" or "
         f'"-" (not starting with a punctuation mark), got "my strategy"')
+
+
+@pytest.mark.parametrize("journal, expected", [
+    ('fsync = "sometimes"', 'at $.journal.fsync: Expected one of "batch", "interval", "never", got "sometimes"'),
+    ("fsync_interval_ms = 0", "at $.journal.fsync_interval_ms: Expected int >= 1, got 0"),
+    ('on_error = "ignore"', 'at $.journal.on_error: Expected one of "alarm", "halt", got "ignore"'),
+    ("snapshot_interval_s = -1", "at $.journal.snapshot_interval_s: Expected float >= 0.0, got -1"),
+    ('path = "var/x"', "at $.journal.path: unknown key; expected one of: dir, fsync, fsync_interval_ms"),
+])
+def test_load_config_when_a_journal_key_is_wrong_then_the_error_names_it(config_dir, journal, expected):
+    (config_dir / "engine.toml").write_text(f'name = "x"\n[journal]\n{journal}\n')
+
+    assert expected in str(load_error(config_dir))

@@ -15,11 +15,10 @@ from engine.config import load_config
 from engine.state import EngineState, arena_sizes
 from kernels import arena as A
 from kernels.dtypes import (
-    ACTIVE, BREAKER_ACTION_HALT, BREAKER_ACTION_REDUCE, EV_HALT, EV_PAUSE, HALTED, N_COUNTERS, N_REASONS, N_TRIPS,
-    NO_PRICE, NO_SLOT, NO_TRIP, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, PAUSED, READY, REASON_NAMES, REDUCING, RETIRED,
-    TRIP_DRAWDOWN, TRIP_NAMES,
+    ACTIVE, BREAKER_ACTION_HALT, BREAKER_ACTION_REDUCE, N_COUNTERS, N_REASONS, N_TRIPS,
+    NO_PRICE, NO_SLOT, NO_TRIP, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, READY, REASON_NAMES, TRIP_DRAWDOWN, TRIP_NAMES,
 )
-from kernels.lifecycle import N_EVENTS, N_STATES, TRANSITIONS, IllegalTransition
+from kernels.lifecycle import N_EVENTS, N_STATES, TRANSITIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 BASIC = ROOT / "config" / "test" / "basic"
@@ -201,57 +200,6 @@ def test_strategy_id_when_name_is_unknown_then_key_error_lists_the_known_names(s
         state.strategy_id("delta")
 
 
-# ------------------------------------------------------------------------------------------------- lifecycle
-@pytest.mark.parametrize("name, event, after", [
-    ("alpha", "pause", PAUSED), ("alpha", EV_PAUSE, PAUSED), ("alpha", "reduce", REDUCING), ("alpha", "halt", HALTED),
-    ("alpha", "deactivate", READY), ("beta", "activate", ACTIVE), ("beta", "RETIRE", RETIRED),
-])
-def test_transition_when_event_is_legal_then_state_changes(state, name, event, after):
-    assert state.transition(name, event) == after
-    assert state.strategies[state.strategy_id(name)]["state"] == after
-
-
-@pytest.mark.parametrize("name, event", [("alpha", "activate"), ("alpha", "reset"), ("alpha", "retire"),
-                                         ("beta", "pause"), ("beta", "validate")])
-def test_transition_when_event_is_illegal_then_it_raises_and_changes_nothing(state, name, event):
-    before = state.arena.copy()
-
-    with pytest.raises(IllegalTransition, match=f"cannot {event} a strategy in state"):
-        state.transition(name, event)
-
-    assert (state.arena == before).all()
-
-
-@pytest.mark.parametrize("name, event", [("alpha", "explode"), ("nobody", "pause"), ("alpha", 99)])
-def test_transition_when_event_or_name_is_unknown_then_it_raises_and_changes_nothing(state, name, event):
-    before = state.arena.copy()
-
-    with pytest.raises((KeyError, ValueError)):
-        state.transition(name, event)
-
-    assert (state.arena == before).all()
-
-
-def test_transition_when_halted_strategy_is_reset_then_breaker_state_is_cleared(state):
-    row = state.strategies[ALPHA]
-    row["state"], row["trip_cause"], row["tripped_at_ns"] = HALTED, TRIP_DRAWDOWN, 123
-    row["consecutive_rejects"], row["window_orders"], row["window_rejects"] = 6, 20, 9
-
-    assert state.transition("alpha", "reset") == READY
-
-    assert (row["trip_cause"], row["tripped_at_ns"], row["consecutive_rejects"]) == (NO_TRIP, 0, 0)
-    assert (row["window_orders"], row["window_rejects"], row["window_start_ns"]) == (0, 0, 0)
-
-
-def test_transition_when_pausing_then_breaker_state_is_kept(state):
-    row = state.strategies[ALPHA]
-    row["consecutive_rejects"] = 4
-
-    state.transition("alpha", "pause")
-
-    assert row["consecutive_rejects"] == 4
-
-
 # ------------------------------------------------------------------------------------------------- snapshot
 def test_snapshot_when_built_then_each_strategy_reports_its_configured_identity(state):
     report = state.snapshot()
@@ -296,19 +244,3 @@ def test_snapshot_when_encoded_then_it_is_plain_json(state):
     report = state.snapshot()
 
     assert msgspec.json.decode(msgspec.json.encode(report)) == report
-
-
-def test_apply_event_when_table_allows_then_state_moves_like_the_kernel_without_side_effects(state):
-    state.strategies[ALPHA]["consecutive_rejects"] = 4
-
-    assert state.apply_event(ALPHA, EV_HALT) is True
-
-    assert state.strategies[ALPHA]["state"] == HALTED and state.strategies[ALPHA]["consecutive_rejects"] == 4
-
-
-def test_apply_event_when_table_forbids_then_false_and_nothing_changes(state):
-    before = state.arena.copy()
-
-    assert state.apply_event(BETA, EV_PAUSE) is False  # READY cannot pause
-
-    assert (state.arena == before).all()

@@ -4,13 +4,13 @@ import random
 import pytest
 
 from kernels.dtypes import (
-    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, MSG_ORDER, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET,
-    SIDE_BUY, SIDE_SELL, WIRE_VERSION,
+    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, MSG_CANCEL, MSG_ORDER, ORDER_IOC, ORDER_LIMIT,
+    ORDER_MARKET, SIDE_BUY, SIDE_SELL, WIRE_VERSION,
 )
 from sim.venue import REJECT_DUPLICATE, REJECT_NO_MARKET, REJECT_PRICE, REJECT_QTY, REJECT_RANDOM, SimulatedOms
 from tests.sim.sim_kit import INSTANT, T0, US, config, engine_order_frame, kinds, oms_with_market, order, quote, run
 from wire.frames import FrameError, encode_frame, frame
-from wire.schema import Signal
+from wire.schema import Cancel, Signal
 
 
 # ---------------------------------------------------------------------------------------------- fill rules
@@ -257,6 +257,18 @@ def test_sim_oms_on_frames_when_mixed_frames_then_orders_and_market_taken_and_th
     assert (oms.stats.orders, oms.stats.market_data, oms.stats.malformed, oms.stats.bad_type) == (2, 1, 1, 1)
     assert [(r.order_id, r.exec_type, r.price) for r in oms.pop_due(T0)] == [
         (1, EXEC_ACK, 99.0), (1, EXEC_FILL, 99.0), (2, EXEC_ACK, 101.0), (2, EXEC_FILL, 101.0)]
+
+
+def test_sim_oms_on_frames_when_a_cancel_arrives_then_a_resting_order_is_canceled_and_a_done_one_is_not():
+    oms = SimulatedOms(config(**INSTANT))
+    buf = encode_frame(quote(99.0, 101.0)) + encode_frame(order(1, price=100.0)) + encode_frame(order(2, price=101.0))
+    oms.on_frames(buf, T0)
+    cancels = encode_frame(Cancel(order_id=1, strategy=1, deploy=2, ts_ns=T0)) + \
+        encode_frame(Cancel(order_id=2, strategy=1, deploy=2, ts_ns=T0)) + frame(MSG_CANCEL, b"\xc1")
+    oms.on_frames(cancels, T0)
+    assert [(r.order_id, r.exec_type) for r in oms.pop_due(T0)] == [
+        (1, EXEC_ACK), (2, EXEC_ACK), (2, EXEC_FILL), (1, EXEC_CANCELED)]
+    assert (oms.stats.canceled, oms.stats.malformed, oms.resting()) == (1, 1, 0)
 
 
 def test_sim_oms_on_frames_when_max_orders_then_stops_after_that_many():

@@ -1,0 +1,95 @@
+"""What the engine journals, and when: every input that can change its state, in the order it was applied.
+
+The engine is a deterministic function of its inputs: the inbound chunks (signals, market data, the OMS's
+reports, the ticks of time passing), each with its arrival time and source, and the commands applied between
+batches. The journal holds exactly those, so a fresh engine fed the journal comes out the same, bit for bit:
+- `Arrival`: the chunks one poll of one transport wrote to rx (or one tick), at poll time, before any batch
+  decides them (write-ahead: a SIGKILL after a batch never loses what it decided on);
+- `Applied`: a command, as it is applied, with its stream position: the chunks still waiting in rx then
+  (`pending_chunks`, `pending_bytes`: a batch stopped by back-pressure leaves some), so a replay applies it
+  between the same two events.
+`EngineJournal.commit()` writes what the step appended with one write(2) before the step's orders leave, so
+the OMS never holds an order the journal cannot explain.
+
+Record bodies are msgpack arrays (msgspec, tagged), framed and checksummed by adapters/journal.py.
+"""
+import logging
+
+import msgspec
+
+from adapters.journal import JournalConfig, JournalError, JournalWriter
+from engine.commands import AnyCommand
+
+log = logging.getLogger("orchestrator.journal")
+
+
+class Arrival(msgspec.Struct, tag="arrival", array_like=True, frozen=True):
+    time_ns: int
+    source: int              # rx_sources: 0 the OMS link (and ticks), 1.. the listeners
+    sizes: list[int]         # the chunks' lengths, in order; [0] for a tick
+    data: bytes              # the chunks' bytes, back to back
+
+
+class Applied(msgspec.Struct, tag="applied", array_like=True, frozen=True):
+    at_ns: int               # the clock the command was applied at
+    pending_chunks: int      # chunks that had arrived but were not yet decided ...
+    pending_bytes: int       # ... and their bytes: the last ones of the arrivals before this record
+    command: AnyCommand
+
+
+Record = Arrival | Applied
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Record)
+
+
+def decode(body) -> Record:
+    return _decoder.decode(body)
+
+
+class EngineJournal:
+    """The engine's journal writer: `arrival`, `applied`, then `commit()` once per step. Errors follow
+    `on_error`: "halt" (the engine stops trading until an operator acts: see Engine) or "alarm" (log, count,
+    keep trading, keep the records buffered and retry; never a silent gap)."""
+
+    def __init__(self, config: JournalConfig, directory, next_seq=1, on_error="halt"):
+        self.writer = JournalWriter(config, directory, next_seq)
+        self.on_error = on_error
+        self.errors = 0
+        self.failing = False  # the last commit failed
+
+    def open(self):
+        self.writer.open()
+
+    @property
+    def last_seq(self):
+        return self.writer.next_seq - 1
+
+    def arrival(self, time_ns, source, sizes, data):
+        self.writer.append(_encoder.encode(Arrival(time_ns, source, sizes, data)))
+
+    def applied(self, at_ns, pending_chunks, pending_bytes, command) -> int:
+        return self.writer.append(_encoder.encode(Applied(at_ns, pending_chunks, pending_bytes, command)))
+
+    def commit(self) -> bool:
+        """Write what was appended; False when the disk refused (counted and logged once per outage)."""
+        try:
+            self.writer.commit()
+        except JournalError as e:
+            self.errors += 1
+            if not self.failing:
+                log.critical("journal: %s (policy %r; %d bytes waiting)", e, self.on_error, self.writer.pending)
+            self.failing = True
+            return False
+        if self.failing:
+            log.warning("journal: writing again after %d failed commits", self.errors)
+        self.failing = False
+        return True
+
+    def sync(self):
+        self.writer.sync()
+
+    def close(self):
+        try:
+            self.writer.close()
+        except OSError as e:
+            log.critical("journal: closing: %s", e)

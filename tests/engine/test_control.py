@@ -1,0 +1,232 @@
+"""engine/control.py: commands checked against the lifecycle table, the names and the config schema; refused
+with a clear error and nothing changed, or journaled and applied; a retried id applied once.
+
+On config/test/basic (see tests/engine/test_state.py): alpha ACTIVE (futures), beta READY (equities, whose kill
+switch is on in accounts.toml), gamma ACTIVE (equities); the OMS is a TCP link, here a sink that keeps what it
+is sent.
+"""
+import msgspec
+import numpy as np
+import pytest
+
+from engine.commands import (
+    CancelUnsent, HaltAll, KillSwitch, SetLimits, Transition, decode_command,
+)
+from engine.driver import Engine
+from engine.state import EngineState
+from kernels.dtypes import (
+    ACTIVE, HALTED, KILL_ACCOUNT, KILL_GLOBAL, MSG_CANCEL, NO_TRIP, PAUSED, READY, REDUCING, RETIRED, TRIP_DRAWDOWN,
+)
+from sim.sink import NullOms
+from tests.engine.test_state import ALPHA, BASIC, BETA, GAMMA
+from wire.frames import iter_frames
+
+NOW = 1_700_000_000_000_000_000
+
+
+class KeepingOms(NullOms):
+    """A sink that keeps the frames it was sent."""
+
+    def __init__(self):
+        super().__init__()
+        self.frames = []
+
+    def send(self, frames):
+        self.frames += list(iter_frames(bytes(frames)))
+        return super().send(frames)
+
+
+@pytest.fixture
+def engine():
+    return Engine(EngineState.load(BASIC), [], KeepingOms(), clock=lambda: NOW)
+
+
+def apply(engine, command):
+    return engine.control.apply(command, NOW)
+
+
+def states(engine):
+    return [int(x) for x in engine.state.strategies["state"]]
+
+
+# ------------------------------------------------------------------------------------------------- lifecycle
+@pytest.mark.parametrize("name, action, after", [
+    ("alpha", "pause", PAUSED), ("alpha", "reduce_only", REDUCING), ("alpha", "halt", HALTED),
+    ("alpha", "deactivate", READY), ("beta", "activate", ACTIVE), ("beta", "retire", RETIRED),
+])
+def test_transition_when_legal_then_state_changes_and_the_result_says_from_where(engine, name, action, after):
+    result = apply(engine, Transition(strategy=name, action=action))
+
+    assert result.ok and result.error is None
+    assert engine.state.strategies[engine.state.strategy_id(name)]["state"] == after
+    assert result.detail["to"] == ("PAUSED", "REDUCING", "HALTED", "READY", "ACTIVE", "RETIRED")[
+        (PAUSED, REDUCING, HALTED, READY, ACTIVE, RETIRED).index(after)]
+
+
+@pytest.mark.parametrize("name, action, error", [
+    ("alpha", "activate", "cannot activate a strategy in state ACTIVE"),
+    ("alpha", "reset", "cannot reset a strategy in state ACTIVE"),
+    ("alpha", "retire", "cannot retire a strategy in state ACTIVE"),
+    ("beta", "pause", "cannot pause a strategy in state READY"),
+    ("beta", "resume", "cannot resume a strategy in state READY: resume is for PAUSED"),
+    ("delta", "pause", "unknown strategy 'delta'; known: alpha, beta, gamma"),
+])
+def test_transition_when_illegal_or_unknown_then_refused_with_the_reason_and_nothing_changes(engine, name, action,
+                                                                                             error):
+    before = engine.state.arena.copy()
+
+    result = apply(engine, Transition(strategy=name, action=action))
+
+    assert not result.ok and error in result.error and result.seq == 0
+    assert np.array_equal(engine.state.arena, before)
+
+
+def test_transition_when_paused_then_resume_makes_it_active_and_keeps_its_breaker_counts(engine):
+    engine.state.strategies[ALPHA]["consecutive_rejects"] = 4
+    apply(engine, Transition(strategy="alpha", action="pause"))
+
+    assert apply(engine, Transition(strategy="alpha", action="resume")).ok
+
+    assert engine.state.strategies[ALPHA]["state"] == ACTIVE
+    assert engine.state.strategies[ALPHA]["consecutive_rejects"] == 4
+
+
+def test_transition_when_a_tripped_strategy_is_reset_then_its_breakers_start_afresh_from_now(engine):
+    row = engine.state.strategies[ALPHA]
+    row["state"], row["trip_cause"], row["tripped_at_ns"] = HALTED, TRIP_DRAWDOWN, 123
+    row["consecutive_rejects"], row["window_orders"], row["window_rejects"] = 6, 20, 9
+    row["realized"], row["fees"] = 50.0, 2.0
+
+    assert apply(engine, Transition(strategy="alpha", action="reset")).detail == \
+        {"strategy": "alpha", "from": "HALTED", "to": "READY"}
+
+    assert (row["trip_cause"], row["tripped_at_ns"], row["consecutive_rejects"]) == (NO_TRIP, 0, 0)
+    assert (row["window_orders"], row["window_rejects"], row["window_start_ns"]) == (0, 0, NOW)
+    assert row["peak_pnl"] == 48.0  # the drawdown breaker measures from the P&L at the reset
+
+
+def test_command_when_retried_with_the_same_id_then_applied_once_and_the_first_result_returned(engine):
+    first = apply(engine, Transition(id="op-7", strategy="alpha", action="pause"))
+    apply(engine, Transition(strategy="alpha", action="resume"))
+
+    again = apply(engine, Transition(id="op-7", strategy="alpha", action="pause"))
+
+    assert again.repeated and (again.ok, again.detail) == (first.ok, first.detail)
+    assert engine.state.strategies[ALPHA]["state"] == ACTIVE  # the retry did not pause it again
+
+
+def test_command_when_decoded_from_json_then_a_bad_field_is_named():
+    assert decode_command(b'{"command": "transition", "strategy": "alpha", "action": "pause"}') == \
+        Transition(strategy="alpha", action="pause")
+    with pytest.raises(msgspec.ValidationError, match=r"Invalid enum value .explode. - at `\$.action`"):
+        decode_command(b'{"command": "transition", "strategy": "alpha", "action": "explode"}')
+    with pytest.raises(msgspec.ValidationError, match="Invalid value 'launch'"):
+        decode_command(b'{"command": "launch", "strategy": "alpha"}')
+
+
+# ------------------------------------------------------------------------------------------------- limits
+def test_set_limits_when_valid_then_the_arena_and_the_running_spec_follow(engine):
+    result = apply(engine, SetLimits(strategy="alpha", values={"max_order_qty": 3, "cooldown_ms": 250,
+                                                               "action": "reduce", "max_position": 7}))
+
+    assert result.ok, result.error
+    row = engine.state.strategies[ALPHA]
+    assert (row["max_order_qty"], row["cooldown_ns"], row["breaker_action"], row["max_position"]) == \
+        (3, 250_000_000, 1, 7)
+    spec = engine.state.deploys[ALPHA][-1].spec
+    assert (spec.limits.max_order_qty, spec.breakers.cooldown_ms, spec.sizing.max_position) == (3, 250, 7)
+
+
+@pytest.mark.parametrize("command, error", [
+    (SetLimits(strategy="alpha", values={"max_order_qty": 0}), "Expected `int` >= 1 - at `$.limits.max_order_qty`"),
+    (SetLimits(strategy="alpha", values={"max_orders": 3}), "not a strategy limit: max_orders; settable:"),
+    (SetLimits(strategy="alpha", values={"action": "explode"}), "at `$.breakers.action`"),
+    (SetLimits(account="futures", values={"max_gross_notional": -1.0}), "at `$.max_gross_notional`"),
+    (SetLimits(account="futures", values={"kill_switch": True}), "not an account limit: kill_switch"),
+    (SetLimits(strategy="alpha", account="futures", values={"burst": 3}), "either a strategy or an account"),
+    (SetLimits(account="nobody", values={"daily_loss_limit": 3.0}), "unknown account 'nobody'"),
+])
+def test_set_limits_when_a_value_or_key_is_wrong_then_refused_naming_it_and_nothing_changes(engine, command, error):
+    before = engine.state.arena.copy()
+    spec = engine.state.deploys[ALPHA][-1].spec
+
+    result = apply(engine, command)
+
+    assert not result.ok and error in result.error, result.error
+    assert np.array_equal(engine.state.arena, before) and engine.state.deploys[ALPHA][-1].spec == spec
+
+
+def test_set_limits_when_an_account_is_changed_then_its_row_follows(engine):
+    assert apply(engine, SetLimits(account="futures", values={"max_net_notional": 1234.5})).ok
+    assert engine.state.accounts[0]["max_net_notional"] == 1234.5
+
+
+# ------------------------------------------------------------------------------------------------- kill switches
+def working_order(engine, slot, strategy, account):
+    o = engine.state.open_orders[slot]
+    o["live"], o["order_id"], o["strategy"], o["account"], o["deploy"] = 1, (5 << 24) | slot, strategy, account, 1
+
+
+def test_kill_switch_when_a_strategy_is_killed_then_its_working_orders_get_cancel_requests(engine):
+    working_order(engine, 0, ALPHA, 0)
+    working_order(engine, 1, GAMMA, 1)
+
+    result = apply(engine, KillSwitch(scope="strategy", name="alpha", on=True))
+    engine.step(NOW)
+
+    assert result.detail["cancel_requests"] == 1 and engine.state.strategies[ALPHA]["kill"] == 1
+    cancels = [body for msg_type, body in engine.oms.frames if msg_type == MSG_CANCEL]
+    assert [c.order_id for c in cancels] == [(5 << 24) | 0]
+    assert apply(engine, KillSwitch(scope="strategy", name="alpha", on=False)).ok
+    assert engine.state.strategies[ALPHA]["kill"] == 0
+
+
+def test_kill_switch_when_global_is_turned_off_then_an_account_switch_set_in_config_stays_on(engine):
+    accounts = engine.state.accounts
+    assert list(accounts["kill"]) == [0, KILL_ACCOUNT]  # equities: kill_switch = true in accounts.toml
+
+    apply(engine, KillSwitch(scope="global", on=True))
+    assert list(accounts["kill"]) == [KILL_GLOBAL, KILL_ACCOUNT | KILL_GLOBAL]
+    apply(engine, KillSwitch(scope="global", on=False))
+
+    assert list(accounts["kill"]) == [0, KILL_ACCOUNT]
+
+
+@pytest.mark.parametrize("command, error", [
+    (KillSwitch(scope="global", name="futures", on=True), "takes no name"),
+    (KillSwitch(scope="account", on=True), "name the account"),
+    (KillSwitch(scope="strategy", name="delta", on=True), "unknown strategy 'delta'"),
+])
+def test_kill_switch_when_the_scope_is_wrong_then_refused(engine, command, error):
+    result = apply(engine, command)
+    assert not result.ok and error in result.error
+
+
+# ------------------------------------------------------------------------------------------------- engine policy
+def test_halt_all_when_the_oms_link_is_lost_then_trading_strategies_move_by_policy(engine):
+    engine.state.strategies[GAMMA]["state"] = PAUSED
+
+    result = apply(engine, HaltAll(actor="engine", policy="reduce", reason="OMS link lost"))
+
+    assert states(engine) == [REDUCING, READY, PAUSED] and result.detail["moved"] == ["alpha"]
+
+
+def test_cancel_unsent_when_orders_never_left_then_the_books_release_them(engine):
+    state = engine.state
+    working_order(engine, 3, ALPHA, 0)
+    state.strategies[ALPHA]["open_orders"] = 1
+
+    result = apply(engine, CancelUnsent(actor="engine", order_ids=[(5 << 24) | 3, (9 << 24) | 4]))
+
+    assert result.detail == {"canceled": 1} and state.open_orders[3]["live"] == 0
+    assert state.strategies[ALPHA]["open_orders"] == 0
+
+
+def test_command_when_submitted_from_another_thread_then_the_next_step_applies_it(engine):
+    future = engine.control.submit(Transition(strategy="gamma", action="pause"))
+    assert not future.done() and engine.control.pending == 1
+
+    engine.step(NOW)
+
+    assert future.result(timeout=1).ok and engine.state.strategies[GAMMA]["state"] == PAUSED
+    assert engine.state.strategies[BETA]["state"] == READY
