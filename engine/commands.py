@@ -48,6 +48,35 @@ class KillSwitch(Command, tag="kill_switch", frozen=True, kw_only=True):
     on: bool
 
 
+class Register(Command, tag="register", frozen=True, kw_only=True):
+    """Add the strategy of a file in the config directory's strategies/ (by file name: deploys come only from
+    there, never from uploaded code). It starts READY, or ACTIVE when its file says enabled = true."""
+    file: Name
+
+
+class Deploy(Command, tag="deploy", frozen=True, kw_only=True):
+    """A new version of a running strategy from its file (or `file`) in strategies/: validated and warmed off the
+    hot path, swapped in between batches with the next deploy number. Positions and P&L stay with the name;
+    the old version is kept in the deploy history (RETIRED) for a rollback."""
+    strategy: Name
+    file: Name | None = None
+
+
+class Rollback(Command, tag="rollback", frozen=True, kw_only=True):
+    """Deploy again the version a strategy ran before its current one (or deploy number `to`)."""
+    strategy: Name
+    to: int | None = None
+
+
+class Shadow(Command, tag="shadow", frozen=True, kw_only=True):
+    """On: run the version in `file` beside the live strategy on the same signals, its orders sized and checked
+    against the live position but never sent; the report compares them with the live orders. Off: stop it.
+    Promote it with an ordinary deploy."""
+    strategy: Name
+    on: bool
+    file: Name | None = None
+
+
 class HaltAll(Command, tag="halt_all", frozen=True, kw_only=True):
     """The engine's own policy: every trading strategy is halted (or made reduce-only) because the OMS link is
     gone or the journal cannot be written; they stay so until an operator activates them."""
@@ -60,7 +89,7 @@ class CancelUnsent(Command, tag="cancel_unsent", frozen=True, kw_only=True):
     order_ids: list[int]
 
 
-AnyCommand = Transition | SetLimits | KillSwitch | HaltAll | CancelUnsent
+AnyCommand = Transition | SetLimits | KillSwitch | Register | Deploy | Rollback | Shadow | HaltAll | CancelUnsent
 
 
 class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
