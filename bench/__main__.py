@@ -93,10 +93,12 @@ def run_e2e(out_dir, args):
     t0 = time.monotonic()
     runs, reports, skipped = e2e.run_all(out_dir, engines, args.transports.split(","),
                                          args.drivers.split(",") if args.drivers else None, rates, plain_rates,
-                                         duration, receiver_mode=args.receiver, receiver_spin=args.receiver_spin,
-                                         pin=args.pin)
+                                         duration, floor=not args.no_floor, placement=args.placement,
+                                         peer=args.peer, wait=args.wait)
     with open(Path(out_dir) / "e2e.json", "w") as f:
         json.dump({"runs": runs, "engine_reports": reports, "skipped": skipped,
+                   "settings": {"placement": args.placement, "peer": args.peer, "wait": args.wait,
+                                "floor": not args.no_floor, "duration_s": duration},
                    "seconds": time.monotonic() - t0}, f, indent=1)
 
 
@@ -108,10 +110,13 @@ def add_e2e_arguments(p):
     p.add_argument("--transports", default="udp,tcp", help="udp,tcp (aeron: slot for issue 4)")
     p.add_argument("--drivers", default=None, help="spin,event (default both)")
     p.add_argument("--no-plain", action="store_true", help="skip the plain-Python engine")
-    p.add_argument("--receiver", choices=("fast", "sim"), default="fast",
-                   help="OMS receiver: vectorised ack+fill (default) or the SimulatedOms rules")
-    p.add_argument("--receiver-spin", action="store_true", help="receiver busy-polls (a core less for the rest)")
-    p.add_argument("--pin", action="store_true", help="pin the engine to the last core, the rest to the others")
+    p.add_argument("--no-floor", action="store_true", help="skip the floor (bench/floor.py): no engine/floor ratios")
+    p.add_argument("--placement", choices=("pinned", "unpinned"), default="pinned",
+                   help="pinned (default): the engine alone on the last core, the peer on the others")
+    p.add_argument("--peer", choices=("one", "split"), default="one",
+                   help="load generator and receiver in one process (default) or two on the same core")
+    p.add_argument("--wait", choices=("spin", "block"), default="spin",
+                   help="the peer spins between events (default) or blocks in select()")
     return p
 
 

@@ -1,0 +1,204 @@
+"""The floor: the engine's path with no engine. What the end-to-end harness divides every engine figure by.
+
+    python -m bench.floor --transport udp|tcp --port P --oms-port Q [--cpu N]
+
+A minimal process in the engine's place that does only the syscalls the engine's path does, on the same
+transports: it listens for signals (UDP datagrams on P, or a TCP stream accepted on P), connects to the OMS
+(the harness's receiver on Q, TCP), and spins: read every signal frame there is (non-blocking `recv_into` until the
+socket is empty, as the engine's adapters poll), write one fixed-width order frame per signal (wire/records
+ORDER_FRAME_T: a prebuilt frame with the signal's source, seq and ts_ns copied in, 14 + 9 bytes) to the OMS socket
+in one `send`, and read and discard what the OMS answers (the engine's OMS poll). No decode, no risk, no books.
+The harness runs it exactly like the engine (same peer, same placement, same rates), so
+
+    engine latency / floor latency
+
+is what the engine adds over the machine's own cost of moving a signal in and an order out through the kernel,
+and the floor's saturation throughput is the most any engine could show through this harness on this machine.
+It prints `ready PORT` once listening and connected, and a JSON line of counts when stopped (SIGINT/SIGTERM).
+"""
+import argparse
+import gc
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+import numpy as np
+
+from kernels.dtypes import MSG_ORDER, MSG_SIGNAL
+from wire.records import ORDER_FRAME_SIZE, ORDER_FRAME_T, SIGNAL_FRAME_SIZE, SIGNAL_FRAME_T, records
+
+_S, _O = SIGNAL_FRAME_T.fields, ORDER_FRAME_T.fields
+# signal bytes -> order bytes (tags included: source u32 + seq u64 are contiguous in both; ts_ns i64)
+SOURCE_SEQ = (_S["source_tag"][1], _O["signal_source_tag"][1], _S["seq"][1] + 8 - _S["source_tag"][1])
+TS = (_S["ts_ns_tag"][1], _O["signal_ts_ns_tag"][1], 9)
+MAX_DATAGRAMS = 64     # datagrams read per pass at most (then the orders go in one send)
+SMALL = 16             # frames per TCP read copied one by one; more: numpy
+BATCH = 16384
+
+
+class Forwarder:
+    def __init__(self, transport, host, port, oms_host, oms_port):
+        self.transport = transport
+        if transport == "udp":
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.sock.bind((host, port))
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+            self.sock.listen(4)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.conn = None  # TCP: the signal stream
+        self.oms = socket.create_connection((oms_host, oms_port), timeout=10)
+        self.oms.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.oms.setblocking(False)
+        self.rx = bytearray(1 << 20)
+        self.rxv = memoryview(self.rx)
+        self.held = 0
+        order = records(MSG_ORDER, 1)
+        order["order_id"], order["strategy"], order["deploy"], order["qty"], order["price"] = 1, 0, 1, 1, 1.0
+        self.out = bytearray(order.tobytes() * BATCH)
+        self.outv = memoryview(self.out)
+        self.out_np = np.frombuffer(self.out, ORDER_FRAME_T)
+        self.junk = bytearray(1 << 20)
+        self.pending = bytearray()
+        self.stats = {"signals": 0, "reads": 0, "sends": 0, "send_blocked": 0, "report_bytes": 0}
+
+    def step(self):
+        """One pass: signals in, orders out, reports drained. Returns signals forwarded."""
+        n = self._udp() if self.transport == "udp" else self._tcp()
+        try:
+            got = self.oms.recv_into(self.junk)
+            if got == 0:
+                raise ConnectionResetError("OMS closed the link")
+            self.stats["report_bytes"] += got
+        except BlockingIOError:
+            pass
+        return n
+
+    def _udp(self):
+        rxv, k, recv_into = self.rxv, 0, self.sock.recv_into
+        while k < MAX_DATAGRAMS:
+            try:
+                size = recv_into(rxv[k * SIGNAL_FRAME_SIZE:(k + 1) * SIGNAL_FRAME_SIZE], SIGNAL_FRAME_SIZE)
+            except BlockingIOError:
+                break
+            if size == SIGNAL_FRAME_SIZE and self.rx[k * SIGNAL_FRAME_SIZE + 5] == MSG_SIGNAL:
+                k += 1
+        if k:
+            self.stats["reads"] += 1
+            self._forward(0, k)
+        return k
+
+    def _tcp(self):
+        if self.conn is None:
+            try:
+                self.conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return 0
+            self.conn.setblocking(False)
+            self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            got = self.conn.recv_into(self.rxv[self.held:])
+        except BlockingIOError:
+            return 0
+        if got == 0:
+            self.conn.close()
+            self.conn, self.held = None, 0
+            return 0
+        self.stats["reads"] += 1
+        end = self.held + got
+        k = end // SIGNAL_FRAME_SIZE
+        if k:
+            self._forward(0, k)
+        whole = k * SIGNAL_FRAME_SIZE
+        self.held = end - whole
+        if self.held:
+            self.rx[:self.held] = self.rx[whole:end]
+        return k
+
+    def _forward(self, first, k):
+        """Order frames for signal frames first..first+k-1 of rx, in one send."""
+        done = 0
+        while done < k:
+            n = min(k - done, BATCH)
+            lo = (first + done) * SIGNAL_FRAME_SIZE
+            if n > SMALL:
+                sig = np.frombuffer(self.rx, SIGNAL_FRAME_T, count=n, offset=lo)
+                o = self.out_np[:n]
+                o["signal_source"], o["signal_seq"], o["signal_ts_ns"] = sig["source"], sig["seq"], sig["ts_ns"]
+            else:
+                out, rxv = self.outv, self.rxv
+                (ss_s, ss_o, ss_n), (ts_s, ts_o, ts_n) = SOURCE_SEQ, TS
+                s, q = lo, 0
+                for _ in range(n):
+                    out[q + ss_o:q + ss_o + ss_n] = rxv[s + ss_s:s + ss_s + ss_n]
+                    out[q + ts_o:q + ts_o + ts_n] = rxv[s + ts_s:s + ts_s + ts_n]
+                    s += SIGNAL_FRAME_SIZE
+                    q += ORDER_FRAME_SIZE
+            self._send(self.outv[:n * ORDER_FRAME_SIZE])
+            done += n
+        self.stats["signals"] += k
+
+    def _send(self, data):
+        if self.pending:
+            self.pending += data
+            data = self.pending
+        try:
+            got = self.oms.send(data)
+        except BlockingIOError:
+            got = 0
+        self.stats["sends"] += 1
+        if got < len(data):
+            self.stats["send_blocked"] += 1
+            rest = bytes(data[got:])
+            self.pending = bytearray(rest)
+        else:
+            self.pending = bytearray()
+
+    def close(self):
+        for s in (self.conn, self.sock, self.oms):
+            if s is not None:
+                s.close()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.splitlines()[0])
+    p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="where signals arrive (0: any free port)")
+    p.add_argument("--oms-host", default="127.0.0.1")
+    p.add_argument("--oms-port", type=int, required=True)
+    p.add_argument("--cpu", type=int, default=None, help="pin to this core")
+    args = p.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    fwd = Forwarder(args.transport, args.host, args.port, args.oms_host, args.oms_port)
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    print(f"ready {fwd.port}", file=sys.stderr, flush=True)
+    started = time.time_ns()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    step = fwd.step
+    try:
+        while not stop:
+            step()
+    except ConnectionResetError:
+        pass
+    finally:
+        fwd.close()
+    print(json.dumps({"engine": "floor", "seconds": (time.time_ns() - started) / 1e9, "floor": fwd.stats}),
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
