@@ -55,27 +55,25 @@ def _strip_raw_rounds(path):
 
 
 def run_gate(out_dir, quick=False):
+    """The regression gate against this machine class's stored baseline, else the calibration. Writes nothing but
+    gate.json: storing a baseline is its own command (python -m bench gate --update-baseline)."""
     from bench import gate
-    baseline = gate.load_baseline()
-    results, note = [], None
-    print("regression gate: measuring ...", flush=True)
+    baseline, basis = gate.select_baseline()
+    print(f"regression gate: measuring; compared with {basis}", flush=True)
+    results, note = [], basis
     if baseline is None:
-        session = gate.measure(quick=quick)
-        path = gate.save_baseline(session)
-        note = (f"No baseline was stored for machine class {gate.machine_class()!r}: this session was stored as "
-                f"{path.relative_to(ROOT)} (commit it). The next run is compared with it.")
-        results.append({"session": session.as_dict()})
-        ok = True
+        ok = False
     else:
         session, verdict, attempts = gate.check(baseline, quick=quick, inject=gate.parse_inject(
             os.environ.get("BENCH_INJECT")))
         print(verdict.table())
         ok = verdict.ok
-        results.append({"session": session.as_dict(), "verdict": {"ok": ok, "rows": verdict.rows,
-                                                                  "regressions": verdict.regressions,
-                                                                  "sessions": attempts}})
+        results.append({"session": session.as_dict(), "basis": basis,
+                        "calibrated": baseline.info.get("basis") == "calibration",
+                        "verdict": {"ok": ok, "rows": verdict.rows, "regressions": verdict.regressions,
+                                    "sessions": attempts}})
         if os.environ.get("BENCH_INJECT"):
-            note = f"BENCH_INJECT={os.environ['BENCH_INJECT']}: a slowdown was injected on purpose."
+            note += f". BENCH_INJECT={os.environ['BENCH_INJECT']}: a slowdown was injected on purpose."
     with open(Path(out_dir) / "gate.json", "w") as f:
         json.dump({"results": results, "note": note}, f, indent=1)
     print("gate:", "PASS" if ok else "FAIL", flush=True)

@@ -278,7 +278,8 @@ def markdown(run_dir):
             lines += ["", "Engine counters that explain lost signals (from each engine's final report):", ""] + notes
 
     if gate:
-        lines += ["", "## Regression gate (ratios to the fixed reference workload, this session vs the baseline)", ""]
+        lines += ["", "## Regression gate (ratios to the fixed reference workload, this session vs the baseline or "
+                  "the calibration)", ""]
         for entry in gate.get("results", []):
             verdict = entry.get("verdict")
             if verdict:
