@@ -157,7 +157,7 @@ class Sender:
         self.sock, self.fd = sock, sock.fileno()
         self.pass_first, self.pass_ns, self.pass_intended = array("q"), array("q"), array("q")
         self.sent = 0                 # signals handed to the socket
-        self.pending = None           # TCP: the unsent tail of the last pass (a view into the ring)
+        self.pend_off = self.pend_len = 0  # TCP: the unsent tail of the last pass, as ring bytes
         self.blocked = self.partial = self.errors = 0
         self.t0 = self.deadline = 0
         self.next_due = 1 << 62       # wall ns at which poll() has something to do
@@ -173,7 +173,7 @@ class Sender:
 
     @property
     def done(self):
-        return self.pending is None and (self.sent >= self.total or self.rate == 0 and self.next_due > self.deadline)
+        return not self.pend_len and (self.sent >= self.total or self.rate == 0 and self.next_due > self.deadline)
 
     def intended(self, i):
         return self.t0 + i * NS // self.rate
@@ -181,7 +181,7 @@ class Sender:
     def poll(self, now):
         """Send what is due at wall time `now`; returns signals handed to the socket (0: none, or blocked)."""
         first = self.sent
-        if self.single and self.pending is None and first < self.total \
+        if self.single and not self.pend_len and first < self.total \
                 and (now - self.t0) * self.rate // NS == first:
             # the common case at a fixed rate: exactly one signal due (next_due is its intended time)
             base = (first & self.mask) * SIGNAL_FRAME_SIZE
@@ -199,7 +199,7 @@ class Sender:
                 got = SIGNAL_FRAME_SIZE
             if got < SIGNAL_FRAME_SIZE:  # TCP took part of the frame
                 self.partial += 1
-                self.pending = self.view[base + got:base + SIGNAL_FRAME_SIZE]
+                self.pend_off, self.pend_len = base + got, SIGNAL_FRAME_SIZE - got
             self.pass_first.append(first)
             self.pass_ns.append(t)
             self.sent = first = first + 1
@@ -208,7 +208,7 @@ class Sender:
         return self._poll(now)
 
     def _poll(self, now):
-        if self.pending is not None and not self._flush():
+        if self.pend_len and not self._flush():
             self.next_due = now  # blocked: retry on the next poll
             return 0
         if self.sent >= self.total:
@@ -269,7 +269,7 @@ class Sender:
                 got = self.sock.send(data)
                 if got < len(data):
                     self.partial += 1
-                    self.pending = data[got:]
+                    self.pend_off, self.pend_len = lo + got, len(data) - got
                 return n
             if self.vector is not None and n > 1:
                 got = self.vector.send(self.fd, slot, n)
@@ -294,19 +294,19 @@ class Sender:
 
     def _flush(self):
         try:
-            got = self.sock.send(self.pending)
+            got = self.sock.send(self.view[self.pend_off:self.pend_off + self.pend_len])
         except BlockingIOError:
             self.blocked += 1
             return False
-        if got < len(self.pending):
-            self.pending = self.pending[got:]
+        self.pend_off += got
+        self.pend_len -= got
+        if self.pend_len:
             self.blocked += 1
             return False
-        self.pending = None
         return True
 
     def close(self):
-        self.pending = None
+        self.pend_len = 0
         if self.vector is not None:
             self.vector.release()
         self.view.release()

@@ -33,13 +33,18 @@ import numpy as np
 from bench import CONFIG_DIR
 from bench.loadgen import Sender, instruments_of, set_timer_slack
 from bench.oms_receiver import Receiver
+from bench.peer_loop import SLOW
 
 STDIN_CHECK_NS = 10_000_000
 
 
 class Peer:
-    def __init__(self, rx, instruments, wait="spin"):
+    def __init__(self, rx, instruments, wait="spin", loop="compiled", acks=True):
         self.rx, self.instruments, self.block = rx, instruments, wait == "block"
+        self.loop = None
+        if loop == "compiled" and not self.block:
+            from bench.peer_loop import Loop
+            self.loop = Loop(acks)
         self._stdin = b""
 
     # ------------------------------------------------------------------------------------------ commands
@@ -93,40 +98,30 @@ class Peer:
 
     # ------------------------------------------------------------------------------------------ a run
     def run(self, cmd):
-        rx, wall, block = self.rx, time.time_ns, self.block
+        rx, block = self.rx, self.block
         sender = Sender(cmd["transport"], cmd.get("host", "127.0.0.1"), cmd["port"], cmd["rate"], cmd["duration"],
                         cmd["source"], self.instruments, cmd.get("max_batch"))
         before = dict(rx.stats) if rx is not None else {}
-        send_busy = recv_busy = 0
+        quiet_s, max_drain_s = cmd.get("quiet_s", 1.0), cmd.get("max_drain_s", 20.0)
         gc.collect()
         gc.disable()
         try:
             sender.start()
             t0 = sender.t0
-            while not sender.done:
-                now = wall()
-                if now >= sender.next_due and sender.poll(now):
-                    t = wall()
-                    send_busy += t - now
-                    now = t
-                if rx is not None:
-                    if rx.poll():
-                        recv_busy += wall() - now
-                    elif rx.owed or rx.pending:
-                        t = wall()
-                        if rx.flush_if(t, sender.next_due - t):
-                            recv_busy += wall() - t
-                    elif block:
-                        wait = (sender.next_due - wall()) / 1e9
-                        if wait > 0:
-                            select.select([rx.fileno()], [], [], min(wait, 0.05))
-                elif block:
-                    wait = (sender.next_due - wall()) / 1e9
-                    if wait > 0:
-                        time.sleep(wait)
-            sent_end = wall()
-            drain = self._drain(sender.sent, cmd.get("quiet_s", 1.0), cmd.get("max_drain_s", 20.0), sent_end) \
-                if rx is not None else 0
+            if self.loop is not None and (rx is None or not rx.slow):
+                code = self.loop.run(sender, rx, -1, int(quiet_s * 1e9), sender.deadline + int(max_drain_s * 1e9))
+                send_busy, recv_busy, sent_end = self.loop.send_busy_ns, self.loop.recv_busy_ns, self.loop.sent_end
+                if code == SLOW:  # frames the compiled loop does not read: on in Python, frame by frame
+                    rx._go_slow(time.time_ns())
+                    more = self._python_run(sender)
+                    send_busy, recv_busy = send_busy + more[0], recv_busy + more[1]
+                    sent_end = more[2] or sent_end
+                    drain = self._drain(sender.sent, quiet_s, max_drain_s, sent_end)
+                else:
+                    drain = time.time_ns() - sent_end
+            else:
+                send_busy, recv_busy, sent_end = self._python_run(sender)
+                drain = self._drain(sender.sent, quiet_s, max_drain_s, sent_end) if rx is not None else 0
         finally:
             gc.enable()
             sender.close()
@@ -134,6 +129,7 @@ class Peer:
         window = max(sent_end - t0, 1)
         summary.update({"send_busy": send_busy / window, "recv_busy": recv_busy / window, "window_s": window / 1e9,
                         "drain_s": drain / 1e9, "wait": "block" if block else "spin",
+                        "loop": "compiled" if self.loop is not None and not (rx and rx.slow) else "python",
                         "affinity": sorted(os.sched_getaffinity(0))})
         if rx is not None:
             rx.flush()
@@ -146,6 +142,34 @@ class Peer:
             np.savez(cmd["out"], seq=seq, intended_ns=intended, sent_ns=sent_ns, summary=json.dumps(summary),
                      **{"rx_" + k: v for k, v in got.items()})
         return summary
+
+    def _python_run(self, sender):
+        """The send phase in Python (the --loop python comparison, --wait block, and frames of another width);
+        returns (send busy ns, receive busy ns, when the last signal went)."""
+        rx, wall, block = self.rx, time.time_ns, self.block
+        send_busy = recv_busy = 0
+        while not sender.done:
+            now = wall()
+            if now >= sender.next_due and sender.poll(now):
+                t = wall()
+                send_busy += t - now
+                now = t
+            if rx is not None:
+                if rx.poll():
+                    recv_busy += wall() - now
+                elif rx.owed or rx.pending:
+                    t = wall()
+                    if rx.flush_if(t, sender.next_due - t):
+                        recv_busy += wall() - t
+                elif block:
+                    wait = (sender.next_due - wall()) / 1e9
+                    if wait > 0:
+                        select.select([rx.fileno()], [], [], min(wait, 0.05))
+            elif block:
+                wait = (sender.next_due - wall()) / 1e9
+                if wait > 0:
+                    time.sleep(wait)
+        return send_busy, recv_busy, wall()
 
     def _drain(self, expected, quiet_s, max_s, since):
         """Keep answering until `expected` orders arrived in this window, or none for quiet_s; returns ns spent."""
@@ -166,7 +190,14 @@ class Peer:
         """Role recv: drain, then save what this window received."""
         before = dict(self.rx.stats)
         start = time.time_ns()
-        drain = self._drain(cmd.get("expected", 0), cmd.get("quiet_s", 1.0), cmd.get("max_drain_s", 20.0), start)
+        expected, quiet_s, max_s = cmd.get("expected", 0), cmd.get("quiet_s", 1.0), cmd.get("max_drain_s", 20.0)
+        if self.loop is not None and not self.rx.slow and self.rx.conn is not None:
+            if self.loop.run(None, self.rx, expected, int(quiet_s * 1e9), start + int(max_s * 1e9)) == SLOW:
+                self.rx._go_slow(time.time_ns())
+                self._drain(expected, quiet_s, max_s, start)
+        else:
+            self._drain(expected, quiet_s, max_s, start)
+        drain = time.time_ns() - start
         self.rx.flush()
         got = self.rx.collect()
         summary = {"received": int(len(got["seq"])), "drain_s": drain / 1e9,
@@ -183,12 +214,15 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=0, help="OMS port to listen on (0: any)")
     p.add_argument("--role", choices=("both", "send", "recv"), default="both")
     p.add_argument("--wait", choices=("spin", "block"), default="spin")
+    p.add_argument("--loop", choices=("compiled", "python"), default="compiled",
+                   help="the busy loop compiled (bench/peer_loop.py, default) or in Python (for comparison)")
     p.add_argument("--no-acks", action="store_true", help="answer each order with a FILL only")
     p.add_argument("--config", default=str(CONFIG_DIR), help="engine config (the workload's instruments)")
     args = p.parse_args(argv)
     set_timer_slack()
     rx = Receiver(args.host, args.port, acks=not args.no_acks) if args.role != "send" else None
-    peer = Peer(rx, instruments_of(args.config) if args.role != "recv" else None, args.wait)
+    peer = Peer(rx, instruments_of(args.config) if args.role != "recv" else None, args.wait, args.loop,
+                not args.no_acks)
     print(f"ready {rx.port if rx else 0}", flush=True)
     try:
         peer.serve()
