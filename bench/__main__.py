@@ -92,11 +92,11 @@ def run_e2e(out_dir, args):
     runs, reports, skipped = e2e.run_all(out_dir, engines, args.transports.split(","),
                                          args.drivers.split(",") if args.drivers else None, rates, plain_rates,
                                          duration, floor=not args.no_floor, placement=args.placement,
-                                         peer=args.peer, wait=args.wait)
+                                         peer=args.peer, wait=args.wait, loop=args.loop, retries=args.retries)
     with open(Path(out_dir) / "e2e.json", "w") as f:
         json.dump({"runs": runs, "engine_reports": reports, "skipped": skipped,
-                   "settings": {"placement": args.placement, "peer": args.peer, "wait": args.wait,
-                                "floor": not args.no_floor, "duration_s": duration},
+                   "settings": {"placement": args.placement, "peer": args.peer, "wait": args.wait, "loop": args.loop,
+                                "retries": args.retries, "floor": not args.no_floor, "duration_s": duration},
                    "seconds": time.monotonic() - t0}, f, indent=1)
 
 
@@ -115,6 +115,10 @@ def add_e2e_arguments(p):
                    help="load generator and receiver in one process (default) or two on the same core")
     p.add_argument("--wait", choices=("spin", "block"), default="spin",
                    help="the peer spins between events (default) or blocks in select()")
+    p.add_argument("--retries", type=int, default=2,
+                   help="run a rate again up to this many times while the rest of the machine disturbs it (default 2)")
+    p.add_argument("--loop", choices=("compiled", "python"), default="compiled",
+                   help="the peer's busy loop compiled (bench/peer_loop.py, default) or in Python")
     return p
 
 

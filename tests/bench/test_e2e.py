@@ -41,3 +41,11 @@ def test_attach_floor_when_engine_and_floor_ran_then_ratios_at_the_same_transpor
     assert sat.vs_floor["throughput"] == 0.95
     assert any("within 10% of the floor" in w for w in sat.warnings)
     assert floor.vs_floor == {}
+
+
+def test_disturbed_when_a_process_waited_or_others_ran_then_says_so():
+    calm = {"processes": {"engine": {"wait_share": 0.001}, "peer": {"wait_share": 0.005}}, "others_share": 0.01}
+    busy = {"processes": {"engine": {"wait_share": 0.30}, "peer": {"wait_share": 0.005}}, "others_share": 0.35}
+    assert e2e.disturbed(calm) == ""
+    assert e2e.disturbed(busy) == "engine waited 30.0% for its CPU, other processes used 35% of the machine"
+    assert e2e._disturbance(busy) > e2e._disturbance(calm)
