@@ -300,6 +300,8 @@ def run_group(engine, transport, driver, rates, duration, out_dir, log=print, pl
     if len(rates) >= MAX_SOURCES:
         raise ValueError(f"at most {MAX_SOURCES - 1} rates per group: each run needs its own source id")
     retries = min(retries, (MAX_SOURCES - 1) // len(rates) - 1)
+    if peer == "split" or placement == "unpinned":  # our own processes share cores there: retrying cannot help
+        retries = 0
     engine_cpus, peer_cpus = cores_for(placement)
     udp_port, tcp_port = free_port(socket.SOCK_DGRAM), free_port()
     harness_affinity = os.sched_getaffinity(0)
