@@ -8,7 +8,8 @@ For each transport (udp, tcp; aeron kept as a slot) the floor (bench/floor.py) r
      warmed up with a short load until its orders reach the peer;
   3. for each rate (signals/s; 0 = saturation) the peer runs the open-loop load for the duration with its own
      source id, answering every order, then drains; a Monitor (bench/placement.py) records where every process
-     ran, the machine's load and what else ran meanwhile;
+     ran, the machine's load and what else ran meanwhile; a run the rest of the machine disturbed is run again
+     (up to `retries` times) and the least disturbed attempt kept;
   4. the engine is stopped with SIGINT (its final JSON report is kept).
 Latency per run = receive time - the signal's intended send time (its ts_ns, which the order carries back as
 signal_ts_ns): coordinated-omission free (bench/loadgen.py). Also: latency from the actual send, the sender's

@@ -9,11 +9,14 @@ from its read).
 
 Answers, so the engine's books keep turning: per order an ACK and a FILL of the whole quantity at the order's
 price. The engine's order frames are fixed width (wire/records.ORDER_FRAME_T) and a report frame shares their field
-tags, so a pair of report frames is prebuilt per slot of the answer buffer and only the bytes that differ are copied
-from the order (order_id, strategy, deploy: 19 bytes; qty and price: 18; the ACK's leaves) plus the read's time:
-about a microsecond per order, no numpy call, nothing allocated. A read of more than SMALL_READ orders is answered
-with numpy instead (bench/frames.fills_for: tens of ns per order). Sends are non-blocking; what does not fit waits
-in `pending` and goes first on the next poll.
+tags, so the reports are prebuilt byte runs and only the bytes that differ are copied from the order (order_id,
+strategy, deploy: 19 bytes; qty and price: 18; the ACK's leaves) plus the read's time: a bytes join, well under a
+microsecond per order, no numpy call. A read of more than SMALL_READ orders is answered with numpy instead
+(bench/frames.fills_for: tens of ns per order). Answers are owed, not sent at once: `flush_if` sends them when
+FLUSH_ORDERS are owed, the oldest has waited FLUSH_AGE_NS, or the caller's loop has FLUSH_GAP_NS before its next
+duty, so one send carries many at high rates and none delays a signal that is due. Sends are non-blocking; what
+does not fit waits in `pending` and goes first. bench/peer_loop.py runs the same reading and answering compiled,
+on this object's buffers.
 
 An engine that does not write fixed-width frames (the plain-Python reference encodes with msgspec) is read frame
 by frame (wire/frames.py) and decoded with msgspec: slow, counted (`slow_frames`), and meant for low rates.

@@ -16,8 +16,10 @@ command per line on stdin, answering each with one JSON line on stdout:
    peer is visible in the report.
 - {"cmd": "collect", "expected": N, "out": FILE, "quiet_s": Q}: (role recv) drain and save the receiver's side.
 - {"cmd": "quit"}.
-Between commands it keeps serving the OMS link (and checks stdin every 10 ms). `--role send|recv` splits the two
-sides into two processes (the harness's `--peer split`); `--wait block` blocks in select() between events instead
+The loop is compiled (bench/peer_loop.py) unless `--loop python`; the Python loop also takes over for `--wait
+block` and for an engine whose order frames are not fixed width (the plain-Python reference). Between commands it
+keeps serving the OMS link (and checks stdin every 10 ms). `--role send|recv` splits the two sides into two
+processes (the harness's `--peer split`, for comparison); `--wait block` blocks in select() between events instead
 of spinning (the old harness's behaviour: a wake-up per order). The garbage collector is off while it runs.
 """
 import argparse
