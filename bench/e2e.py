@@ -252,9 +252,9 @@ class Peer:
             return {"loadgen": (self.tx.pid, spinning), "receiver": (self.rx.pid, spinning)}
         return {"peer": (self.rx.pid, spinning)}
 
-    def run(self, transport, port, rate, duration, source, out, quiet_s=1.0):
+    def run(self, transport, port, rate, duration, source, out, quiet_s=1.0, seq_base=0):
         cmd = {"cmd": "run", "transport": transport, "port": port, "rate": rate, "duration": duration,
-               "source": source, "out": str(out) if out else None, "quiet_s": quiet_s}
+               "source": source, "out": str(out) if out else None, "quiet_s": quiet_s, "seq_base": seq_base}
         timeout = duration + 120
         if self.mode != "split":
             return self.tx.ask(cmd, timeout)
@@ -324,8 +324,9 @@ def run_group(engine, transport, driver, rates, duration, out_dir, log=print, pl
             else:
                 engine_proc.wait_line("ready" if engine == "floor" else "plain-python", 60, stream="stderr")
             port = udp_port if transport == "udp" else tcp_port
-            deadline = time.monotonic() + 60
-            while peers.run(transport, port, 2_000, 0.2, 0, None, quiet_s=0.5)["received"] == 0:
+            deadline, warm = time.monotonic() + 60, 0
+            while peers.run(transport, port, 2_000, 0.2, 0, None, quiet_s=0.5, seq_base=warm)["received"] == 0:
+                warm += 1_000  # source 0 again: its seqs must keep rising, or the engine drops them as duplicates
                 if engine_proc.p.poll() is not None:
                     raise RuntimeError(f"{engine} exited ({engine_proc.p.returncode}): "
                                        f"{''.join(engine_proc.stderr)[-3000:]}")

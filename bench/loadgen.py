@@ -127,11 +127,12 @@ class Sender:
     `now >= next_due` (wall ns); `done` once every signal went; `result()` for the arrays and summary."""
 
     def __init__(self, transport, host, port, rate, duration, source, instruments, max_batch=None,
-                 frames_per_datagram=1, max_count=50_000_000, ring=RING):
+                 frames_per_datagram=1, max_count=50_000_000, ring=RING, seq_base=0):
         if ring % PERIOD:
             raise ValueError(f"ring {ring} is not a multiple of the workload's period {PERIOD}")
         self.transport, self.rate, self.duration, self.source = transport, int(rate), float(duration), int(source)
         self.fpd = max(1, int(frames_per_datagram))
+        self.seq_base = int(seq_base)  # signal i carries seq seq_base + i + 1 (a source's seqs must keep rising)
         # a saturating UDP pass is one sendmmsg: keep it short so the receiver in the same loop gets its turns
         self.max_batch = int(max_batch or (4096 if transport == "tcp" or self.rate else 256))
         self.max_batch = min(self.max_batch, ring)
@@ -186,7 +187,7 @@ class Sender:
             # the common case at a fixed rate: exactly one signal due (next_due is its intended time)
             base = (first & self.mask) * SIGNAL_FRAME_SIZE
             buf = self.buf
-            _PUT_SEQ(buf, base + SEQ_AT, first + 1)
+            _PUT_SEQ(buf, base + SEQ_AT, self.seq_base + first + 1)
             _PUT_TS(buf, base + TS_AT, self.next_due)
             t = time.time_ns()
             try:
@@ -251,13 +252,13 @@ class Sender:
         buf, base = self.buf, slot * SIGNAL_FRAME_SIZE
         if n <= SMALL_PASS:
             for k in range(n):
-                _PUT_SEQ(buf, base + SEQ_AT, first + k + 1)
+                _PUT_SEQ(buf, base + SEQ_AT, self.seq_base + first + k + 1)
                 _PUT_TS(buf, base + TS_AT, stamp if stamp is not None else self.intended(first + k))
                 base += SIGNAL_FRAME_SIZE
             return
         f = self.frames[slot:slot + n]
         idx = np.arange(first, first + n, dtype=np.int64)
-        f["seq"] = idx + 1
+        f["seq"] = self.seq_base + idx + 1
         f["ts_ns"] = stamp if stamp is not None else self.t0 + idx * NS // self.rate
 
     def _send(self, slot, n):
@@ -335,7 +336,7 @@ class Sender:
                    "lag_us": {"p50": float(np.percentile(lag, 50) / 1e3) if n else 0.0,
                               "p99": float(np.percentile(lag, 99) / 1e3) if n else 0.0,
                               "max": float(lag.max() / 1e3) if n else 0.0}}
-        return idx.astype(np.uint64) + 1, intended, sent_ns, summary
+        return (idx + self.seq_base + 1).astype(np.uint64), intended, sent_ns, summary
 
 
 # ---------------------------------------------------------------------------------------------- alone

@@ -7,13 +7,13 @@ and everything else that must react fast on the other, with one spinning process
 It listens for the engine's OMS connection on P (0: any free port), prints `ready PORT`, and then takes one JSON
 command per line on stdin, answering each with one JSON line on stdout:
 - {"cmd": "run", "transport": "udp"|"tcp", "port": N, "rate": R, "duration": D, "source": S, "out": FILE,
-   "quiet_s": Q}: build the run's frames (before the clock starts), send open loop while answering every order,
-   then drain (until an order came back for every signal, or none came for Q s) and save FILE (npz: the
-   sender's seq, intended_ns, sent_ns and, per order received, rx_source, rx_seq, rx_ts_ns (the signal's, which
-   the order carries back) and rx_recv_ns). The answer is the
-   sender's summary with the receiver's: orders, reads, and the share of the run each side spent working (`busy`:
-   time from a poll that found work to the end of that work; the rest of the loop is empty polls), so a saturated
-   peer is visible in the report.
+   "quiet_s": Q, "seq_base": B}: build the run's frames (before the clock starts; signal i carries seq B + i + 1),
+   send open loop while answering every order, then drain (until an order came back for every signal, or none
+   came for Q s) and save FILE (npz: the sender's seq, intended_ns, sent_ns and, per order received, rx_source,
+   rx_seq, rx_ts_ns (the signal's, which the order carries back) and rx_recv_ns). The answer is the sender's
+   summary with the receiver's: orders, reads, and the share of the run each side spent working (`busy`: time
+   from a poll that found work to the end of that work; the rest of the loop is empty polls), so a saturated peer
+   is visible in the report.
 - {"cmd": "collect", "expected": N, "out": FILE, "quiet_s": Q}: (role recv) drain and save the receiver's side.
 - {"cmd": "quit"}.
 The loop is compiled (bench/peer_loop.py) unless `--loop python`; the Python loop also takes over for `--wait
@@ -102,7 +102,7 @@ class Peer:
     def run(self, cmd):
         rx, block = self.rx, self.block
         sender = Sender(cmd["transport"], cmd.get("host", "127.0.0.1"), cmd["port"], cmd["rate"], cmd["duration"],
-                        cmd["source"], self.instruments, cmd.get("max_batch"))
+                        cmd["source"], self.instruments, cmd.get("max_batch"), seq_base=cmd.get("seq_base", 0))
         before = dict(rx.stats) if rx is not None else {}
         quiet_s, max_drain_s = cmd.get("quiet_s", 1.0), cmd.get("max_drain_s", 20.0)
         gc.collect()

@@ -62,7 +62,7 @@ DONE, LOG_FULL, READS_FULL, PASSES_FULL, SLOW, ERROR, EOF = 0, 1, 2, 3, 4, 5, 6
  S_ERRORS, S_PEND_OFF, S_PEND_LEN, S_VEC, S_VEC_STEP, S_NEXT_DUE, S_BUSY,
  R_FD, R_POS, R_DONE, R_LOG_CAP, R_NREADS, R_READS_CAP, R_WINDOW, R_LAST_DATA, R_OWED, R_OWED_SINCE, R_OUT_LEN,
  R_OUT_SENT, R_ACKS, R_BUSY, R_READS, R_BYTES, R_ORDERS, R_SEND_BLOCKED, R_EOF,
- C_EXPECTED, C_QUIET, C_LIMIT, C_SENT_END, C_ERRNO, N_SLOTS) = range(45)
+ C_EXPECTED, C_QUIET, C_LIMIT, C_SENT_END, C_ERRNO, S_SEQ_BASE, N_SLOTS) = range(46)
 
 
 @njit(nogil=True)
@@ -119,7 +119,7 @@ def _send_due(st, now, ring, pass_first, pass_ns, pass_int, ts):
     base = slot * SIGNAL_FRAME_SIZE
     for k in range(n):
         at = base + k * SIGNAL_FRAME_SIZE
-        _put_be(ring, at + SEQ_AT, sent + k + 1)
+        _put_be(ring, at + SEQ_AT, st[S_SEQ_BASE] + sent + k + 1)
         _put_be(ring, at + TS_AT, st[S_T0] + (sent + k) * NS // rate if rate > 0 else now)
     t = _now(ts)
     went = n
@@ -352,7 +352,7 @@ class Loop:
             st[S_FD], st[S_TCP], st[S_RATE], st[S_T0] = sender.fd, sender.transport == "tcp", sender.rate, sender.t0
             st[S_TOTAL], st[S_DEADLINE], st[S_MAXB], st[S_RING] = (sender.total, sender.deadline, sender.max_batch,
                                                                    sender.ring)
-            st[S_SENT], st[S_NEXT_DUE] = sender.sent, sender.next_due
+            st[S_SENT], st[S_NEXT_DUE], st[S_SEQ_BASE] = sender.sent, sender.next_due, sender.seq_base
             if sender.vector is not None:
                 st[S_VEC], st[S_VEC_STEP] = sender.vector._addr, sender.vector._step
         else:
