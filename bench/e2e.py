@@ -260,7 +260,7 @@ class Peer:
             return self.tx.ask(cmd, timeout)
         summary = self.tx.ask(cmd, timeout)
         rx_out = Path(str(out) + ".rx.npz") if out else None
-        got = self.rx.ask({"cmd": "collect", "expected": summary["sent"], "quiet_s": quiet_s,
+        got = self.rx.ask({"cmd": "collect", "expected": summary["sent"], "quiet_s": quiet_s, "source": source,
                            "out": str(rx_out) if rx_out else None}, timeout)
         summary.update({"received": got["received"], "receiver": got["receiver"], "drain_s": got["drain_s"],
                         "recv_busy": None})

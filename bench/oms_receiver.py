@@ -48,6 +48,7 @@ _O, _R = ORDER_FRAME_T.fields, REPORT_FRAME_T.fields
 # Bytes copied from an order frame into its reports; the tags are the same on both sides (tests/bench checks it).
 IDS_AT, IDS_LEN = _O["order_id_tag"][1], _O["deploy"][1] + 4 - _O["order_id_tag"][1]   # order_id, strategy, deploy
 QP_AT, QP_LEN = _O["qty_tag"][1], _O["price"][1] + 8 - _O["qty_tag"][1]              # qty, price (with tags)
+SOURCE_AT = _O["signal_source"][1]                                                    # u32, big-endian
 assert _O["price_tag"][1] == QP_AT + 9 and _R["order_id_tag"][1] == IDS_AT
 
 
@@ -98,7 +99,8 @@ class Receiver:
         self.parts = []               # (source, seq, ts_ns, recv_ns) arrays of flushed logs and slow frames
         self.slow_rows = []           # (source, seq, ts_ns, recv_ns) of frames decoded one by one
         self.slow = False
-        self.window_orders = 0        # orders since the last collect
+        self.window_orders = 0        # orders of `source` since the last collect (what a drain waits for)
+        self.source = -1              # the signal source of the run under way (-1: count every order)
         self.last_data_ns = 0
         self.big_out = report_frames(BIG_OUT)
         self.owed, self.owed_parts, self.owed_since = 0, [], 0   # answers built, not sent yet
@@ -160,11 +162,14 @@ class Receiver:
     def _answer(self, k, now):
         """Build the answers to the k whole fixed-width order frames from self.done (sent by `flush`); returns k."""
         log, o, parts = self.log, self.done, self.owed_parts
+        mine = k
         if k > SMALL_READ:
             orders = np.frombuffer(self.log, ORDER_FRAME_T, count=k, offset=o)
             if not (np.all(orders["frame_length"] == _BODY) and np.all(orders["frame_type"] == MSG_ORDER)):
                 return self._go_slow(now)
             self.stats["numpy_reads"] += 1
+            if self.source >= 0:
+                mine = int(np.count_nonzero(orders["signal_source"] == self.source))
             out = self.big_out if 2 * k <= len(self.big_out) else report_frames(2 * k)
             parts.append(fills_for(orders, now, out, acks=self.acks).tobytes())
         else:
@@ -175,6 +180,8 @@ class Receiver:
                 if log[o] != _BODY or log[o + 5] != MSG_ORDER:
                     return self._go_slow(now)
                 ids, qp = log[o + IDS_AT:o + IDS_AT + IDS_LEN], log[o + QP_AT:o + QP_AT + QP_LEN]
+                if self.source >= 0 and int.from_bytes(log[o + SOURCE_AT:o + SOURCE_AT + 4]) != self.source:
+                    mine -= 1
                 if self.acks:
                     parts += (a0, ids, a1, qp[9:], a2, qp[1:9], a3, ts, a4)
                 parts += (f0, ids, f1, qp, f2, ts, f3)
@@ -183,7 +190,7 @@ class Receiver:
             self.owed_since = now
         self.owed += k
         self.done += k * ORDER_FRAME_SIZE
-        self.window_orders += k
+        self.window_orders += mine
         self.stats["orders"] += k
         self.stats["reports"] += k * (2 if self.acks else 1)
         if self.owed >= FLUSH_ORDERS:
@@ -249,13 +256,14 @@ class Receiver:
         whole, _ = scan_frames(log, self.done, self.pos)
         if whole <= self.done:
             return 0
-        rows, n = [], 0
+        rows, n, mine = [], 0, 0
         for msg_type, msg in iter_frames(bytes(log[self.done:whole])):
             self.stats["slow_frames"] += 1
             if msg_type == MSG_ORDER:
                 rows.append((msg.order_id, msg.strategy, msg.deploy, msg.qty, msg.price))
                 self.slow_rows.append((msg.signal_source, msg.signal_seq, msg.signal_ts_ns, now))
                 n += 1
+                mine += self.source < 0 or msg.signal_source == self.source
         if rows:
             orders = np.array(rows, [("order_id", "u8"), ("strategy", "u4"), ("deploy", "u4"), ("qty", "i8"),
                                      ("price", "f8")])
@@ -266,7 +274,7 @@ class Receiver:
             self.owed += n
         self.done = whole
         self._compact()
-        self.window_orders += n
+        self.window_orders += mine
         self.stats["orders"] += n
         self.stats["reports"] += n * (2 if self.acks else 1)
         return n

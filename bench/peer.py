@@ -104,6 +104,8 @@ class Peer:
         sender = Sender(cmd["transport"], cmd.get("host", "127.0.0.1"), cmd["port"], cmd["rate"], cmd["duration"],
                         cmd["source"], self.instruments, cmd.get("max_batch"), seq_base=cmd.get("seq_base", 0))
         before = dict(rx.stats) if rx is not None else {}
+        if rx is not None:
+            rx.source = cmd["source"]  # the drain waits for this run's orders, not a previous run's stragglers
         quiet_s, max_drain_s = cmd.get("quiet_s", 1.0), cmd.get("max_drain_s", 20.0)
         gc.collect()
         gc.disable()
@@ -191,6 +193,7 @@ class Peer:
     def collect(self, cmd):
         """Role recv: drain, then save what this window received."""
         before = dict(self.rx.stats)
+        self.rx.source = cmd.get("source", -1)
         start = time.time_ns()
         expected, quiet_s, max_s = cmd.get("expected", 0), cmd.get("quiet_s", 1.0), cmd.get("max_drain_s", 20.0)
         if self.loop is not None and not self.rx.slow and self.rx.conn is not None:

@@ -27,6 +27,7 @@ from bench.oms_receiver import (
     IDS_LEN,
     QP_AT,
     QP_LEN,
+    SOURCE_AT,
     answer_template,
 )
 from kernels.dtypes import MSG_ORDER
@@ -62,7 +63,7 @@ DONE, LOG_FULL, READS_FULL, PASSES_FULL, SLOW, ERROR, EOF = 0, 1, 2, 3, 4, 5, 6
  S_ERRORS, S_PEND_OFF, S_PEND_LEN, S_VEC, S_VEC_STEP, S_NEXT_DUE, S_BUSY,
  R_FD, R_POS, R_DONE, R_LOG_CAP, R_NREADS, R_READS_CAP, R_WINDOW, R_LAST_DATA, R_OWED, R_OWED_SINCE, R_OUT_LEN,
  R_OUT_SENT, R_ACKS, R_BUSY, R_READS, R_BYTES, R_ORDERS, R_SEND_BLOCKED, R_EOF,
- C_EXPECTED, C_QUIET, C_LIMIT, C_SENT_END, C_ERRNO, S_SEQ_BASE, N_SLOTS) = range(46)
+ C_EXPECTED, C_QUIET, C_LIMIT, C_SENT_END, C_ERRNO, S_SEQ_BASE, R_SOURCE, N_SLOTS) = range(47)
 
 
 @njit(nogil=True)
@@ -225,9 +226,10 @@ def _receive(st, log, read_end, read_ns, out, tmpl, ts):
     st[R_READS] += 1
     st[R_BYTES] += r
     o = st[R_DONE]
-    k = 0
+    k = mine = 0
     q = st[R_OUT_LEN]
     acks = st[R_ACKS]
+    source = st[R_SOURCE]
     slow = False
     while o + 6 <= pos:  # a header's length and type are there: judge the frame before it is whole
         if log[o] != BODY or log[o + 1] != 0 or log[o + 5] != MSG_ORDER:
@@ -251,6 +253,9 @@ def _receive(st, log, read_end, read_ns, out, tmpl, ts):
                 out[q + R_LEAVES_AT + b] = log[o + QP_AT + 1 + b]
             _put_be(out, q + R_TS_AT, now)
         _put_be(out, f + R_TS_AT, now)
+        if source < 0 or (log[o + SOURCE_AT] << 24 | log[o + SOURCE_AT + 1] << 16 | log[o + SOURCE_AT + 2] << 8
+                          | log[o + SOURCE_AT + 3]) == source:
+            mine += 1
         q += per
         o += ORDER_FRAME_SIZE
         k += 1
@@ -260,7 +265,7 @@ def _receive(st, log, read_end, read_ns, out, tmpl, ts):
         if st[R_OWED] == 0:
             st[R_OWED_SINCE] = now
         st[R_OWED] += k
-        st[R_WINDOW] += k
+        st[R_WINDOW] += mine
         st[R_ORDERS] += k
         if st[R_OWED] >= FLUSH_ORDERS:
             _flush(st, out)
@@ -295,7 +300,8 @@ def _loop(st, ring, pass_first, pass_ns, pass_int, log, read_end, read_ns, out, 
             continue
         k = _receive(st, log, read_end, read_ns, out, tmpl, ts)
         if k > 0:
-            st[R_BUSY] += _now(ts) - now
+            if sending:  # busy shares are of the send window; the drain after it is not counted
+                st[R_BUSY] += _now(ts) - now
             continue
         if k < 0:
             _flush(st, out)
@@ -303,7 +309,8 @@ def _loop(st, ring, pass_first, pass_ns, pass_int, log, read_end, read_ns, out, 
         if st[R_OUT_LEN] > st[R_OUT_SENT] and (st[S_NEXT_DUE] - now >= FLUSH_GAP_NS or not sending
                                                or now - st[R_OWED_SINCE] >= FLUSH_AGE_NS):
             _flush(st, out)
-            st[R_BUSY] += _now(ts) - now
+            if sending:
+                st[R_BUSY] += _now(ts) - now
         if not sending:  # draining: until every order came back, or none came for a while
             if st[R_WINDOW] >= st[C_EXPECTED] or now > st[C_LIMIT] \
                     or now - max(st[R_LAST_DATA], st[C_SENT_END]) > st[C_QUIET]:
@@ -358,12 +365,18 @@ class Loop:
         else:
             st[C_SENT_END] = np.int64(_now(self.ts))
         log = self.empty_u8
+        if rx is not None and rx.conn is None:
+            rx.poll()  # accept a connection waiting (the engine reconnecting)
         if rx is not None and rx.conn is not None:
             rx.flush()
             log = np.frombuffer(rx.log, np.uint8)
+            if rx.pending:  # answers the Python side could not send yet: ahead of every new one
+                self.out[:len(rx.pending)] = np.frombuffer(rx.pending, np.uint8)
+                st[R_OUT_LEN] = len(rx.pending)
+                rx.pending = bytearray()
             st[R_FD], st[R_POS], st[R_DONE], st[R_LOG_CAP] = rx.conn.fileno(), rx.pos, rx.done, len(rx.log)
             st[R_READS_CAP], st[R_ACKS], st[R_LAST_DATA] = self.READS, self.acks, rx.last_data_ns
-            st[R_WINDOW] = rx.window_orders
+            st[R_WINDOW], st[R_SOURCE] = rx.window_orders, rx.source
         while True:
             st[S_NPASS], st[S_PASS_CAP], st[R_NREADS] = 0, self.PASSES, 0
             if sender is not None:  # a TCP tail left by the Python loop goes first

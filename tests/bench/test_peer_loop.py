@@ -124,3 +124,30 @@ def test_loop_when_run_through_the_floor_then_every_signal_returns(loop, instrum
         rx.close()
     assert got["seq"].tolist() == seq.tolist() and got["ts_ns"].tolist() == intended.tolist()
     assert loop.send_busy_ns > 0 and loop.recv_busy_ns > 0
+
+
+def test_loop_when_python_left_answers_unsent_then_they_go_first(loop, link):
+    rx, engine = link
+    rx.pending = bytearray(b"\x01" * 80)  # what the Python side could not send yet (any bytes: order is the point)
+    orders = _orders(2)
+    engine.sendall(orders.tobytes())
+    assert loop.run(None, rx, expected=2, quiet_ns=2 * NS, limit_ns=time.time_ns() + 5 * NS) == DONE
+    engine.settimeout(5)
+    data = b""
+    while len(data) < 80 + 4 * 80:
+        data += engine.recv(1 << 16)
+    assert data[:80] == b"\x01" * 80
+    assert [m.order_id for _, m in iter_frames(data[80:])] == [1, 1, 2, 2]
+
+
+def test_loop_when_draining_then_only_orders_of_this_runs_source_count(loop, link):
+    rx, engine = link
+    stragglers, mine = _orders(3), _orders(2)
+    stragglers["signal_source"] = 8  # a previous run's orders, late
+    engine.sendall(stragglers.tobytes() + mine.tobytes())
+    rx.source = 9
+    start = time.time_ns()
+    assert loop.run(None, rx, expected=3, quiet_ns=NS // 2, limit_ns=start + 5 * NS) == DONE
+    assert time.time_ns() - start >= NS // 2  # 2 of this run's 3 expected: it waited for quiet, not for 3 orders
+    assert rx.window_orders == 2
+    rx.source = -1
