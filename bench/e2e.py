@@ -444,6 +444,8 @@ def harness_warnings(run):
     out = []
     p = run.peer
     send, recv = p.get("send_busy") or 0.0, p.get("recv_busy") or 0.0
+    if run.sent and not run.received:
+        out.append("no order came back for this run's signals (see the engine's report: its OMS link, rejects)")
     if run.rate and run.achieved_send_rate < 0.98 * run.rate:
         out.append(f"the load generator offered {run.achieved_send_rate:,.0f}/s of {run.rate:,}/s")
     if run.rate and run.sender_lag_us.get("p99", 0) > LAG_WARN_US:
@@ -552,6 +554,11 @@ def run_all(out_dir, engines=("orchestrator", "plain"), transports=("udp", "tcp"
                     log(f"  FAILED: {e}")
                     skipped.append(f"{engine} {transport} {driver}: {str(e).splitlines()[0][:200]}")
                     continue
+                drops = ((report or {}).get("oms") or {}).get("oms_disconnects")
+                if drops:
+                    for r in results:
+                        r.warnings.append(f"the engine's OMS link dropped {drops} time(s) during this group: runs "
+                                          "after it may have had their strategies halted (on_disconnect)")
                 attach_floor(runs + results)
                 runs.extend(results)
                 reports[f"{engine}-{transport}-{driver}"] = _trim_report(report)
