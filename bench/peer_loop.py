@@ -324,7 +324,8 @@ class Loop:
     PASSES = 1 << 16
     READS = 1 << 18
 
-    def __init__(self, acks=True):
+    def __init__(self, acks=True, passes=PASSES, reads=READS):
+        self.PASSES, self.READS = passes, reads  # records per call: past them, back to Python and in again
         self.st = np.zeros(N_SLOTS, np.int64)
         self.pass_first = np.zeros(self.PASSES, np.int64)
         self.pass_ns = np.zeros(self.PASSES, np.int64)
@@ -383,7 +384,8 @@ class Loop:
                 st[S_PEND_OFF], st[S_PEND_LEN] = sender.pend_off, sender.pend_len
             code = _loop(st, ring, self.pass_first, self.pass_ns, self.pass_int, log, self.read_end, self.read_ns,
                          self.out, self.tmpl, self.ts)
-            self._back(sender, rx)
+            self._back(sender, rx, final=code not in (LOG_FULL, READS_FULL, PASSES_FULL) and not (
+                code == EOF and sender is not None and not sender.done))
             if code == ERROR:
                 raise OSError(int(st[C_ERRNO]), "peer loop: send failed")
             if code in (LOG_FULL, READS_FULL):
@@ -398,8 +400,10 @@ class Loop:
                 return DONE
             return code
 
-    def _back(self, sender, rx):
-        """Copy the loop's state and records back into the Sender and the Receiver."""
+    def _back(self, sender, rx, final):
+        """Copy the loop's state and records back into the Sender and the Receiver. Answers not sent yet stay in
+        the loop's buffer while it is entered again (`final` False), else go to the receiver's `pending`: either way
+        ahead of any answer built later, so the report stream stays whole."""
         st = self.st
         if sender is not None:
             n = int(st[S_NPASS])
@@ -424,9 +428,12 @@ class Loop:
                 rx.stats[key] += int(st[slot])
                 st[slot] = 0
             rx.stats["reports"] = rx.stats["orders"] * (2 if self.acks else 1)
-            if st[R_OUT_LEN] > st[R_OUT_SENT]:  # answers that did not go: the receiver sends them first
-                rx.pending += self.out[st[R_OUT_SENT]:st[R_OUT_LEN]].tobytes()
-            st[R_OUT_LEN] = st[R_OUT_SENT] = st[R_OWED] = 0
+            if st[R_EOF]:  # answers for a link that is gone are dropped, never sent on the next one
+                st[R_OUT_LEN] = st[R_OUT_SENT] = st[R_OWED] = 0
+            if final:
+                if st[R_OUT_LEN] > st[R_OUT_SENT]:  # answers that did not go: the receiver sends them first
+                    rx.pending += self.out[st[R_OUT_SENT]:st[R_OUT_LEN]].tobytes()
+                st[R_OUT_LEN] = st[R_OUT_SENT] = st[R_OWED] = 0
             if st[R_EOF]:
                 rx.conn.close()
                 rx.conn = None

@@ -151,3 +151,43 @@ def test_loop_when_draining_then_only_orders_of_this_runs_source_count(loop, lin
     assert time.time_ns() - start >= NS // 2  # 2 of this run's 3 expected: it waited for quiet, not for 3 orders
     assert rx.window_orders == 2
     rx.source = -1
+
+
+def test_loop_when_entered_again_with_answers_unsent_then_the_report_stream_stays_whole():
+    loop = Loop(reads=2)  # back to Python every 2 reads, while the engine reads its reports slowly
+    rx = Receiver()
+    engine = socket.socket()
+    engine.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    engine.connect(("127.0.0.1", rx.port))
+    n, data = 2000, bytearray()
+    try:
+        while rx.conn is None:
+            rx.poll()
+        rx.conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        orders = _orders(n)
+
+        def engine_side():  # orders in many writes; reports read a little at a time
+            engine.settimeout(0.002)
+            for k in range(0, n, 20):
+                engine.sendall(orders[k:k + 20].tobytes())
+                try:
+                    data.extend(engine.recv(2048))
+                except TimeoutError:
+                    pass
+        peer = threading.Thread(target=engine_side)
+        peer.start()
+        assert loop.run(None, rx, expected=n, quiet_ns=2 * NS, limit_ns=time.time_ns() + 10 * NS) == DONE
+        peer.join()
+        assert rx.stats["reads"] > 4 and rx.stats["send_blocked"] > 0  # entered again with answers waiting
+        engine.setblocking(False)
+        deadline = time.monotonic() + 10
+        while len(data) < n * 160 and time.monotonic() < deadline:
+            rx.flush()
+            try:
+                data.extend(engine.recv(1 << 16))
+            except BlockingIOError:
+                pass
+    finally:
+        engine.close()
+        rx.close()
+    assert [m.order_id for _, m in iter_frames(bytes(data))] == [i // 2 + 1 for i in range(2 * n)]
