@@ -347,7 +347,9 @@ def run_group(engine, transport, driver, rates, duration, out_dir, log=print, pl
                         f"{f' (again: attempt {attempt + 1})' if attempt else ''} ...")
                     drops0 = udp_drops(udp_port) if transport == "udp" else None
                     monitor = Monitor(procs).start()
-                    summary = peers.run(transport, port, rate, duration, source, send_file)
+                    # after a saturation run, seconds of signals still sit in the socket buffers: a longer quiet
+                    summary = peers.run(transport, port, rate, duration, source, send_file,
+                                        quiet_s=2.0 if rate == 0 else 1.0)
                     where = monitor.stop()
                     drops1 = udp_drops(udp_port) if transport == "udp" else None
                     drops = drops1 - drops0 if drops0 is not None and drops1 is not None else None

@@ -3,11 +3,12 @@
     python -m bench.floor --transport udp|tcp --port P --oms-port Q [--cpu N]
 
 A minimal process in the engine's place that does only the syscalls the engine's path does, on the same
-transports: it listens for signals (UDP datagrams on P, or a TCP stream accepted on P), connects to the OMS
-(the harness's receiver on Q, TCP), and spins: read every signal frame there is (non-blocking `recv_into` until the
-socket is empty, as the engine's adapters poll), write one fixed-width order frame per signal (wire/records
-ORDER_FRAME_T: a prebuilt frame with the signal's source, seq and ts_ns copied in, 14 + 9 bytes) to the OMS socket
-in one `send`, and read and discard what the OMS answers (the engine's OMS poll). No decode, no risk, no books.
+transports, the way the engine's adapters do them: it listens for signals (UDP datagrams on P: poll(0), then
+`recv_into` until the socket is empty, as adapters/udp.py; or TCP streams accepted on P: one epoll over the
+listener and every stream, as adapters/tcp.TcpServer), connects to the OMS (the harness's receiver on Q, TCP), and
+spins: one fixed-width order frame per signal (wire/records ORDER_FRAME_T: a prebuilt frame with the signal's
+source, seq and ts_ns copied in, 14 + 9 bytes) written to the OMS socket in one `send` per read, and the OMS's
+answers read and dropped (poll(0), then one read, as adapters/tcp.TcpClient). No decode, no risk, no books.
 The harness runs it exactly like the engine (same peer, same placement, same rates), so
 
     engine latency / floor latency
@@ -20,6 +21,7 @@ import argparse
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -40,26 +42,33 @@ BATCH = 16384
 
 
 class Forwarder:
+    """The floor's state: the listening socket(s), the OMS link, the prebuilt order frames."""
+
     def __init__(self, transport, host, port, oms_host, oms_port):
         self.transport = transport
         if transport == "udp":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             self.sock.bind((host, port))
+            self.ready = select.poll()  # as adapters/udp.py: poll(0), then read until the socket is empty
+            self.ready.register(self.sock.fileno(), select.POLLIN)
         else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.sock.bind((host, port))
-            self.sock.listen(4)
+            self.sock.listen(16)
+            self.ready = select.epoll()  # as adapters/tcp.TcpServer: one epoll over the listener and every stream
+            self.ready.register(self.sock.fileno(), select.EPOLLIN)
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
-        self.conn = None  # TCP: the signal stream
+        self.conns = {}  # TCP: fd -> [socket, its receive buffer, bytes held of an unfinished frame]
         self.oms = socket.create_connection((oms_host, oms_port), timeout=10)
         self.oms.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.oms.setblocking(False)
+        self.oms_ready = select.poll()  # as adapters/tcp.TcpClient: poll(0), then one read
+        self.oms_ready.register(self.oms.fileno(), select.POLLIN)
         self.rx = bytearray(1 << 20)
         self.rxv = memoryview(self.rx)
-        self.held = 0
         order = records(MSG_ORDER, 1)
         order["order_id"], order["strategy"], order["deploy"], order["qty"], order["price"] = 1, 0, 1, 1, 1.0
         self.out = bytearray(order.tobytes() * BATCH)
@@ -67,21 +76,25 @@ class Forwarder:
         self.out_np = np.frombuffer(self.out, ORDER_FRAME_T)
         self.junk = bytearray(1 << 20)
         self.pending = bytearray()
-        self.stats = {"signals": 0, "reads": 0, "sends": 0, "send_blocked": 0, "report_bytes": 0}
+        self.stats = {"signals": 0, "reads": 0, "sends": 0, "send_blocked": 0, "report_bytes": 0, "connections": 0}
 
     def step(self):
         """One pass: signals in, orders out, reports drained. Returns signals forwarded."""
         n = self._udp() if self.transport == "udp" else self._tcp()
-        try:
-            got = self.oms.recv_into(self.junk)
+        if self.oms_ready.poll(0):
+            try:
+                got = self.oms.recv_into(self.junk)
+            except BlockingIOError:
+                got = -1
             if got == 0:
                 raise ConnectionResetError("OMS closed the link")
-            self.stats["report_bytes"] += got
-        except BlockingIOError:
-            pass
+            if got > 0:
+                self.stats["report_bytes"] += got
         return n
 
     def _udp(self):
+        if not self.ready.poll(0):
+            return 0
         rxv, k, recv_into = self.rxv, 0, self.sock.recv_into
         while k < MAX_DATAGRAMS:
             try:
@@ -92,53 +105,70 @@ class Forwarder:
                 k += 1
         if k:
             self.stats["reads"] += 1
-            self._forward(0, k)
+            self._forward(self.rx, 0, k)
         return k
 
     def _tcp(self):
-        if self.conn is None:
+        n = 0
+        for fd, _ in self.ready.poll(0):
+            if fd == self.sock.fileno():
+                self._accept()
+                continue
+            conn = self.conns[fd]
+            sock, buf, held = conn
             try:
-                self.conn, _ = self.sock.accept()
+                got = sock.recv_into(memoryview(buf)[held:])
             except BlockingIOError:
-                return 0
-            self.conn.setblocking(False)
-            self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            got = self.conn.recv_into(self.rxv[self.held:])
-        except BlockingIOError:
-            return 0
-        if got == 0:
-            self.conn.close()
-            self.conn, self.held = None, 0
-            return 0
-        self.stats["reads"] += 1
-        end = self.held + got
-        k = end // SIGNAL_FRAME_SIZE
-        if k:
-            self._forward(0, k)
-        whole = k * SIGNAL_FRAME_SIZE
-        self.held = end - whole
-        if self.held:
-            self.rx[:self.held] = self.rx[whole:end]
-        return k
+                continue
+            except ConnectionResetError:
+                got = 0
+            if got == 0:
+                self.ready.unregister(fd)
+                sock.close()
+                del self.conns[fd]
+                continue
+            self.stats["reads"] += 1
+            end = held + got
+            k = end // SIGNAL_FRAME_SIZE
+            if k:
+                self._forward(buf, 0, k)
+            whole = k * SIGNAL_FRAME_SIZE
+            conn[2] = end - whole
+            if conn[2]:
+                buf[:conn[2]] = buf[whole:end]
+            n += k
+        return n
 
-    def _forward(self, first, k):
-        """Order frames for signal frames first..first+k-1 of rx, in one send."""
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.sock.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.conns[sock.fileno()] = [sock, bytearray(1 << 20), 0]
+            self.ready.register(sock.fileno(), select.EPOLLIN)
+            self.stats["connections"] += 1
+
+    def _forward(self, buf, first, k):
+        """Order frames for the signal frames first..first+k-1 of buf, in one send."""
         done = 0
+        bufv = memoryview(buf)
         while done < k:
             n = min(k - done, BATCH)
             lo = (first + done) * SIGNAL_FRAME_SIZE
             if n > SMALL:
-                sig = np.frombuffer(self.rx, SIGNAL_FRAME_T, count=n, offset=lo)
+                sig = np.frombuffer(buf, SIGNAL_FRAME_T, count=n, offset=lo)
                 o = self.out_np[:n]
                 o["signal_source"], o["signal_seq"], o["signal_ts_ns"] = sig["source"], sig["seq"], sig["ts_ns"]
             else:
-                out, rxv = self.outv, self.rxv
+                out = self.outv
                 (ss_s, ss_o, ss_n), (ts_s, ts_o, ts_n) = SOURCE_SEQ, TS
                 s, q = lo, 0
                 for _ in range(n):
-                    out[q + ss_o:q + ss_o + ss_n] = rxv[s + ss_s:s + ss_s + ss_n]
-                    out[q + ts_o:q + ts_o + ts_n] = rxv[s + ts_s:s + ts_s + ts_n]
+                    out[q + ss_o:q + ss_o + ss_n] = bufv[s + ss_s:s + ss_s + ss_n]
+                    out[q + ts_o:q + ts_o + ts_n] = bufv[s + ts_s:s + ts_s + ts_n]
                     s += SIGNAL_FRAME_SIZE
                     q += ORDER_FRAME_SIZE
             self._send(self.outv[:n * ORDER_FRAME_SIZE])
@@ -162,9 +192,13 @@ class Forwarder:
             self.pending = bytearray()
 
     def close(self):
-        for s in (self.conn, self.sock, self.oms):
-            if s is not None:
-                s.close()
+        for sock, _, _ in self.conns.values():
+            sock.close()
+        self.conns = {}
+        if self.transport == "tcp":
+            self.ready.close()
+        self.sock.close()
+        self.oms.close()
 
 
 def main(argv=None):
