@@ -11,13 +11,19 @@ int64 array, runs until the run and its drain are over (or a buffer needs Python
 records full, the sender's pass records full, a frame that is not a fixed-width Order), and copies everything back,
 so the Python loop and this one can take turns on the same run (bench/peer.py does, for the rare cases).
 
-Not cached on disk: the libc entry points are constants of the compiled code (~1 s to compile per peer process).
+Not cached on disk: the libc entry points (bench/libc.py) are constants of the compiled code (~1 s to compile per
+peer process).
 """
-import ctypes
-
 import numpy as np
-from numba import carray, njit
+from numba import njit
 
+from bench.libc import DONTWAIT, EAGAIN, ECONNREFUSED, NS
+from bench.libc import errno as _errno
+from bench.libc import now as _now
+from bench.libc import put_be64 as _put_be
+from bench.libc import recv as _recv
+from bench.libc import send as _send
+from bench.libc import sendmmsg as _sendmmsg
 from bench.oms_receiver import (
     CHUNK,
     FLUSH_AGE_NS,
@@ -33,21 +39,6 @@ from bench.oms_receiver import (
 from kernels.dtypes import MSG_ORDER
 from wire.records import ORDER_FRAME_SIZE, REPORT_FRAME_SIZE, REPORT_FRAME_T, SIGNAL_FRAME_SIZE, SIGNAL_FRAME_T
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_send = _libc.send
-_send.argtypes, _send.restype = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_ssize_t
-_recv = _libc.recv
-_recv.argtypes, _recv.restype = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_ssize_t
-_sendmmsg = _libc.sendmmsg
-_sendmmsg.argtypes, _sendmmsg.restype = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int], ctypes.c_int
-_clock_gettime = _libc.clock_gettime
-_clock_gettime.argtypes, _clock_gettime.restype = [ctypes.c_int, ctypes.c_void_p], ctypes.c_int
-_errno_location = _libc.__errno_location
-_errno_location.argtypes, _errno_location.restype = [], ctypes.POINTER(ctypes.c_int)
-
-DONTWAIT = 0x40
-EAGAIN, ECONNREFUSED = 11, 111
-NS = 1_000_000_000
 FAR = 1 << 62
 SEQ_AT, TS_AT = SIGNAL_FRAME_T.fields["seq"][1], SIGNAL_FRAME_T.fields["ts_ns"][1]
 R_PRICE_AT, R_LEAVES_AT, R_QTY_AT = (REPORT_FRAME_T.fields["price_tag"][1], REPORT_FRAME_T.fields["leaves"][1],
@@ -64,23 +55,6 @@ DONE, LOG_FULL, READS_FULL, PASSES_FULL, SLOW, ERROR, EOF = 0, 1, 2, 3, 4, 5, 6
  R_FD, R_POS, R_DONE, R_LOG_CAP, R_NREADS, R_READS_CAP, R_WINDOW, R_LAST_DATA, R_OWED, R_OWED_SINCE, R_OUT_LEN,
  R_OUT_SENT, R_ACKS, R_BUSY, R_READS, R_BYTES, R_ORDERS, R_SEND_BLOCKED, R_EOF,
  C_EXPECTED, C_QUIET, C_LIMIT, C_SENT_END, C_ERRNO, S_SEQ_BASE, R_SOURCE, N_SLOTS) = range(47)
-
-
-@njit(nogil=True)
-def _now(ts):
-    _clock_gettime(0, ts.ctypes.data)  # CLOCK_REALTIME: the clock time.time_ns() reads
-    return ts[0] * NS + ts[1]
-
-
-@njit(nogil=True)
-def _errno():
-    return carray(_errno_location(), (1,), np.int32)[0]
-
-
-@njit(nogil=True, inline="always")
-def _put_be(buf, at, value):
-    for b in range(8):
-        buf[at + b] = (value >> (56 - 8 * b)) & 0xFF
 
 
 @njit(nogil=True)
