@@ -1,7 +1,7 @@
 """`python -m bench` (what `make bench` runs): the whole benchmark suite, one results directory, one report.
 
-    python -m bench                      micro benches, regression gate, end to end, report (~3-4 minutes)
-    python -m bench --quick              the same with short end-to-end runs (~1-2 minutes)
+    python -m bench                      micro benches, regression gate, end to end, report (~4-5 minutes)
+    python -m bench --quick              the same with short end-to-end runs (~2-3 minutes)
     python -m bench micro [PYTEST ARGS]  only the pytest-benchmark micro benches
     python -m bench gate [--help]        only the regression gate (bench/gate.py)
     python -m bench e2e [--help]         only the end-to-end harness (bench/e2e.py)
