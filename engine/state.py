@@ -32,7 +32,7 @@ from engine.config.schema import Account, Strategy
 from kernels import arena as A
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_NAMES, C_BATCH_STOPS, KILL_ACCOUNT, NO_PRICE, NO_SLOT, NO_TRIP, ORDER_TYPE_NAMES, READY,
-    REASON_NAMES, STATE_NAMES, TRIP_NAMES,
+    REASON_NAMES, RETIRED, STATE_NAMES, TRIP_NAMES,
 )
 from kernels.breakers import NEVER
 from kernels.lifecycle import TRANSITIONS
@@ -59,6 +59,12 @@ class Deploy(msgspec.Struct, frozen=True, kw_only=True):
     spec: Strategy
     deployed_ns: int = 0
     actor: str = "config"
+    note: str = ""  # e.g. "rollback to deploy 2"
+
+
+def instruments_hash(config: Config) -> str:
+    """sha256 of the instruments as configured: what an arena built from them holds in ticks and lots."""
+    return hashlib.sha256(msgspec.json.encode(config.instruments, order="sorted")).hexdigest()
 
 
 def arena_sizes(config: Config) -> A.Sizes:
@@ -68,10 +74,9 @@ def arena_sizes(config: Config) -> A.Sizes:
         rx_bytes=engine.rx_bytes, rx_chunks=engine.rx_chunks, tx_bytes=engine.tx_bytes,
         signal_ring=rings.signals, order_ring=rings.orders, reject_ring=rings.rejects, report_ring=rings.reports,
         fill_ring=rings.fills,
-        instruments=len(config.instruments), strategies=len(config.strategies), accounts=len(config.accounts),
-        order_table=engine.max_open_orders,
-        signal_ids=max(g for s in config.strategies for g in s.signals) + 1,
-        subscriptions=sum(len(s.signals) for s in config.strategies), sources=engine.sources,
+        instruments=len(config.instruments), strategies=engine.max_strategies, accounts=len(config.accounts),
+        order_table=engine.max_open_orders, signal_ids=engine.max_signal_id + 1,
+        subscriptions=engine.max_subscriptions, sources=engine.sources,
         venue=int(engine.oms.kind == "sim"))
 
 
@@ -98,7 +103,7 @@ class EngineState:
         self.views = A.numpy_views(arena, layout)
         for name, view in zip(A.REGION_NAMES, self.views):
             setattr(self, name, view)
-        self.strategy_names = tuple(s.name for s in config.strategies)
+        self.strategy_names = [s.name for s in config.strategies]  # by row; register appends
         self.instrument_symbols = tuple(i.symbol for i in config.instruments)
         self.account_names = tuple(a.name for a in config.accounts)
         self.strategy_ids = {name: s for s, name in enumerate(self.strategy_names)}
@@ -154,17 +159,8 @@ class EngineState:
         self.scalars[A.S_ORDER_GEN] = 1
         self.scalars[A.S_NEXT_COOLDOWN_NS] = NEVER
 
-        counts = np.zeros(len(self.sub_ptr), np.int64)  # sub_ptr has max_signal_id + 2 entries
-        for spec in config.strategies:
-            for signal in spec.signals:
-                counts[signal + 1] += 1
-        self.sub_ptr[:] = np.cumsum(counts)
-        fill = self.sub_ptr[:-1].copy()
-        for s, spec in enumerate(config.strategies):  # strategy id order within each signal
-            for signal in spec.signals:
-                self.sub_strategy[fill[signal]] = s
-                fill[signal] += 1
-        self.scalars[A.S_MAX_FANOUT] = int(counts.max())
+        self.scalars[A.S_STRATEGIES] = len(config.strategies)
+        self.index_subscriptions()
 
         self.transitions[:] = TRANSITIONS
         if config.engine.oms.kind == "sim":
@@ -191,6 +187,27 @@ class EngineState:
         allowed = {self.instrument_ids[symbol] for symbol in spec.instruments}
         for i in range(len(self.instruments)):
             self.positions[s, i]["allowed"] = int(i in allowed)
+
+    def index_subscriptions(self) -> None:
+        """Rebuild the subscription index (CSR over signal ids, strategy id order within each) from the specs that
+        run, leaving RETIRED strategies out; and the most strategies one signal reaches (the room a signal may
+        need). Between batches only: at start, and after a command that registers, deploys or retires."""
+        rows = range(int(self.scalars[A.S_STRATEGIES]))
+        live = [(s, self.deploys[s][-1].spec.signals) for s in rows if self.strategies[s]["state"] != RETIRED]
+        counts = np.zeros(len(self.sub_ptr), np.int64)  # sub_ptr has max_signal_id + 2 entries
+        for _, signals in live:
+            for signal in signals:
+                counts[signal + 1] += 1
+        if counts.sum() > len(self.sub_strategy):
+            raise ValueError(f"{counts.sum()} subscriptions, room for {len(self.sub_strategy)} "
+                             f"(engine.toml max_subscriptions)")
+        self.sub_ptr[:] = np.cumsum(counts)
+        fill = self.sub_ptr[:-1].copy()
+        for s, signals in live:
+            for signal in signals:
+                self.sub_strategy[fill[signal]] = s
+                fill[signal] += 1
+        self.scalars[A.S_MAX_FANOUT] = int(counts.max())
 
     def write_account_limits(self, a: int, spec: Account) -> None:
         row = self.accounts[a]

@@ -16,7 +16,7 @@ from kernels import venue
 from kernels._jit import helper, inline, kernel
 from kernels.arena import (
     ARENA, LAYOUT, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_CLOCK_NS, S_FREE_TOP,
-    S_NEXT_COOLDOWN_NS, S_ORDER_GEN, views,
+    S_NEXT_COOLDOWN_NS, S_ORDER_GEN, S_STRATEGIES, views,
 )
 from kernels.breakers import check_pnl, cool_down, record_outcome
 from kernels.dtypes import (
@@ -55,7 +55,7 @@ def on_mark(state, i, now):
     positions = state.positions
     for a in range(len(state.accounts)):
         refresh_exposure(state, a, i)
-    for s in range(len(state.strategies)):
+    for s in range(state.scalars[S_STRATEGIES]):
         if positions[s, i]["qty"] != 0 or positions[s, i]["unrealized"] != 0.0:
             remark(state, s, i)
             check_pnl(state, s, now)
