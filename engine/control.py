@@ -20,13 +20,15 @@ from pathlib import Path
 
 import msgspec
 
-from engine.commands import CancelUnsent, CommandResult, HaltAll, KillSwitch, Register, Rollback, SetLimits, Transition
+from engine.commands import (
+    CancelUnsent, CommandResult, HaltAll, KillSwitch, Register, Rollback, SetLimits, Shadow, Transition,
+)
 from engine.commands import Deploy as DeployCommand
 from engine.config.errors import ConfigError
 from engine.config.loader import STRATEGIES_DIR, load_strategy, strategy_hash
 from engine.config.schema import Account, Strategy
 from engine.faults import crash_point
-from engine.state import Deploy
+from engine.state import Deploy, ShadowRun
 from kernels.arena import S_STRATEGIES
 from kernels.breakers import reset_breakers
 from kernels.dtypes import (
@@ -134,10 +136,10 @@ class Control:
     def _check(self, command, spec=None):
         """Validate `command` against the state now: (change(now_ns, live) -> detail, which applies it; the
         strategy spec it resolved from a file, journaled with it, or None). `spec` given: use it, read no file."""
-        if type(command) in (Register, DeployCommand):
+        if type(command) in (Register, DeployCommand) or (type(command) is Shadow and command.on):
             return self._deploys(command, spec)
         return {Transition: self._transition, SetLimits: self._set_limits, KillSwitch: self._kill_switch,
-                Rollback: self._rollback, HaltAll: self._halt_all,
+                Rollback: self._rollback, Shadow: self._stop_shadow, HaltAll: self._halt_all,
                 CancelUnsent: self._cancel_unsent}[type(command)](command), None
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -177,8 +179,8 @@ class Control:
 
     # ------------------------------------------------------------------------------------------ versions
     def _deploys(self, command, spec):
-        """Register a strategy from a file, or deploy a new version of one: the file read and checked here (off
-        the hot path), the swap applied between batches."""
+        """Register a strategy from a file, deploy a new version of one, or start a shadow of one: the file read
+        and checked here (off the hot path), the change applied between batches."""
         state = self.state
         if type(command) is Register:
             file = command.file
@@ -193,6 +195,8 @@ class Control:
             return self._register(command, spec, digest, source), spec
         if spec.name != command.strategy:
             raise CommandError(f"{source} holds strategy {spec.name!r}, not {command.strategy!r}")
+        if type(command) is Shadow:
+            return self._start_shadow(command, s, spec, digest, source), spec
         running = state.deploys[s][-1]
         if digest == running.config_hash:
             raise CommandError(f"nothing to deploy: {source} is the running version {running.version} "
@@ -203,28 +207,90 @@ class Control:
         state = self.state
         if spec.name in state.strategy_ids:
             raise CommandError(f"strategy {spec.name!r} is registered already: deploy a new version of it instead")
-        s = len(state.strategy_names)
-        if s >= len(state.strategies):
-            raise CommandError(f"no room for another strategy: {s} registered, engine.toml max_strategies = {s}")
+        s = self._free_row()
         self._check_room(s, spec)
 
         def change(now_ns, live):
-            state.strategy_names.append(spec.name)
-            state.strategy_ids[spec.name] = s
-            state.deploys.append([Deploy(number=1, version=spec.version, config_hash=digest, source=source,
-                                         spec=spec, deployed_ns=now_ns, actor=command.actor)])
-            row = state.strategies[s]
+            row = self._add_row(s, spec.name, spec, Deploy(number=1, version=spec.version, config_hash=digest,
+                                                             source=source, spec=spec, deployed_ns=now_ns,
+                                                             actor=command.actor), now_ns)
             row["state"] = ACTIVE if spec.enabled else READY
-            row["trip_cause"] = NO_TRIP
-            row["tokens"] = spec.limits.burst
-            row["tokens_ts_ns"] = now_ns
-            row["peak_pnl"] = 0.0
-            state.write_strategy_params(s, spec, 1)
-            state.scalars[S_STRATEGIES] = s + 1
             state.index_subscriptions()
             return {"strategy": spec.name, "id": s, "version": spec.version, "deploy": 1,
                     "state": STATE_NAMES[int(row["state"])]}
         return change
+
+    def _free_row(self):
+        state = self.state
+        s = len(state.strategy_names)
+        if s >= len(state.strategies):
+            raise CommandError(f"no room for another strategy: {s} rows in use (strategies and shadows), engine.toml "
+                               f"max_strategies = {len(state.strategies)}")
+        return s
+
+    def _add_row(self, s, name, spec, deploy, now_ns):
+        """Strategy row s takes `spec` under `name`: configured fields written, live state fresh (a full token
+        bucket, no trip, no P&L)."""
+        state = self.state
+        state.strategy_names.append(name)
+        state.strategy_ids[name] = s
+        state.deploys.append([deploy])
+        row = state.strategies[s]
+        row["trip_cause"] = NO_TRIP
+        row["tokens"] = spec.limits.burst
+        row["tokens_ts_ns"] = now_ns
+        row["peak_pnl"] = 0.0
+        state.write_strategy_params(s, spec, deploy.number)
+        state.scalars[S_STRATEGIES] = s + 1
+        return row
+
+    # ------------------------------------------------------------------------------------------ shadows
+    def _running_shadow(self, s):
+        return next((run for run in self.state.shadows if run.live == s and not run.stopped_ns), None)
+
+    def _start_shadow(self, command, s, spec, digest, source):
+        state = self.state
+        running = state.deploys[s][-1]
+        if self._running_shadow(s) is not None:
+            raise CommandError(f"{command.strategy} has a shadow running already: stop it first")
+        if digest == running.config_hash:
+            raise CommandError(f"{source} is the running version {running.version}: nothing to compare")
+        if spec.account != running.spec.account:
+            raise CommandError(f"a shadow trades the live version's account {running.spec.account!r}, not "
+                               f"{spec.account!r}")
+        row_id = self._free_row()
+        self._check_room(-1, spec)
+        name = f"{command.strategy}.shadow{sum(run.live == s for run in state.shadows) + 1}"
+
+        def change(now_ns, live):
+            row = self._add_row(row_id, name, spec, Deploy(number=running.number + 1, version=spec.version,
+                                                            config_hash=digest, source=source, spec=spec,
+                                                            deployed_ns=now_ns, actor=command.actor,
+                                                            note=f"shadow of {command.strategy}"), now_ns)
+            row["state"] = ACTIVE
+            row["shadow_of"] = s + 1
+            state.shadows.append(ShadowRun(live=s, row=row_id, version=spec.version, started_ns=now_ns,
+                                           baseline=state.order_counts(s),
+                                           baseline_reasons=state.reason_counts[s].tolist()))
+            state.index_subscriptions()
+            return {"strategy": command.strategy, "shadow": name, "version": spec.version}
+        return change
+
+    def _stop_shadow(self, command):
+        state = self.state
+        run = self._running_shadow(state.strategy_id(command.strategy))
+        if run is None:
+            raise CommandError(f"{command.strategy} has no shadow running")
+
+        def change(now_ns, live):
+            self._end_shadow(run, now_ns)
+            return {"strategy": command.strategy, "shadow": state.strategy_names[run.row], "stopped": True}
+        return change
+
+    def _end_shadow(self, run, now_ns):
+        run.stopped_ns = now_ns
+        self.state.strategies[run.row]["state"] = RETIRED
+        self.state.index_subscriptions()
 
     def _rollback(self, command):
         state = self.state
@@ -260,6 +326,9 @@ class Control:
             state.deploys[s].append(Deploy(number=number, version=spec.version, config_hash=digest, source=source,
                                            spec=spec, deployed_ns=now_ns, actor=command.actor, note=note))
             state.write_strategy_params(s, spec, number)
+            shadow = self._running_shadow(s)
+            if shadow is not None:  # promoted, or replaced: a deploy ends the comparison
+                self._end_shadow(shadow, now_ns)
             state.index_subscriptions()
             return {"strategy": spec.name, "from": {"version": running.version, "deploy": running.number},
                     "to": {"version": spec.version, "deploy": number}, **({"note": note} if note else {})}

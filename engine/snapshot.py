@@ -26,7 +26,7 @@ import numpy as np
 from engine.commands import CommandResult
 from engine.config.schema import Account
 from engine.faults import crash_point
-from engine.state import Deploy, EngineState, allocate_arena, instruments_hash
+from engine.state import Deploy, EngineState, ShadowRun, allocate_arena, instruments_hash
 
 log = logging.getLogger("orchestrator.snapshot")
 MAGIC = b"ORCHESTRATOR-SNAPSHOT-1\n"
@@ -45,6 +45,7 @@ class SnapshotMeta(msgspec.Struct, kw_only=True):
     strategy_names: list[str]
     deploys: list[list[Deploy]]
     account_specs: list[Account]
+    shadows: list[ShadowRun]
     results: list[CommandResult]
 
 
@@ -130,6 +131,7 @@ class Snapshotter:
             layout=state.layout.tolist(), instruments_hash=instruments_hash(state.config),
             arena_crc=zlib.crc32(self._copy), strategy_names=list(state.strategy_names),
             deploys=[list(d) for d in state.deploys], account_specs=list(state.account_specs),
+            shadows=[msgspec.structs.replace(run) for run in state.shadows],
             results=list(engine.control.results.values()))
         self.last_stall_ns = time.perf_counter_ns() - start
         self.max_stall_ns = max(self.max_stall_ns, self.last_stall_ns)
@@ -200,4 +202,5 @@ def restore(config, meta, arena) -> EngineState:
     state.strategy_ids = {name: s for s, name in enumerate(state.strategy_names)}
     state.deploys = [list(d) for d in meta.deploys]
     state.account_specs = list(meta.account_specs)
+    state.shadows = list(meta.shadows)
     return state

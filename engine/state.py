@@ -62,6 +62,18 @@ class Deploy(msgspec.Struct, frozen=True, kw_only=True):
     note: str = ""  # e.g. "rollback to deploy 2"
 
 
+class ShadowRun(msgspec.Struct, kw_only=True):
+    """A shadow version run beside live strategy `live` in row `row`; `baseline`: the live row's order counts
+    when it started, so the report compares like with like."""
+    live: int
+    row: int
+    version: str
+    started_ns: int
+    stopped_ns: int = 0
+    baseline: dict[str, int]
+    baseline_reasons: list[int]
+
+
 def instruments_hash(config: Config) -> str:
     """sha256 of the instruments as configured: what an arena built from them holds in ticks and lots."""
     return hashlib.sha256(msgspec.json.encode(config.instruments, order="sorted")).hexdigest()
@@ -112,6 +124,7 @@ class EngineState:
         self.deploys = [[Deploy(number=1, version=s.version, config_hash=digest, source=source, spec=s)]
                         for s, digest, source in zip(config.strategies, config.strategy_hashes, config.strategy_files)]
         self.account_specs = list(config.accounts)  # as they run: limits set live replace them
+        self.shadows: list[ShadowRun] = []  # every shadow run, the running ones with stopped_ns == 0
 
     # ------------------------------------------------------------------------------------------- building
     @classmethod
@@ -283,12 +296,36 @@ class EngineState:
                 "fills": int(row["fills"]),
                 "filled_qty": int(row["filled_qty"]),
                 "rejects": {"total": int(row["rejects"]),
-                            "by_reason": {REASON_NAMES[r]: int(c) for r, c in enumerate(self.reason_counts[s]) if c}},
+                            "by_reason": _reasons(self.reason_counts[s])},
                 "breaker": {"trip_cause": None if cause == NO_TRIP else TRIP_NAMES[cause],
                             "trips": {TRIP_NAMES[t]: int(c) for t, c in enumerate(self.trip_counts[s]) if c},
                             "consecutive_rejects": int(row["consecutive_rejects"])},
             }
+            if row["shadow_of"]:
+                report[name]["shadow_of"] = self.strategy_names[int(row["shadow_of"]) - 1]
+        for run in self.shadows:
+            report[self.strategy_names[run.live]].setdefault("shadows", []).append(self.shadow_report(run))
         return report
+
+    def order_counts(self, s: int) -> dict[str, int]:
+        row = self.strategies[s]
+        return {"orders": int(row["orders"]), "buy_qty": int(row["ordered_buy"]), "sell_qty": int(row["ordered_sell"]),
+                "rejects": int(row["rejects"])}
+
+    def shadow_report(self, run: ShadowRun) -> dict:
+        """What the shadow version would have done beside what the live one did, over the same signals since it
+        started: orders, units by side, rejects and their reasons."""
+        live_now = self.order_counts(run.live)
+        live = {key: live_now[key] - run.baseline[key] for key in live_now}
+        live_reasons = self.reason_counts[run.live] - np.asarray(run.baseline_reasons)
+        return {"strategy": self.strategy_names[run.row], "version": run.version, "running": run.stopped_ns == 0,
+                "started_ns": run.started_ns, "stopped_ns": run.stopped_ns,
+                "live": {**live, "by_reason": _reasons(live_reasons)},
+                "shadow": {**self.order_counts(run.row), "by_reason": _reasons(self.reason_counts[run.row])}}
+
+
+def _reasons(counts) -> dict[str, int]:
+    return {REASON_NAMES[r]: int(c) for r, c in enumerate(counts) if c}
 
 
 def _lookup(ids: dict[str, int], name: str, what: str) -> int:

@@ -24,14 +24,14 @@ from kernels.arena import (
 )
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_FILL_RING_FULL, C_ORDERS, C_REJECTS, C_REJECT_RING_FULL,
-    C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE,
-    C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_COOLDOWN, EV_TRIP_HALT,
-    EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, NO_PRICE, NO_TRIP, N_REASONS,
-    ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT, R_LOSS_STRATEGY,
-    R_NET_MAX, R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NO_REFERENCE, R_OPEN_ORDERS_MAX,
-    R_ORDER_TABLE_FULL, R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT,
-    R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, R_SIGNAL_RANGE, R_STALE, SIDE_BUY, SIDE_SELL, SIGNAL_ORDER,
-    SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
+    C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS,
+    C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_COOLDOWN,
+    EV_TRIP_HALT, EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, NO_PRICE, NO_TRIP,
+    N_REASONS, ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT,
+    R_LOSS_STRATEGY, R_NET_MAX, R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NO_REFERENCE,
+    R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL, R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID,
+    R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, R_SIGNAL_RANGE, R_STALE, SIDE_BUY,
+    SIDE_SELL, SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
 )
 from kernels.rings import HEAD, TAIL
 
@@ -183,7 +183,9 @@ class Reference:
         st = self.strategies[s]
         i = sig.instrument
         ins = self.instruments[i]
-        p = self.positions[s, i]
+        live = st.shadow_of - 1  # a shadow version sizes and checks against the live one's position, places nothing
+        owner = s if live < 0 else live
+        p = self.positions[owner, i]
         st.signals += 1
         delta = order_delta(sig.kind, sig.value, st.max_position, ins.lot_size, p.qty + p.open_buy - p.open_sell)
         side = SIDE_BUY if delta > 0 else SIDE_SELL
@@ -195,31 +197,40 @@ class Reference:
         reasons = bad
         if bad == 0:
             refill_tokens(st, now_ns)
-            reasons = self.order_reasons(st, s, i, side, qty, px_ticks)
+            reasons = self.order_reasons(st, owner, i, side, qty, px_ticks)
         placed = 0
-        if reasons == 0:
+        if reasons == 0 and live >= 0:
+            st.tokens -= 1.0
+            st.orders += 1
+            self.count_ordered(st, side, qty)
+            self.counters[C_SHADOW_ORDERS] += 1
+        elif reasons == 0:
             self.place_order(sig, s, side, qty, px_ticks, now_ns)
             self.counters[C_ORDERS] += 1
             placed = 1
         else:
             st.rejects += 1
-            self.counters[C_REJECTS] += 1
             for bit in range(N_REASONS):
                 if reasons >> bit & 1:
                     self.reason_counts[s][bit] += 1
-            if not self.rejects.push(signal_seq=sig.seq, signal_source=sig.source, strategy=s, instrument=i,
-                                     side=side, qty=qty, px_ticks=px_ticks, reasons=reasons, ts_ns=now_ns):
-                self.counters[C_REJECT_RING_FULL] += 1
+            if live >= 0:
+                self.counters[C_SHADOW_REJECTS] += 1
+            else:
+                self.counters[C_REJECTS] += 1
+                if not self.rejects.push(signal_seq=sig.seq, signal_source=sig.source, strategy=s, instrument=i,
+                                         side=side, qty=qty, px_ticks=px_ticks, reasons=reasons, ts_ns=now_ns):
+                    self.counters[C_REJECT_RING_FULL] += 1
         if bad == 0 and not reasons & R_NOT_ACTIVE:  # signal or lifecycle rejects: no breaker input
             self.record_outcome(s, reasons != 0, now_ns)
         return placed
 
     # ---------------------------------------------------------------------------------- pre-trade risk
-    def order_reasons(self, st, s, i, side, qty, px_ticks):
-        """Every pre-trade rule, each setting its own bit (0 = accept)."""
+    def order_reasons(self, st, owner, i, side, qty, px_ticks):
+        """Every pre-trade rule, each setting its own bit (0 = accept); `owner` holds the position (the strategy
+        itself, or the live version a shadow runs beside)."""
         account = self.accounts[st.account]
         ins = self.instruments[i]
-        p = self.positions[s, i]
+        p = self.positions[owner, i]
         e = self.exposures[st.account, i]
         reducing = reduces(p.qty, p.open_buy, p.open_sell, side, qty)
         r = 0
@@ -308,11 +319,19 @@ class Reference:
         st.tokens -= 1.0
         st.open_orders += 1
         st.orders += 1
+        self.count_ordered(st, side, qty)
         pushed = self.orders.push(order_id=order_id, strategy=s, deploy=st.deploy, account=a, instrument=i,
                                   side=side, order_type=st.order_type, qty=qty, px_ticks=px_ticks,
                                   price=px_ticks * self.instruments[i].tick_size, ts_ns=now_ns,
                                   signal_seq=sig.seq, signal_source=sig.source, signal_ts_ns=sig.ts_ns)
         assert pushed, "process_signals caps max_orders at the order ring's room"
+
+    @staticmethod
+    def count_ordered(st, side, qty):
+        if side == SIDE_BUY:
+            st.ordered_buy += qty
+        else:
+            st.ordered_sell += qty
 
     def add_open(self, s, a, i, side, qty):
         """Working quantity changes by `qty` (negative to release) on the order's side."""

@@ -12,18 +12,20 @@ import numpy as np
 import pytest
 
 from engine.commands import (
-    CancelUnsent, Deploy, HaltAll, KillSwitch, Register, Rollback, SetLimits, Transition, decode_command,
+    CancelUnsent, Deploy, HaltAll, KillSwitch, Register, Rollback, SetLimits, Shadow, Transition, decode_command,
 )
 from engine.config import load_config
 from engine.driver import Engine
 from engine.state import EngineState
 from kernels.dtypes import (
-    ACTIVE, HALTED, KILL_ACCOUNT, KILL_GLOBAL, MSG_CANCEL, NO_TRIP, PAUSED, READY, REDUCING, RETIRED, TRIP_DRAWDOWN,
+    ACTIVE, C_ORDERS, HALTED, KILL_ACCOUNT, KILL_GLOBAL, MSG_CANCEL, NO_TRIP, PAUSED, READY, REDUCING, RETIRED,
+    SIGNAL_ORDER, TRIP_DRAWDOWN,
 )
 from kernels.arena import S_STRATEGIES
 from sim.sink import NullOms
 from tests.engine.test_state import ALPHA, BASIC, BETA, GAMMA
-from wire.frames import iter_frames
+from wire.frames import encode_frame, iter_frames
+from wire.schema import Signal
 
 NOW = 1_700_000_000_000_000_000
 
@@ -339,3 +341,42 @@ def test_rollback_when_there_is_nothing_to_go_back_to_then_refused(editable):
     assert "nothing to roll back to" in apply(engine, Rollback(strategy="alpha")).error
     assert "has no deploy 7" in apply(engine, Rollback(strategy="alpha", to=7)).error
     assert "is the running one" in apply(engine, Rollback(strategy="alpha", to=1)).error
+
+
+# ------------------------------------------------------------------------------------------------- shadows
+def feed_signals(engine, *signals):
+    """Signal frames through the engine's own batch, as if they had just arrived."""
+    data = b"".join(encode_frame(Signal(0, seq, signal_id, instrument, SIGNAL_ORDER, value, price, NOW, 0))
+                    for seq, signal_id, instrument, value, price in signals)
+    engine.feed(NOW, 1, [len(data)], data)
+    engine.decide(NOW)
+
+
+def test_shadow_when_started_then_it_decides_beside_the_live_version_and_places_nothing(editable):
+    engine, strategies = editable
+    state = engine.state
+    edit(strategies / "alpha.toml", 'version = "1.2.0"', 'version = "2.0.0"')
+    edit(strategies / "alpha.toml", "max_order_qty = 3", "max_order_qty = 1")
+    feed_signals(engine, (1, 0, 0, 2.0, 6000.25))  # before the shadow: not in the comparison
+
+    result = apply(engine, Shadow(strategy="alpha", on=True))
+
+    assert result.ok, result.error
+    shadow = state.strategy_id("alpha.shadow1")
+    assert state.strategies[shadow]["shadow_of"] == ALPHA + 1 and state.subscribers(0) == [ALPHA, shadow]
+    orders_before = int(state.counters[C_ORDERS])
+    feed_signals(engine, (2, 0, 0, 2.0, 6000.25), (3, 0, 0, 1.0, 6000.25))
+    assert int(state.counters[C_ORDERS]) == orders_before + 2  # the live version's; none from the shadow
+    report = state.snapshot()["alpha"]["shadows"][0]
+    assert report["running"] and report["version"] == "2.0.0"
+    assert report["live"]["orders"] == 2 and report["live"]["buy_qty"] == 3
+    assert report["shadow"]["orders"] == 1 and report["shadow"]["buy_qty"] == 1  # qty 2 is over its max of 1
+    assert report["shadow"]["by_reason"] == {"qty_max": 1}
+    assert state.snapshot()["alpha.shadow1"]["shadow_of"] == "alpha"
+    assert not apply(engine, Shadow(strategy="alpha", on=True)).ok  # one at a time
+
+    promoted = apply(engine, Deploy(strategy="alpha"))
+
+    assert promoted.ok and state.strategies[shadow]["state"] == RETIRED and state.subscribers(0) == [ALPHA]
+    assert not state.snapshot()["alpha"]["shadows"][0]["running"]
+    assert "has no shadow running" in apply(engine, Shadow(strategy="alpha", on=False)).error

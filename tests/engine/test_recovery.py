@@ -12,7 +12,7 @@ import pytest
 
 from adapters.base import TransportStats
 from adapters.journal import JournalConfig, JournalReader, segments
-from engine.commands import Deploy, KillSwitch, Rollback, SetLimits, Transition
+from engine.commands import Deploy, KillSwitch, Rollback, SetLimits, Shadow, Transition
 from engine.config import load_config
 from engine.driver import Engine
 from engine.journal import EngineJournal
@@ -85,12 +85,13 @@ def commands(rng, config):
         qty = rng.choice([10, 20, 30, 40])
         path.write_text("\n".join(f"max_order_qty = {qty}" if line.startswith("max_order_qty") else line
                                   for line in text.splitlines()) + "\n")
-        return rng.choice([Deploy(strategy=name), Rollback(strategy=name)])
+        return rng.choice([Deploy(strategy=name), Rollback(strategy=name), Shadow(strategy=name, on=True)])
     return rng.choice([
         Transition(strategy=name, action=rng.choice(["pause", "resume", "activate", "halt", "reset", "reduce_only"])),
         SetLimits(strategy=name, values={"max_order_qty": rng.choice([1, 50, 500])}),
         KillSwitch(scope="strategy", name=name, on=rng.random() < 0.5),
         KillSwitch(scope="global", on=rng.random() < 0.2),
+        Shadow(strategy=name, on=False),
     ])
 
 
@@ -139,6 +140,7 @@ def test_recovery_when_the_engine_dies_then_journal_replay_gives_its_state_bit_f
     assert results == live.control.results
     assert state.deploys == live.state.deploys  # the journaled specs, whatever the files say now
     assert any(len(d) > 1 for d in live.state.deploys)
+    assert state.shadows == live.state.shadows
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -38,7 +38,7 @@ def test_build_when_basic_config_then_every_region_has_its_configured_shape(stat
         "rx": (65_536,), "rx_sizes": (64,), "tx": (32_768,), "signals": (64,), "orders": (32,), "rejects": (16,),
         "reports": (128,), "cursors": (A.N_RINGS, 2), "instruments": (2,), "strategies": (4,), "positions": (4, 2),
         "accounts": (2,), "exposures": (2, 2), "open_orders": (8,), "free_slots": (8,), "sub_ptr": (7,),
-        "sub_strategy": (6,), "source_seq": (3,), "counters": (N_COUNTERS,), "reason_counts": (4, N_REASONS),
+        "sub_strategy": (8,), "source_seq": (3,), "counters": (N_COUNTERS,), "reason_counts": (4, N_REASONS),
         "trip_counts": (4, N_TRIPS), "transitions": (N_STATES, N_EVENTS), "scalars": (A.N_SCALARS,),
         "rx_times": (64,), "rx_sources": (64,), "fills": (4096,),
         "venue": (1,), "venue_orders": (0,), "venue_events": (0,), "venue_books": (0, 2),  # an OMS over TCP

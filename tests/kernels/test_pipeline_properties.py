@@ -90,6 +90,9 @@ def tables(draw, make_state, tightness=None, holdings_rate=0.25, binding_limits=
         max_drawdown=[draw(st.sampled_from([0.0, 0.0, 1e3, 10.0])) for _ in range(n_strategies)],
         loss_limit=[draw(st.sampled_from([0.0, 0.0, 1e3, 10.0])) for _ in range(n_strategies)],
         cooldown_ns=[draw(st.sampled_from([10**6, 10**9, 0])) for _ in range(n_strategies)],
+        kill=rows(n_strategies, 0, 1),
+        # now and then a shadow version of a strategy (s + 1): sized against that one's position, never placed
+        shadow_of=rows(n_strategies, 0, *range(1, n_strategies + 1)),
     )
     accounts = dict(
         kill=rows(n_accounts, 0, 1),
