@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-servers bench clean
+.PHONY: install run test test-servers bench soak-aeron clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "python3.12 not found on PATH or in pyenv" >&2; exit 1; }
@@ -35,6 +35,11 @@ test-servers:
 bench: $(STAMP)
 	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m bench $(BENCH_ARGS)
+
+# `make soak-aeron`: the whole loop over Aeron (feed -> engine -> simulated OMS -> engine), 20 runs in a row over
+# aeron:ipc and 20 over UDP on loopback (tests/adapters/test_aeron.py, marked slow; about a minute).
+soak-aeron: $(STAMP)
+	$(PY) -m pytest -v -m slow tests/adapters/test_aeron.py -k soak
 
 clean:
 	rm -rf $(VENV) .numba_cache .pytest_cache .benchmarks
