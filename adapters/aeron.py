@@ -36,11 +36,15 @@ import re
 from typing import Annotated, Literal
 
 import msgspec
+import numpy as np
 import pyaeron
 
 from adapters.base import Transport, TransportClosed
+from kernels._jit import entry_point
 from kernels.dtypes import FRAME_HEADER_SIZE
-from wire.frames import scan_frames
+from kernels.scan import scan_frames
+
+_scan = entry_point(scan_frames)
 
 log = logging.getLogger("orchestrator.aeron")
 CHANNEL_PATTERN = r"^aeron:(ipc|udp)(\?\S*)?$"
@@ -467,9 +471,10 @@ class _Publishing:
 
     def _offer_cut(self, pub, view, pos, end):
         """Offer view[pos:end] as messages of at most max_message bytes; return where the refused part starts."""
+        frames = np.frombuffer(view, np.uint8)  # for the compiled scanner (kernels/scan.py)
         while pos < end:
             stop = min(pos + self._max_send, end)
-            whole, _ = scan_frames(view, pos, stop)
+            whole, _ = _scan(frames, pos, stop)
             if whole > pos:
                 stop = whole  # else garbage or a frame longer than a message: cut it where it is
             if not self._offer(pub, view[pos:stop]):

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Annotated, Protocol, runtime_checkable
 
 import msgspec
+import numpy as np
 
 # Config field types every socket adapter shares (and engine.toml's [listen] and [oms] tables with them).
 HOST_PATTERN = r"^[A-Za-z0-9._:-]+$"  # a host name, an IPv4 or an IPv6 address
@@ -110,7 +111,7 @@ class Transport:
         self.stats = TransportStats()
         self.closed = True  # until open()
         self._reader = LoopReader()
-        self._rx = self._rx_view = None
+        self._rx = self._rx_view = self._array = None
 
     def __enter__(self):
         if self.closed:  # `with` also works on a transport that is already open
@@ -129,8 +130,10 @@ class Transport:
 
     def _view(self, rx):
         # recv_into needs a writable buffer; making the memoryview once per rx array saves an object per poll.
+        # `_array` is rx as a uint8 numpy array, for compiled code (the engine's rx is one already).
         if rx is not self._rx:
             self._rx, self._rx_view = rx, memoryview(rx).cast("B")
+            self._array = np.frombuffer(self._rx_view, np.uint8)
         return self._rx_view
 
     def _check_open(self):
@@ -143,7 +146,7 @@ class Transport:
             return False
         self.closed = True
         self._reader.detach()
-        self._rx = self._rx_view = None
+        self._rx = self._rx_view = self._array = None
         return True
 
 

@@ -2,8 +2,14 @@
 
 A TCP read is cut into whole frames: the frames of one read become one chunk, and the unfinished frame at its
 tail waits in the connection's `partial` (at most one frame, < MAX_FRAME_SIZE bytes) until the next read
-completes it. A header that claims more than MAX_FRAME_BODY or another wire version means the stream can no
-longer be framed: the whole frames before it are delivered, the connection is counted and dropped.
+completes it. The cut is compiled (kernels/scan.py) and judges each header in the one order every transport
+shares (wire/frames.py): version and reserved bits, then length, then a whole body. A header with another wire
+version (or reserved bits set), or that claims more than MAX_FRAME_BODY, means the stream can no longer be
+framed: the whole frames before it are delivered, the connection is dropped.
+Where that is counted: the engine's counters (`frame_bad_version`, `frame_oversize`, ...) are the decoder's, for
+bytes that reached rx, as a UDP datagram or an Aeron message does, garbage and all. A TCP stream's bad header
+never reaches rx (nothing after it could be framed), so the transport counts it in its own stats, under the
+decoder's name for the same verdict: `bad_version` or `oversize` (and `disconnects`).
 
 Room rule: a connection is read only while rx has MAX_FRAME_SIZE of room left, so its partial frame can always
 be completed and every read makes progress.
@@ -21,9 +27,14 @@ from typing import Annotated
 import msgspec
 
 from adapters.base import BufferBytes, Host, Port, Transport, TransportClosed
-from wire.frames import FRAME_BAD_VERSION, FRAME_OK, FRAME_OVERSIZE, MAX_FRAME_SIZE, scan_frames
+from kernels._jit import entry_point
+from kernels.codec import HEADER_OK
+from kernels.dtypes import C_FRAME_BAD_VERSION, C_FRAME_OVERSIZE
+from kernels.scan import scan_frames
+from wire.frames import MAX_FRAME_SIZE
 
-_EOF = 3  # beside the FRAMES_* statuses: the peer closed or reset the connection
+_scan = entry_point(scan_frames)
+FRAME_OK, _EOF = HEADER_OK, -2  # read statuses: the scanner's verdicts (counters are >= 0), and the peer left
 _IN_PROGRESS = {errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EINTR}
 
 
@@ -43,8 +54,10 @@ class _Connection:
         self.sock = sock
         self.partial = bytearray()  # the unfinished frame at the end of the last read
 
-    def read_frames(self, view, offset):
-        """One recv into view[offset:] behind the held partial frame -> (bytes of whole frames at offset, status).
+    def read_frames(self, rx, view, offset):
+        """One recv into rx[offset:] (`view` is a memoryview of rx) behind the held partial frame -> (bytes of
+        whole frames at offset, status: FRAME_OK, _EOF, or the decoder's counter C_FRAME_BAD_VERSION or
+        C_FRAME_OVERSIZE for a header that ends the stream).
 
         The caller guarantees MAX_FRAME_SIZE of room. Status FRAME_OK with 0 bytes: nothing whole yet.
         """
@@ -60,17 +73,18 @@ class _Connection:
         if got == 0:
             return 0, _EOF
         end = offset + held + got
-        whole, status = scan_frames(view, offset, end)
+        whole, status = _scan(rx, offset, end)
         if status == FRAME_OK:
             self.partial[:] = view[whole:end]
         return whole - offset, status
 
     def close(self, stats, status):
-        """Count how the connection ended and close it."""
+        """Count how the connection ended and close it. A header that ended the stream is counted here, in the
+        transport's stats (the decoder never saw it: see the module's docstring)."""
         stats.disconnects += 1
-        if status == FRAME_OVERSIZE:
+        if status == C_FRAME_OVERSIZE:
             stats.oversize += 1
-        elif status == FRAME_BAD_VERSION:
+        elif status == C_FRAME_BAD_VERSION:
             stats.bad_version += 1
         elif self.partial:
             stats.partial_discarded += 1
@@ -122,6 +136,7 @@ class TcpServer(Transport):
     def poll(self, rx, offset, rx_sizes, chunk_index, max_chunks):
         self._check_open()
         view, stats = self._view(rx), self.stats
+        rx = self._array
         last_start = len(view) - MAX_FRAME_SIZE
         room, n = min(max_chunks, len(rx_sizes) - chunk_index), 0  # chunk slots
         if room <= 0 or offset > last_start:
@@ -134,7 +149,7 @@ class TcpServer(Transport):
             if conn is None:
                 self._accept()
                 continue
-            size, status = conn.read_frames(view, offset)
+            size, status = conn.read_frames(rx, view, offset)
             if size:
                 rx_sizes[chunk_index + n] = size
                 n += 1
@@ -254,7 +269,7 @@ class TcpClient(Transport):
             return 0, offset
         if not self._ready.poll(0):
             return 0, offset
-        size, status = self._conn.read_frames(view, offset)
+        size, status = self._conn.read_frames(self._array, view, offset)
         if size:
             rx_sizes[chunk_index] = size
             self.stats.chunks += 1
