@@ -4,7 +4,9 @@ Inbound: the engine owns one preallocated uint8 buffer `rx` and an int32 array `
 *chunks* to rx from `offset` on (a chunk is a run of whole frames: one UDP datagram, the whole frames of one
 TCP read, one Aeron message) and writes each chunk's length to rx_sizes[chunk_index:]. It never writes more
 than `max_chunks` lengths or past the end of rx; what does not fit stays in the socket or file for the next
-poll. It never blocks.
+poll. It never blocks. `poll_ready` is the same poll for a caller whose own readiness wait (an epoll over every
+transport's `fileno()`, an event loop's reader) just said the descriptor is readable: a transport may then skip
+its own readiness question (one syscall less); by default it is poll().
 
 Outbound: `send(frames)` takes whole frames (bytes or a uint8 memoryview of the engine's tx) and returns False
 when the medium cannot take them now (back-pressure). A False is counted, never a silent drop: the caller
@@ -62,6 +64,7 @@ class Inbound(Protocol):
     def close(self) -> None: ...          # idempotent
     def fileno(self) -> int: ...          # -1: nothing to wait on: poll it from a spin loop
     def poll(self, rx, offset: int, rx_sizes, chunk_index: int, max_chunks: int) -> tuple[int, int]: ...
+    def poll_ready(self, rx, offset: int, rx_sizes, chunk_index: int, max_chunks: int) -> tuple[int, int]: ...
     def attach(self, loop, on_readable) -> None: ...  # loop.add_reader on fileno(), kept across reconnects
     def detach(self) -> None: ...
 
@@ -120,6 +123,10 @@ class Transport:
 
     def __exit__(self, *exc):
         self.close()
+
+    def poll_ready(self, rx, offset, rx_sizes, chunk_index, max_chunks):
+        """poll() after the caller's own readiness wait said fileno() is readable (the contract's default: poll)."""
+        return self.poll(rx, offset, rx_sizes, chunk_index, max_chunks)
 
     def attach(self, loop, on_readable):
         """Call `on_readable()` from `loop` (asyncio or uvloop) when poll has something; the callback polls."""

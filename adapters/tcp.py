@@ -14,7 +14,9 @@ decoder's name for the same verdict: `bad_version` or `oversize` (and `disconnec
 Room rule: a connection is read only while rx has MAX_FRAME_SIZE of room left, so its partial frame can always
 be completed and every read makes progress.
 Readiness is asked before reading (epoll for the server, poll for the client): an empty poll then costs one
-syscall, not a recv that raises BlockingIOError (about 2 us more). Linux only, as the engine is.
+syscall, not a recv that raises BlockingIOError (about 2 us more). Linux only, as the engine is. The client's
+`poll_ready` skips that question for a caller whose own readiness wait said the socket is readable (the spin
+driver's epoll, an event loop); the server always asks its epoll which of its streams are ready.
 Event loops: `attach(loop, on_readable)`. The server offers one fd for all its sockets (its epoll fd, which
 nests in the loop's own epoll); the client registers its socket while connected and again after a reconnect.
 """
@@ -261,13 +263,17 @@ class TcpClient(Transport):
         return self.connect()
 
     def poll(self, rx, offset, rx_sizes, chunk_index, max_chunks):
+        if self.connected and not self._ready.poll(0):
+            return 0, offset
+        return self.poll_ready(rx, offset, rx_sizes, chunk_index, max_chunks)
+
+    def poll_ready(self, rx, offset, rx_sizes, chunk_index, max_chunks):
+        """poll() when the caller's readiness wait said the socket is readable: no readiness check of its own."""
         if not self.connected:
             self._raise_if_gone()
             return 0, offset
         view = self._view(rx)
         if min(max_chunks, len(rx_sizes) - chunk_index) <= 0 or len(view) - offset < MAX_FRAME_SIZE:
-            return 0, offset
-        if not self._ready.poll(0):
             return 0, offset
         size, status = self._conn.read_frames(self._array, view, offset)
         if size:

@@ -52,11 +52,13 @@ class Sink:
         self.n_frames = 0
         self.polls = 0
 
-    def poll(self, transport, offset=0, chunk_index=0, max_chunks=None):
+    def poll(self, transport, offset=0, chunk_index=0, max_chunks=None, ready=False):
+        """One poll (`ready`: poll_ready, as after a readiness wait) with the contract checked."""
         if max_chunks is None:
             max_chunks = len(self.rx_sizes) - chunk_index
         before_rx, before_sizes = self.rx[:offset].copy(), self.rx_sizes.copy()
-        n, end = transport.poll(self.rx, offset, self.rx_sizes, chunk_index, max_chunks)
+        n, end = (transport.poll_ready if ready else transport.poll)(self.rx, offset, self.rx_sizes, chunk_index,
+                                                                     max_chunks)
         self.polls += 1
         sizes = self.rx_sizes[chunk_index:chunk_index + n]
         assert 0 <= n <= max_chunks and offset <= end <= len(self.rx)

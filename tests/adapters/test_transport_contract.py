@@ -1,6 +1,7 @@
 """One contract, every transport: the same test bodies run against each sender/receiver pair over real
 loopback sockets or temp files."""
 import asyncio
+import select
 import time
 
 import msgspec
@@ -167,6 +168,29 @@ def test_transport_when_the_medium_is_full_then_send_returns_false_and_counts_it
     assert pair.sender.stats.sent == len(accepted)
 
 
+def test_transport_when_polled_on_readiness_then_poll_ready_delivers_the_same_and_a_spurious_wake_reads_nothing(
+        pair):
+    """What the spin driver does: one epoll over the descriptors, poll_ready for a ready one (every pass for a
+    transport without one); a readiness that turns out empty (another reader, a spurious wake) reads nothing."""
+    units = sent_units()
+    assert all(pair.sender.send(u) for u in units)
+    pair.ready()
+    sink, fd = Sink(), pair.receiver.fileno()
+    epoll = select.epoll()
+    if fd >= 0:
+        epoll.register(fd, select.EPOLLIN)
+    deadline = time.monotonic() + 5
+    try:
+        while sink.n_frames < N_FRAMES:
+            assert time.monotonic() < deadline, f"{sink.n_frames} frames of {N_FRAMES}"
+            if fd < 0 or epoll.poll(0.01):
+                sink.poll(pair.receiver, ready=True)
+        assert [tag(f) for f in sink.frames()] == [(0, seq) for seq in range(N_FRAMES)]
+        assert sink.poll(pair.receiver, ready=True) == 0, "nothing there: nothing read, nothing raised"
+    finally:
+        epoll.close()
+
+
 def test_transport_when_closed_twice_then_the_second_close_is_a_no_op_and_use_raises(pair):
     pair.ready()
     sink = Sink()
@@ -176,6 +200,8 @@ def test_transport_when_closed_twice_then_the_second_close_is_a_no_op_and_use_ra
         assert transport.closed and transport.fileno() == -1
     with pytest.raises(TransportClosed):
         sink.poll(pair.receiver)
+    with pytest.raises(TransportClosed):
+        sink.poll(pair.receiver, ready=True)
     with pytest.raises(TransportClosed):
         pair.sender.send(frame(0))
 
