@@ -37,10 +37,13 @@ def sells(source, n):
     return b"".join(frames)
 
 
-@pytest.mark.parametrize("policy", ["halt", "reduce"])
-def test_oms_when_down_at_start_then_policy_applies_and_link_comes_back(procs, tmp_path, policy):
+DRIVERS = [("halt", "event"), ("reduce", "event"), ("halt", "spin")]  # spin: its epoll follows the link's descriptor
+
+
+@pytest.mark.parametrize("policy, driver", DRIVERS)
+def test_oms_when_down_at_start_then_policy_applies_and_link_comes_back(procs, tmp_path, policy, driver):
     port = free_port()
-    engine = procs.engine(tcp_oms_config(tmp_path, port, policy))
+    engine = procs.engine(tcp_oms_config(tmp_path, port, policy), "--driver", driver)
     assert engine.ready["oms"] == {"kind": "tcp", "up": False}
     assert f"oms tcp 127.0.0.1:{port} DOWN" in engine.stderr
     udp, s = procs.udp(engine), Source(0, Counter())
@@ -61,11 +64,12 @@ def test_oms_when_down_at_start_then_policy_applies_and_link_comes_back(procs, t
     assert oms.summary()["orders"] == 0
 
 
-@pytest.mark.parametrize("policy", ["halt", "reduce"])
-def test_oms_when_link_drops_mid_stream_then_policy_applies_and_unsent_orders_are_counted(procs, tmp_path, policy):
+@pytest.mark.parametrize("policy, driver", [("halt", "event"), ("reduce", "event"), ("reduce", "spin")])
+def test_oms_when_link_drops_mid_stream_then_policy_applies_and_unsent_orders_are_counted(procs, tmp_path, policy,
+                                                                                          driver):
     oms = procs.sim_oms("--drop-after", "5", "--fill-latency-us", "100000")  # the 5th fill is never due in time
     # a long first backoff: the orders made while the link is down stay unsent, then it reconnects
-    engine = procs.engine(tcp_oms_config(tmp_path, oms.port, policy, backoff_ms=(1500, 3000)))
+    engine = procs.engine(tcp_oms_config(tmp_path, oms.port, policy, backoff_ms=(1500, 3000)), "--driver", driver)
     udp, s = procs.udp(engine), Source(0, Counter())
     udp.send(market_data_frame())
     for filled in range(4):  # one at a time: each filled before the next goes
