@@ -1,5 +1,6 @@
 """What may import what (docs/design.md, "Rooms"): imports point down, engine -> sim -> adapters -> wire -> kernels,
-and nothing in the product imports bench/ or tests/. kernels/ imports nothing but numpy, numba and itself
+and nothing in the product imports bench/, tests/ or reference/ (the plain-Python rules: the kernels' oracle
+and the benches' baseline, not part of the product). kernels/ imports nothing but numpy, numba and itself
 (tests/kernels/test_source_rules.py holds it to that). Every import counts, a lazy one inside a function too."""
 import ast
 import pathlib
@@ -8,7 +9,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = ("kernels", "wire", "adapters", "sim", "engine")  # each may import the ones before it, and itself
-OUTSIDE = ("bench", "tests")                                # the product never imports these
+OUTSIDE = ("bench", "tests", "reference")                   # the product never imports these
 
 
 def imported_packages(path):

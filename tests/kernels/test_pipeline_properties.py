@@ -1,4 +1,4 @@
-"""process_signals, apply_mark and apply_reports == tests/reference.py, on random tables and sessions.
+"""process_signals, apply_mark and apply_reports == reference/rules.py, on random tables and sessions.
 
 A session is a random table (tight and loose limits, several strategies on the same instruments, several
 accounts, strategies ACTIVE/REDUCING/PAUSED/HALTED/READY, kill switches, non-tradable and restricted
@@ -27,7 +27,7 @@ from kernels.dtypes import (
 )
 from kernels.lifecycle import TRANSITIONS
 from kernels.rings import HEAD, TAIL
-from tests.reference import ORDER_FIELDS, Reference
+from reference.rules import ORDER_FIELDS, Reference
 
 NOW_NS = 1_700_000_000_000_000_000
 NAN, INF = math.nan, math.inf

@@ -1,0 +1,68 @@
+"""Records of the plain-Python reference, generated from the kernels' dtypes (kernels/dtypes.py: the contract).
+
+Two kinds, each picked for what is done to it most (measured here, Python 3.12, 14 fields):
+- a table row (an instrument, a strategy, a position, ...) is read and written by every event: a class with
+  __slots__ and one attribute per field, ~2x faster to read and write than a msgspec Struct and ~4x faster than
+  a SimpleNamespace;
+- a ring record (an order, a reject, a fill) is written once and then only read: a frozen msgspec Struct, built
+  positionally in C (~150 ns, a slots class ~430 ns, a SimpleNamespace ~290 ns).
+Values are Python ints and floats. `as_rows` turns records back into numpy rows of their dtype, so a test can
+compare them with the kernels' bytes.
+"""
+import msgspec
+import numpy as np
+
+from kernels.dtypes import (
+    ACCOUNT_T, EXPOSURE_T, FILL_T, INSTRUMENT_T, OPEN_ORDER_T, ORDER_T, POSITION_T, REJECT_T, REPORT_T, SIGNAL_T,
+    STRATEGY_T,
+)
+
+
+def table_row_class(name, fields):
+    """A class with __slots__ `fields` and a positional __init__ in that order (written out: no loop per row)."""
+    args = ", ".join(fields)
+    body = "\n".join(f"        self.{f} = {f}" for f in fields)
+    source = (f"class {name}:\n    __slots__ = {tuple(fields)!r}\n\n    def __init__(self, {args}):\n{body}\n\n"
+              f"    def __repr__(self):\n        return f\"{name}({', '.join(f'{f}={{self.{f}!r}}' for f in fields)})\"\n")
+    namespace = {}
+    exec(compile(source, f"<reference.records.{name}>", "exec"), namespace)
+    cls = namespace[name]
+    cls.__module__ = __name__
+    return cls
+
+
+def ring_record_class(name, dtype):
+    """A frozen msgspec Struct with one field per dtype field, in order (0 or 0.0 by default)."""
+    fields = [(f, float, 0.0) if dtype[f].kind == "f" else (f, int, 0) for f in dtype.names]
+    return msgspec.defstruct(name, fields, frozen=True, gc=False, module=__name__)
+
+
+Instrument = table_row_class("Instrument", INSTRUMENT_T.names)
+Strategy = table_row_class("Strategy", STRATEGY_T.names)
+Position = table_row_class("Position", POSITION_T.names)
+Account = table_row_class("Account", ACCOUNT_T.names)
+Exposure = table_row_class("Exposure", EXPOSURE_T.names)
+# What a working order is; the kernels' prev/next links are their own way of finding them.
+WORKING_FIELDS = tuple(f for f in OPEN_ORDER_T.names if f not in ("prev", "next"))
+WorkingOrder = table_row_class("WorkingOrder", WORKING_FIELDS)
+
+SignalRecord = ring_record_class("SignalRecord", SIGNAL_T)
+OrderRecord = ring_record_class("OrderRecord", ORDER_T)
+RejectRecord = ring_record_class("RejectRecord", REJECT_T)
+ReportRecord = ring_record_class("ReportRecord", REPORT_T)
+FillRecord = ring_record_class("FillRecord", FILL_T)
+
+
+def row_record(row, cls, fields=None):
+    """A numpy structured row -> a record of `cls` (all the row's fields, or `fields` in that order)."""
+    values = row.item() if fields is None else tuple(row[f].item() for f in fields)
+    return cls(*values)
+
+
+def as_rows(records, dtype):
+    """Records (anything with an attribute per dtype field) -> a numpy array of dtype; padding bytes are zero, as in
+    the kernels' zeroed arena, so rows compare by bytes."""
+    rows = np.zeros(len(records), dtype)
+    for name in dtype.names:
+        rows[name] = [getattr(r, name) for r in records]
+    return rows
