@@ -22,13 +22,17 @@ def table_row_class(name, fields):
     """A class with __slots__ `fields` and a positional __init__ in that order (written out: no loop per row)."""
     args = ", ".join(fields)
     body = "\n".join(f"        self.{f} = {f}" for f in fields)
-    source = (f"class {name}:\n    __slots__ = {tuple(fields)!r}\n\n    def __init__(self, {args}):\n{body}\n\n"
-              f"    def __repr__(self):\n        return f\"{name}({', '.join(f'{f}={{self.{f}!r}}' for f in fields)})\"\n")
+    source = f"class {name}:\n    __slots__ = {tuple(fields)!r}\n\n    def __init__(self, {args}):\n{body}\n"
     namespace = {}
     exec(compile(source, f"<reference.records.{name}>", "exec"), namespace)
     cls = namespace[name]
     cls.__module__ = __name__
+    cls.__repr__ = _repr
     return cls
+
+
+def _repr(row):
+    return f"{type(row).__name__}({', '.join(f'{f}={getattr(row, f)!r}' for f in row.__slots__)})"
 
 
 def ring_record_class(name, dtype):
