@@ -63,10 +63,10 @@ def row_record(row, cls, fields=None):
     return cls(*values)
 
 
-def as_rows(records, dtype):
-    """Records (anything with an attribute per dtype field) -> a numpy array of dtype; padding bytes are zero, as in
-    the kernels' zeroed arena, so rows compare by bytes."""
+def as_rows(records, dtype, fields=None):
+    """Records (anything with an attribute per dtype field, or per one of `fields`) -> a numpy array of dtype; the
+    other fields and the padding bytes are zero, as in the kernels' zeroed arena, so rows compare by bytes."""
     rows = np.zeros(len(records), dtype)
-    for name in dtype.names:
+    for name in fields or dtype.names:
         rows[name] = [getattr(r, name) for r in records]
     return rows
