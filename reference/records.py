@@ -4,8 +4,9 @@ Two kinds, each picked for what is done to it most (measured here, Python 3.12, 
 - a table row (an instrument, a strategy, a position, ...) is read and written by every event: a class with
   __slots__ and one attribute per field, ~2x faster to read and write than a msgspec Struct and ~4x faster than
   a SimpleNamespace;
-- a ring record (an order, a reject, a fill) is written once and then only read: a frozen msgspec Struct, built
-  positionally in C (~150 ns, a slots class ~430 ns, a SimpleNamespace ~290 ns).
+- a record made per order (a ring record: an order, a reject, a fill; a working order) is built once and then
+  read a few times: a msgspec Struct, built positionally in C (~150 ns, a slots class ~430 ns, a SimpleNamespace
+  ~290 ns); frozen but for the working order, whose leaves and ack change.
 Values are Python ints and floats. `as_rows` turns records back into numpy rows of their dtype, so a test can
 compare them with the kernels' bytes.
 """
@@ -16,6 +17,7 @@ from kernels.dtypes import (
     ACCOUNT_T, EXPOSURE_T, FILL_T, INSTRUMENT_T, OPEN_ORDER_T, ORDER_T, POSITION_T, REJECT_T, REPORT_T, SIGNAL_T,
     STRATEGY_T,
 )
+from wire.schema import Order
 
 
 def table_row_class(name, fields):
@@ -35,10 +37,10 @@ def _repr(row):
     return f"{type(row).__name__}({', '.join(f'{f}={getattr(row, f)!r}' for f in row.__slots__)})"
 
 
-def ring_record_class(name, dtype):
-    """A frozen msgspec Struct with one field per dtype field, in order (0 or 0.0 by default)."""
-    fields = [(f, float, 0.0) if dtype[f].kind == "f" else (f, int, 0) for f in dtype.names]
-    return msgspec.defstruct(name, fields, frozen=True, gc=False, module=__name__)
+def record_class(name, dtype, fields=None, frozen=True):
+    """A msgspec Struct with one field per dtype field (or per one of `fields`), in order, 0 or 0.0 by default."""
+    fields = [(f, float, 0.0) if dtype[f].kind == "f" else (f, int, 0) for f in fields or dtype.names]
+    return msgspec.defstruct(name, fields, frozen=frozen, gc=False, module=__name__)
 
 
 Instrument = table_row_class("Instrument", INSTRUMENT_T.names)
@@ -48,13 +50,15 @@ Account = table_row_class("Account", ACCOUNT_T.names)
 Exposure = table_row_class("Exposure", EXPOSURE_T.names)
 # What a working order is; the kernels' prev/next links are their own way of finding them.
 WORKING_FIELDS = tuple(f for f in OPEN_ORDER_T.names if f not in ("prev", "next"))
-WorkingOrder = table_row_class("WorkingOrder", WORKING_FIELDS)
+WorkingOrder = record_class("WorkingOrder", OPEN_ORDER_T, WORKING_FIELDS, frozen=False)
 
-SignalRecord = ring_record_class("SignalRecord", SIGNAL_T)
-OrderRecord = ring_record_class("OrderRecord", ORDER_T)
-RejectRecord = ring_record_class("RejectRecord", REJECT_T)
-ReportRecord = ring_record_class("ReportRecord", REPORT_T)
-FillRecord = ring_record_class("FillRecord", FILL_T)
+SignalRecord = record_class("SignalRecord", SIGNAL_T)
+# An order record's fields in the wire Order's order, then px_ticks: `astuple(order)[:-1]` is the Order message
+OrderRecord = record_class("OrderRecord", ORDER_T, Order.__struct_fields__ + ("px_ticks",))
+assert sorted(OrderRecord.__struct_fields__) == sorted(ORDER_T.names)
+RejectRecord = record_class("RejectRecord", REJECT_T)
+ReportRecord = record_class("ReportRecord", REPORT_T)
+FillRecord = record_class("FillRecord", FILL_T)
 
 
 def row_record(row, cls, fields=None):

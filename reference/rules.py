@@ -134,7 +134,8 @@ class Reference:
         """Stream time moves to t (never back); tripped strategies whose cool-down is due come back. The batch
         looks for them only once the earliest cool-down it knows of is due (`next_cooldown_ns`, lowered by each
         trip): the same moments, so the same results."""
-        self.clock_ns = max(self.clock_ns, t)
+        if t > self.clock_ns:
+            self.clock_ns = t
         if self.clock_ns >= self.next_cooldown_ns:
             self.next_cooldown_ns = self.cool_down(self.clock_ns)
         return self.clock_ns
@@ -171,7 +172,8 @@ class Reference:
             self.counters[C_SIGNAL_UNKNOWN_INSTRUMENT] += 1
         else:
             bad = self.signal_reasons(sig, now_ns)
-            self.last_seq[sig.source] = max(self.last_seq[sig.source], sig.seq)
+            if sig.seq > self.last_seq[sig.source]:
+                self.last_seq[sig.source] = sig.seq
             placed = 0
             for s in self.subscribers[sig.signal_id]:
                 placed += self.signal_to_strategy(sig, s, bad, now_ns)
@@ -244,7 +246,12 @@ class Reference:
         ins = self.instruments[i]
         p = self.positions[s, i]
         e = self.exposures[st.account, i]
-        reducing = reduces(p.qty, p.open_buy, p.open_sell, side, qty)
+        held = p.qty
+        # reduces(), written out here and below (exposure_of, money_per_unit, pnl_of): this runs for every order
+        if side == SIDE_BUY:
+            reducing = held < 0 and held + p.open_buy + qty <= 0
+        else:
+            reducing = held > 0 and held - p.open_sell - qty >= 0
         r = 0
         if st.state != ACTIVE and not (st.state == REDUCING and reducing):
             r |= R_NOT_ACTIVE
@@ -277,8 +284,10 @@ class Reference:
         # account exposure, worst case with this order working; an order over the limit is rejected only if
         # it adds exposure (the stored e.gross and account.net are at the current marks: the batch re-marked
         # moved instruments first)
-        gross, net = exposure_of(e.qty, e.open_buy + (qty if side == SIDE_BUY else 0),
-                                 e.open_sell + (qty if side == SIDE_SELL else 0), money_per_unit(ins))
+        unit = ins.mark_ticks * ins.tick_size * ins.multiplier
+        open_buy, open_sell = (e.open_buy + qty, e.open_sell) if side == SIDE_BUY else (e.open_buy, e.open_sell + qty)
+        gross = max(abs(e.qty + open_buy), abs(e.qty - open_sell)) * unit
+        net = (e.qty + open_buy - open_sell) * unit
         gross_total = account.gross - e.gross + gross
         net_total = account.net - e.net + net
         if gross_total > account.max_gross_notional and gross > e.gross:
@@ -293,9 +302,9 @@ class Reference:
             r |= R_ORDER_TABLE_FULL
         # losses stop new risk, never a reduction
         if not reducing:
-            if pnl_of(st) <= -st.daily_loss_limit:
+            if st.realized + st.unrealized - st.fees <= -st.daily_loss_limit:
                 r |= R_LOSS_STRATEGY
-            if pnl_of(account) <= -account.daily_loss_limit:
+            if account.realized + account.unrealized - account.fees <= -account.daily_loss_limit:
                 r |= R_LOSS_ACCOUNT
         # self-match: would it cross a working order of the same account on the same instrument?
         other = self.working_prices.get((st.account, i, -side))
@@ -319,7 +328,10 @@ class Reference:
         return best(SIDE_BUY, max), best(SIDE_SELL, min)
 
     def add_working_price(self, o):
-        prices = self.working_prices.setdefault((o.account, o.instrument, o.side), {})
+        key = (o.account, o.instrument, o.side)
+        prices = self.working_prices.get(key)
+        if prices is None:
+            prices = self.working_prices[key] = {}
         prices[o.px_ticks] = prices.get(o.px_ticks, 0) + 1
 
     def remove_working_price(self, o):
@@ -347,10 +359,10 @@ class Reference:
         st.tokens -= 1.0
         st.open_orders += 1
         st.orders += 1
-        order = OrderRecord(order_id, s, st.deploy, a, i, side, st.order_type, qty, px_ticks, px_ticks * ins.tick_size,
-                            now_ns, sig.seq, sig.source, sig.ts_ns)
-        pushed = self.orders.put(order)
-        assert pushed, "process_signals caps max_orders at the order ring's room"
+        order = OrderRecord(order_id, s, st.deploy, a, i, side, st.order_type, qty, px_ticks * ins.tick_size, now_ns,
+                            sig.source, sig.seq, sig.ts_ns, px_ticks)  # the wire Order's fields, then px_ticks
+        if not self.orders.put(order):
+            raise AssertionError("process_signals caps max_orders at the order ring's room")
         if self.venue is not None:
             self.venue.on_order(order, now_ns)
         return order
@@ -375,10 +387,12 @@ class Reference:
         self.free.append(slot)
 
     def refresh_exposure(self, a, i):
-        e = self.exposures[a, i]
-        gross, net = exposure_of(e.qty, e.open_buy, e.open_sell, money_per_unit(self.instruments[i]))
-        self.accounts[a].gross += gross - e.gross
-        self.accounts[a].net += net - e.net
+        e, ins, account = self.exposures[a, i], self.instruments[i], self.accounts[a]
+        unit = ins.mark_ticks * ins.tick_size * ins.multiplier  # exposure_of(..., money_per_unit(ins)), written out
+        gross = max(abs(e.qty + e.open_buy), abs(e.qty - e.open_sell)) * unit
+        net = (e.qty + e.open_buy - e.open_sell) * unit
+        account.gross += gross - e.gross
+        account.net += net - e.net
         e.gross, e.net = gross, net
 
     # ---------------------------------------------------------------------------------- breakers

@@ -68,33 +68,33 @@ class Stream:
             self.release_due(t)
         now = rules.set_clock(t)
         placed = 0
-        with memoryview(data) as view:
-            pos, end = 0, len(view)
-            while pos < end:
-                verdict, msg_type, frame_end = next_frame(view, pos, end)
-                if verdict != FRAME_OK:
-                    counters[VERDICT_COUNTERS[verdict]] += 1
-                    break
-                counters[C_FRAMES] += 1
-                body = view[pos + FRAME_HEADER_SIZE:frame_end]
-                try:
-                    if msg_type == MSG_SIGNAL:
-                        sig = self._signal(body)
-                        counters[C_SIGNALS] += 1
-                        placed += rules.on_signal(sig, now)
-                    elif msg_type == MSG_MARKET_DATA:
-                        self.take_market_data(self._market_data(body), now)
-                    elif msg_type == MSG_EXECUTION_REPORT:
-                        rep = self._report(body)
-                        counters[C_REPORTS] += 1
-                        rules.apply_report(rep, now)
-                    else:  # an Order goes out, never in
-                        counters[C_FRAME_BAD_TYPE] += 1
-                except msgspec.DecodeError:  # ValidationError is one; raised by the decode, before any change
-                    counters[C_FRAME_MALFORMED] += 1
-                pos = frame_end
-                if venue is not None:
-                    self.release_due(now)
+        buf = data if type(data) is bytes else bytes(data)  # a body sliced from bytes costs what a memoryview does
+        pos, end = 0, len(buf)
+        while pos < end:
+            verdict, msg_type, frame_end = next_frame(buf, pos, end)
+            if verdict != FRAME_OK:
+                counters[VERDICT_COUNTERS[verdict]] += 1
+                break
+            counters[C_FRAMES] += 1
+            body = buf[pos + FRAME_HEADER_SIZE:frame_end]
+            try:
+                if msg_type == MSG_SIGNAL:
+                    sig = self._signal(body)
+                    counters[C_SIGNALS] += 1
+                    placed += rules.on_signal(sig, now)
+                elif msg_type == MSG_MARKET_DATA:
+                    self.take_market_data(self._market_data(body), now)
+                elif msg_type == MSG_EXECUTION_REPORT:
+                    rep = self._report(body)
+                    counters[C_REPORTS] += 1
+                    rules.apply_report(rep, now)
+                else:  # an Order goes out, never in
+                    counters[C_FRAME_BAD_TYPE] += 1
+            except msgspec.DecodeError:  # ValidationError is one; raised by the decode, before any change
+                counters[C_FRAME_MALFORMED] += 1
+            pos = frame_end
+            if venue is not None:
+                self.release_due(now)
         return placed
 
     def advance(self, t):
