@@ -517,7 +517,7 @@ class Reference:
         if o is None or o.order_id != rep.order_id:
             self.counters[C_REPORT_UNKNOWN_ORDER] += 1
             return 0
-        if (o.strategy, o.deploy) != (rep.strategy, rep.deploy):
+        if o.strategy != rep.strategy or o.deploy != rep.deploy:
             self.counters[C_REPORT_MISMATCH] += 1
             return 0
         if rep.exec_type == EXEC_ACK:
