@@ -355,7 +355,14 @@ class Reference:
         o = self.working[slot] = WorkingOrder(order_id, s, st.deploy, a, i, side, 1, st.order_type, 0, qty, qty,
                                               px_ticks, now_ns, sig.ts_ns, ins.mark_ticks)
         self.add_working_price(o)
-        self.add_open(s, a, i, side, qty)
+        p, e = self.positions[s, i], self.exposures[a, i]  # add_open(s, a, i, side, qty), written out: every order
+        if side == SIDE_BUY:
+            p.open_buy += qty
+            e.open_buy += qty
+        else:
+            p.open_sell += qty
+            e.open_sell += qty
+        self.refresh_exposure(a, i)
         st.tokens -= 1.0
         st.open_orders += 1
         st.orders += 1
