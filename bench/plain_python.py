@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import msgspec
-from msgspec.structs import astuple
 
 from engine.config import load_config
 from kernels.dtypes import COUNTER_NAMES, REASON_NAMES, STATE_NAMES
@@ -49,8 +48,10 @@ class PlainEngine:
         if orders:
             if stream.venue is None:
                 out = bytearray()
-                for o in orders:  # an order record is the Order message's fields, then px_ticks
-                    append_frame(self.encoder, Order(*astuple(o)[:-1]), out)
+                for o in orders:
+                    append_frame(self.encoder, Order(o.order_id, o.strategy, o.deploy, o.account, o.instrument,
+                                                     o.side, o.order_type, o.qty, o.price, o.ts_ns, o.signal_source,
+                                                     o.signal_seq, o.signal_ts_ns), out)
             orders.clear()  # gone to the OMS
         if stream.rejects:  # rejects and fills are only counted here
             stream.rejects.clear()

@@ -17,7 +17,6 @@ from kernels.dtypes import (
     ACCOUNT_T, EXPOSURE_T, FILL_T, INSTRUMENT_T, OPEN_ORDER_T, ORDER_T, POSITION_T, REJECT_T, REPORT_T, SIGNAL_T,
     STRATEGY_T,
 )
-from wire.schema import Order
 
 
 def table_row_class(name, fields):
@@ -53,9 +52,7 @@ WORKING_FIELDS = tuple(f for f in OPEN_ORDER_T.names if f not in ("prev", "next"
 WorkingOrder = record_class("WorkingOrder", OPEN_ORDER_T, WORKING_FIELDS, frozen=False)
 
 SignalRecord = record_class("SignalRecord", SIGNAL_T)
-# An order record's fields in the wire Order's order, then px_ticks: `astuple(order)[:-1]` is the Order message
-OrderRecord = record_class("OrderRecord", ORDER_T, Order.__struct_fields__ + ("px_ticks",))
-assert sorted(OrderRecord.__struct_fields__) == sorted(ORDER_T.names)
+OrderRecord = record_class("OrderRecord", ORDER_T)
 RejectRecord = record_class("RejectRecord", REJECT_T)
 ReportRecord = record_class("ReportRecord", REPORT_T)
 FillRecord = record_class("FillRecord", FILL_T)

@@ -66,7 +66,7 @@ class Ring:
         return len(self.slots) - (self.head - self.tail)
 
     def put(self, record):
-        """Append a record at the head; False (nothing written) when the ring is full."""
+        """Append a record at the head; False (nothing written) when the ring is full, else True."""
         if self.head - self.tail >= len(self.slots):
             return False
         self.slots[self.head % len(self.slots)] = record
@@ -79,12 +79,10 @@ class Ring:
 
 
 class Outbox(list):
-    """An unbounded ring: records in the order they were made, for the caller to read and clear."""
+    """An unbounded ring: records in the order they were made, for the caller to read and clear. `put` is the
+    list's own append (no Python call per record): it returns None, never False, as a ring that is never full."""
     __slots__ = ()
-
-    def put(self, record):
-        self.append(record)
-        return True
+    put = list.append
 
 
 class Reference:
@@ -233,7 +231,7 @@ class Reference:
             for bit in range(N_REASONS):
                 if reasons >> bit & 1:
                     counts[bit] += 1
-            if not self.rejects.put(RejectRecord(sig.seq, sig.source, s, i, side, qty, px_ticks, reasons, now_ns)):
+            if self.rejects.put(RejectRecord(sig.seq, sig.source, s, i, side, qty, px_ticks, reasons, now_ns)) is False:
                 self.counters[C_REJECT_RING_FULL] += 1
         if bad == 0 and not reasons & R_NOT_ACTIVE:  # signal or lifecycle rejects: no breaker input
             self.record_outcome(s, reasons != 0, now_ns)
@@ -352,10 +350,14 @@ class Reference:
         slot = self.free.pop()
         order_id = (self.order_gen << ORDER_SLOT_BITS) | slot
         self.order_gen += 1
-        o = self.working[slot] = WorkingOrder(order_id, s, st.deploy, a, i, side, 1, st.order_type, 0, qty, qty,
-                                              px_ticks, now_ns, sig.ts_ns, ins.mark_ticks)
-        self.add_working_price(o)
-        p, e = self.positions[s, i], self.exposures[a, i]  # add_open(s, a, i, side, qty), written out: every order
+        self.working[slot] = WorkingOrder(order_id, s, st.deploy, a, i, side, 1, st.order_type, 0, qty, qty,
+                                          px_ticks, now_ns, sig.ts_ns, ins.mark_ticks)
+        key = (a, i, side)  # add_working_price(o) and add_open(s, a, i, side, qty), written out: every order
+        prices = self.working_prices.get(key)
+        if prices is None:
+            prices = self.working_prices[key] = {}
+        prices[px_ticks] = prices.get(px_ticks, 0) + 1
+        p, e = self.positions[s, i], self.exposures[a, i]
         if side == SIDE_BUY:
             p.open_buy += qty
             e.open_buy += qty
@@ -366,9 +368,9 @@ class Reference:
         st.tokens -= 1.0
         st.open_orders += 1
         st.orders += 1
-        order = OrderRecord(order_id, s, st.deploy, a, i, side, st.order_type, qty, px_ticks * ins.tick_size, now_ns,
-                            sig.source, sig.seq, sig.ts_ns, px_ticks)  # the wire Order's fields, then px_ticks
-        if not self.orders.put(order):
+        order = OrderRecord(order_id, s, st.deploy, a, i, side, st.order_type, qty, px_ticks, px_ticks * ins.tick_size,
+                            now_ns, sig.seq, sig.source, sig.ts_ns)
+        if self.orders.put(order) is False:
             raise AssertionError("process_signals caps max_orders at the order ring's room")
         if self.venue is not None:
             self.venue.on_order(order, now_ns)
@@ -562,9 +564,9 @@ class Reference:
         self.add_open(s, a, i, o.side, -qty)
         self.remark(s, i)
         self.counters[C_FILLS] += 1
-        if not self.fills.put(FillRecord(o.order_id, s, o.deploy, a, i, o.side, rep.exec_type, 0, qty, o.leaves,
+        if self.fills.put(FillRecord(o.order_id, s, o.deploy, a, i, o.side, rep.exec_type, 0, qty, o.leaves,
                                          rep.price, rep.fee, realized, rep.ts_ns, now_ns, o.ts_ns, o.signal_ts_ns,
-                                         o.px_ticks, o.arrival_mark_ticks)):
+                                         o.px_ticks, o.arrival_mark_ticks)) is False:
             self.counters[C_FILL_RING_FULL] += 1
         if o.leaves == 0 or rep.exec_type == EXEC_FILL:
             self.release(slot)
