@@ -4,10 +4,12 @@ kernels (tests/kernels/test_pipeline_properties.py drives `process_signals`, `ap
 both) and, under reference/stream.py, the plain-Python engine the benchmarks measure the kernels against.
 
 Written to be read, and as fast as plain Python is when written with care: Python ints (they never overflow)
-and floats, table rows with __slots__ (reference/records.py), dicts and lists, no per-event allocation beyond the
-records that come out. It shares nothing with `kernels/` but the contract in `kernels/dtypes.py` (constants) and
-the transition table the state carries. Money is computed in the kernels' operation order and running totals are
-kept the kernels' way (`total += new - old`), so kernel and reference agree bit for bit.
+and floats, table rows with __slots__ (reference/records.py), dicts and lists; what an event makes (a working
+order, an order, a reject, a fill) is one msgspec Struct each; a few small helpers are written out where they run
+for every order, and say so. It shares nothing with `kernels/` but the contract (the constants of
+`kernels/dtypes.py`, the region and ring ids) and the transition table the state carries. Money is computed
+in the kernels' operation order and running totals are kept the kernels' way (`total += new - old`), so kernel
+and reference agree bit for bit.
 
 Where a kernel rule is wrong for a trading system, this reference has the right rule, marked `RIGHT WAY:` with
 the reason, and the property tests fail until the kernel agrees. (None at present: the stale-timestamp
