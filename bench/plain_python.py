@@ -23,9 +23,9 @@ from pathlib import Path
 import msgspec
 
 from engine.config import load_config
-from kernels.dtypes import COUNTER_NAMES, REASON_NAMES, STATE_NAMES
+from kernels.dtypes import COUNTER_NAMES, MSG_ORDER, REASON_NAMES, STATE_NAMES, WIRE_VERSION
 from reference.stream import Stream
-from wire.frames import FRAME_OK, append_frame, scan_frames
+from wire.frames import FRAME_OK, HEADER, scan_frames
 from wire.schema import Order
 
 
@@ -48,10 +48,12 @@ class PlainEngine:
         if orders:
             if stream.venue is None:
                 out = bytearray()
-                for o in orders:
-                    append_frame(self.encoder, Order(o.order_id, o.strategy, o.deploy, o.account, o.instrument,
-                                                     o.side, o.order_type, o.qty, o.price, o.ts_ns, o.signal_source,
-                                                     o.signal_seq, o.signal_ts_ns), out)
+                encode = self.encoder.encode
+                for o in orders:  # header + body (for a 90-byte frame, faster than wire.frames.append_frame)
+                    body = encode(Order(o.order_id, o.strategy, o.deploy, o.account, o.instrument, o.side, o.order_type,
+                                        o.qty, o.price, o.ts_ns, o.signal_source, o.signal_seq, o.signal_ts_ns))
+                    out += HEADER.pack(len(body), WIRE_VERSION, MSG_ORDER, 0)
+                    out += body
             orders.clear()  # gone to the OMS
         if stream.rejects:  # rejects and fills are only counted here
             stream.rejects.clear()

@@ -220,7 +220,7 @@ class Reference:
         reasons = bad
         if bad == 0:
             refill_tokens(st, now_ns)
-            reasons = self.order_reasons(st, s, i, side, qty, px_ticks)
+            reasons = self.order_reasons(st, i, p, side, qty, px_ticks)
         placed = 0
         if reasons == 0:
             self.place_order(sig, s, side, qty, px_ticks, now_ns)
@@ -240,11 +240,11 @@ class Reference:
         return placed
 
     # ---------------------------------------------------------------------------------- pre-trade risk
-    def order_reasons(self, st, s, i, side, qty, px_ticks):
-        """Every pre-trade rule, each setting its own bit (0 = accept)."""
+    def order_reasons(self, st, i, p, side, qty, px_ticks):
+        """Every pre-trade rule for an order of strategy st on instrument i (p: their position), each setting its
+        own bit (0 = accept)."""
         account = self.accounts[st.account]
         ins = self.instruments[i]
-        p = self.positions[s, i]
         e = self.exposures[st.account, i]
         held = p.qty
         # reduces(), written out here and below (exposure_of, money_per_unit, pnl_of): this runs for every order
