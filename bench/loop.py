@@ -26,6 +26,7 @@ from kernels import arena as A
 from kernels._jit import entry_point
 from kernels.batch import run_batch
 from kernels.dtypes import C_BATCH_STOPS, MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_ORDER
+from kernels.rings import HEAD, TAIL
 from reference.stream import Stream
 from wire.records import records
 
@@ -116,9 +117,9 @@ class Compiled:
             t0 = clock()
             placed += fn(arena, layout, m)
             calls_ns[b] = clock() - t0
-            cursors[A.RING_ORDERS, 1] = cursors[A.RING_ORDERS, 0]  # the rings' readers took everything
-            cursors[A.RING_REJECTS, 1] = cursors[A.RING_REJECTS, 0]
-            cursors[A.RING_FILLS, 1] = cursors[A.RING_FILLS, 0]
+            cursors[A.RING_ORDERS, TAIL] = cursors[A.RING_ORDERS, HEAD]  # the rings' readers took everything
+            cursors[A.RING_REJECTS, TAIL] = cursors[A.RING_REJECTS, HEAD]
+            cursors[A.RING_FILLS, TAIL] = cursors[A.RING_FILLS, HEAD]
         assert st.counters[C_BATCH_STOPS] == 0, "the rings are sized so that no batch stops"
         return placed
 
