@@ -15,7 +15,9 @@ from engine.commands import CancelUnsent, HaltAll
 from engine.control import Control
 from kernels import rings
 from kernels._jit import entry_point
-from kernels.arena import RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, S_STOP_CHUNK, S_STOP_POS, S_TX_LEN
+from kernels.arena import (
+    RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, SOURCE_OMS, S_STOP_CHUNK, S_STOP_POS, S_TX_LEN,
+)
 from kernels.batch import carry_over, run_batch
 from kernels.dtypes import EXEC_CANCELED, MSG_ORDER, ORDER_SLOT_BITS
 from kernels.pipeline import apply_reports
@@ -24,7 +26,6 @@ from wire.frames import encode_frame, iter_frames
 from wire.schema import Cancel
 
 log = logging.getLogger("orchestrator.engine")
-SOURCE_OMS = 0  # rx_sources of a chunk from the OMS link (and of a tick); the listeners are 1, 2, ...
 
 
 class EngineStats:

@@ -140,6 +140,9 @@ COUNTERS = (
     ("C_BREAKER_TRIPS", "circuit breaker trips"),
     ("C_BATCH_STOPS", "batches that stopped at an event for want of room (order or fills ring, tx): the rest waited"),
     ("C_SHADOW_ORDERS", "orders a shadow version would have placed (checked, never sent)"),
+    ("C_ROLE_REPORT_OFF_OMS", "execution reports that did not come on the OMS link (a listener, or any while the "
+                              "venue runs in the batch): dropped"),
+    ("C_ROLE_DATA_ON_OMS", "signals and market data that came on the OMS link: dropped"),
     ("C_SHADOW_REJECTS", "orders a shadow version would have had rejected"),
 )
 N_COUNTERS = len(COUNTERS)
