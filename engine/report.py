@@ -6,7 +6,7 @@ import msgspec
 from rich.table import Table
 
 from adapters.udp import UdpReceiver
-from kernels.arena import MAX_SOURCES, ROLE_DATA_ON_OMS, ROLE_REPORT_OFF_OMS, S_TX_LEN, SOURCE_OMS
+from kernels.arena import FIRST_LISTENER, MAX_SOURCES, ROLE_DATA_ON_OMS, ROLE_REPORT_OFF_OMS, S_TX_LEN, SOURCE_OMS
 from kernels.codec import ORDER_FRAME_SIZE
 from kernels.dtypes import COUNTER_NAMES, REASON_NAMES, STATE_NAMES
 
@@ -39,7 +39,7 @@ def final_report(service):
                    {"transport": {**engine.oms.stats.as_dict(), **_role_drops(state, SOURCE_OMS),
                                   "pending_bytes": int(getattr(engine.oms, "pending_bytes", 0))}})},
         "transports": {kind: {**_transport(t), **_role_drops(state, source)}
-                       for source, (kind, t) in enumerate(_inbound(engine), start=SOURCE_OMS + 1)},
+                       for source, (kind, t) in enumerate(_inbound(engine), start=FIRST_LISTENER)},
         "journal": None if engine.journal is None else journal_report(service),
         "instruments": _instruments(state),
         "signal_to_order_us": {"p50": latency.percentile(50) / 1000, "p99": latency.percentile(99) / 1000,

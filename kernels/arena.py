@@ -36,6 +36,7 @@ ALIGN = 64
 # config order. A source's role decides what it may send: the OMS link execution reports only, a listener signals
 # and market data only (kernels/batch.py); what breaks its role is counted per source in role_drops and dropped.
 SOURCE_OMS = 0
+FIRST_LISTENER = SOURCE_OMS + 1
 MAX_SOURCES = 16  # role_drops rows; a source number beyond is counted in the last row
 ROLE_REPORT_OFF_OMS, ROLE_DATA_ON_OMS = 0, 1  # role_drops columns: the cause
 RING_NAMES = ("signals", "orders", "rejects", "reports", "fills")  # by ring id; each is also its records' region
