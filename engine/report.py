@@ -124,30 +124,61 @@ def _instruments(state):
     return out
 
 
-def live_table(service):
-    """One screen: a row per strategy, and the engine's counters that matter under it."""
+LIVE_INTERVAL_S = 1.0  # the live view is redrawn at most this often
+_LIVE_COLUMNS = (("strategy", "<"), ("state", "<"), ("position", "<"), ("P&L", ">"), ("orders", ">"), ("fills", ">"),
+                 ("rejects", ">"), ("top reject", "<"), ("p99 us", ">"))
+_BAD_INPUT = [k for k, name in enumerate(COUNTER_NAMES) if name.startswith("frame_") or name.endswith(
+    ("_unknown_source", "_unknown_id", "_unknown_instrument", "_invalid"))]
+_CAPTION = [(name, COUNTER_NAMES.index(name)) for name in ("signals", "orders", "rejects", "fills")]
+
+
+def live_snapshot(service):
+    """What the live view shows, copied out of the arena as plain numbers and strings: a few small numpy reads per
+    strategy row in use, no rendering (bench/live_view.py measures it). `live_text` draws it."""
     engine = service.engine
     state = engine.state
-    table = Table(title=f"{state.config.engine.name}  {time.strftime('%H:%M:%S')}  "
-                        f"OMS {'up' if engine.oms_up else 'DOWN'}", expand=False)
-    for column in ("strategy", "state", "position", "P&L", "orders", "fills", "rejects", "top reject", "p99 us"):
-        table.add_column(column, justify="left" if column in ("strategy", "state", "position", "top reject")
-                         else "right")
-    for s, name in enumerate(state.strategy_names):
-        row = state.strategies[s]
-        held = [f"{state.instrument_symbols[i]} {int(q):+d}" for i, q in enumerate(state.positions[s]["qty"]) if q]
-        counts = state.reason_counts[s]
-        top = REASON_NAMES[int(counts.argmax())] if counts.any() else ""
-        pnl = float(row["realized"] + row["unrealized"] - row["fees"])
-        table.add_row(name, STATE_NAMES[int(row["state"])], ", ".join(held) or "flat", f"{pnl:,.2f}",
-                      str(int(row["orders"])), str(int(row["fills"])), str(int(row["rejects"])), top,
-                      f"{service.latency.p99_us(s):,.1f}")
-    c = dict(zip(COUNTER_NAMES, state.counters))
-    bad = sum(int(c[k]) for k in COUNTER_NAMES if k.startswith("frame_") or k.endswith("_unknown_source")
-              or k.endswith("_unknown_id") or k.endswith("_unknown_instrument") or k.endswith("_invalid"))
-    table.caption = (f"signals {int(c['signals']):,}  orders {int(c['orders']):,}  rejects {int(c['rejects']):,}  "
-                     f"fills {int(c['fills']):,}  bad input {bad:,}  unsent {engine.stats.orders_unsent:,}")
-    return table
+    n = len(state.strategy_names)
+    rows = state.strategies[:n]
+    pnl = (rows["realized"] + rows["unrealized"] - rows["fees"]).tolist()
+    counts = state.reason_counts[:n]
+    top = counts.argmax(axis=1).tolist()
+    rejected = counts.any(axis=1).tolist()
+    qty = state.positions[:n]["qty"]
+    held = [[] for _ in range(n)]
+    for s, i in zip(*(a.tolist() for a in qty.nonzero())):
+        held[s].append(f"{state.instrument_symbols[i]} {int(qty[s, i]):+d}")
+    counters = state.counters.tolist()
+    strategies = [(name, STATE_NAMES[state_id], ", ".join(held[s]) or "flat", f"{pnl[s]:,.2f}", str(orders),
+                   str(fills), str(rejects), REASON_NAMES[top[s]] if rejected[s] else "",
+                   f"{service.latency.p99_us(s):,.1f}")
+                  for s, (name, state_id, orders, fills, rejects) in enumerate(zip(
+                      state.strategy_names, rows["state"].tolist(), rows["orders"].tolist(), rows["fills"].tolist(),
+                      rows["rejects"].tolist()))]
+    caption = {name: counters[k] for name, k in _CAPTION}
+    caption["bad input"] = sum(counters[k] for k in _BAD_INPUT)
+    caption["unsent"] = engine.stats.orders_unsent
+    return {"engine": state.config.engine.name, "time": time.strftime("%H:%M:%S"), "oms_up": engine.oms_up,
+            "strategies": strategies, "caption": caption}
+
+
+def live_text(snapshot):
+    """The live view as plain text (a title, a row per strategy, the engine's counters that matter), drawn from a
+    `live_snapshot`: a few string formats, where a rich Table took milliseconds with the GIL held."""
+    header = [name for name, _ in _LIVE_COLUMNS]
+    rows = [header, *snapshot["strategies"]]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
+    lines = [f"{snapshot['engine']}  {snapshot['time']}  OMS {'up' if snapshot['oms_up'] else 'DOWN'}"]
+    for k, row in enumerate(rows):
+        lines.append("  ".join(f"{cell:{align}{width}}" for cell, (_, align), width in zip(row, _LIVE_COLUMNS, widths)))
+        if k == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    lines.append("  ".join(f"{name} {value:,}" for name, value in snapshot["caption"].items()))
+    return "\n".join(lines)
+
+
+def live_table(service):
+    """The live view of `service` now, as text (live_text of a live_snapshot)."""
+    return live_text(live_snapshot(service))
 
 
 _TRANSPORT_FAULTS = ("oversize", "bad_version", "empty", "partial_discarded", "connect_failures", "kernel_drops")

@@ -165,11 +165,9 @@ def _connect(engine, oms, timeout_s):
         engine.oms_down()
 
 
-def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, cpu=None, on_ready=None,
-        services=()):
+def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, cpu=None, on_ready=None):
     """Run until SIGINT/SIGTERM or `duration_s`; drain; return. `on_tick(service)` runs every tick_s;
-    `on_ready(service)` once the signal handlers are in place, just before the driver starts; `services` (spin
-    driver: engine.driver.Periodic) run between steps when due."""
+    `on_ready(service)` once the signal handlers are in place, just before the driver starts."""
     stop_async = None
     stop_flag = threading.Event()
 
@@ -185,7 +183,7 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
                 on_ready(service)
             timer = _ticker(service, stop_flag, duration_s, on_tick, tick_s)
             try:
-                run_spin(service.engine, stop_flag, cpu=cpu, services=services)
+                run_spin(service.engine, stop_flag, cpu=cpu)
             finally:
                 stop_flag.set()
                 timer.join()
