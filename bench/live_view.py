@@ -1,9 +1,9 @@
 """The live table's cost to a spinning thread (issue 14 item 6).
 
 `orchestrator run` on a terminal draws a live table from its ticker thread; every draw holds the GIL, so the spin
-driver's thread waits while it runs. Here the demo engine (config/demo) is built, its live view is drawn the way
-engine/cli draws it (to a terminal-like console that writes to memory), and the main thread spins as the spin
-driver does, noting every gap between two of its passes longer than GAP_NS. Printed: what one draw costs (the
+driver's thread waits while it runs. Here the demo engine (a copy of config/demo) is built, its live view is drawn
+the way engine/cli draws it (to a terminal-like console that writes to memory), and the main thread spins as the
+spin driver does, noting every gap between two of its passes longer than GAP_NS. Printed: what one draw costs (the
 snapshot, the text, rich's redraw), and over DURATION_S the spinning thread's stalls that overlap a draw (the
 GIL's, when the draws come from engine/cli's ticker; rich's own refresh thread of the old view is not seen, so
 its stalls are under-counted) against all its stalls (a loaded machine preempts it too). Against a tree before the
@@ -16,9 +16,12 @@ import argparse
 import io
 import json
 import os
+import shutil
+import tempfile
 import statistics
 import threading
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
@@ -89,8 +92,16 @@ def _one_draw(svc, console):
     return out
 
 
+DEMO = Path(__file__).resolve().parents[1] / "config" / "demo"
+
+
 def measure():
-    svc = service_module.build(load_config("config/demo"))
+    # a copy of the demo config: its journal (var/journal, beside the config) must not land in config/demo, where
+    # the e2e tests copy it from and a later engine would recover it
+    tmp = tempfile.mkdtemp(prefix="bench-live-")
+    config = Path(tmp) / "config"
+    shutil.copytree(DEMO, config, ignore=shutil.ignore_patterns("var"))
+    svc = service_module.build(load_config(config))
     console = Console(file=io.StringIO(), force_terminal=True, width=120)
     try:
         results = {"one_draw": _one_draw(svc, console)}
@@ -131,6 +142,7 @@ def measure():
             "stall_any_us_per_s": sum(b - a for a, b in gaps) / 1e3 / seconds}
     finally:
         svc.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     results["load_average"] = os.getloadavg()
     return results
 
