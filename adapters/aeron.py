@@ -471,7 +471,9 @@ class _Publishing:
 
     def _offer_cut(self, pub, view, pos, end):
         """Offer view[pos:end] as messages of at most max_message bytes; return where the refused part starts."""
-        frames = np.frombuffer(view, np.uint8)  # for the compiled scanner (kernels/scan.py)
+        frames = np.frombuffer(view, np.uint8)  # for the compiled scanner (kernels/scan.py), which takes a writable
+        if not frames.flags.writeable:          # array: bytes are copied (a cut send is the rare case)
+            frames = frames.copy()
         while pos < end:
             stop = min(pos + self._max_send, end)
             whole, _ = _scan(frames, pos, stop)
