@@ -17,7 +17,7 @@ from adapters.aeron import (
     CHANNEL_PATTERN, CHANNEL_TEXT, AeronDriverConfig, AeronStreamConfig, FragmentLimit, MessageBytes, OfferAttempts,
     PollIntervalUs,
 )
-from adapters.base import HOST_PATTERN
+from adapters.base import HOST_PATTERN, IPV4_PATTERN
 from adapters.journal import JournalConfig
 from adapters.tcp import TcpClientConfig, TcpServerConfig
 from adapters.udp import UdpReceiverConfig
@@ -42,6 +42,7 @@ PATTERN_TEXT = {  # what a pattern means, for error messages
     VERSION_PATTERN: 'a version "major.minor.patch" like "1.2.0"',
     CHANNEL_PATTERN: CHANNEL_TEXT,
     HOST_PATTERN: 'a host name or IP address like "127.0.0.1"',
+    IPV4_PATTERN: 'an IPv4 address like "10.0.0.7" (a peer as the socket sees it: no host names)',
 }
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
