@@ -38,7 +38,8 @@ from redis.retry import Retry
 
 from adapters.base import Host, Port
 
-KeyPart = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
+KEY_PART_PATTERN = r"^[A-Za-z0-9_.-]+$"
+KeyPart = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=KEY_PART_PATTERN)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -56,7 +57,8 @@ class RedisMirrorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
 
     def __post_init__(self):
         if self.backoff_max_ms < self.backoff_min_ms:
-            raise ValueError("backoff_max_ms must be >= backoff_min_ms")
+            raise ValueError(f"`backoff_max_ms`: Expected int >= backoff_min_ms ({self.backoff_min_ms}), "
+                             f"got {self.backoff_max_ms}")
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -187,6 +189,11 @@ class RedisMirror:
     def written_seq(self) -> int:
         """The last sequence Redis holds (as the writer last saw it)."""
         return self._written
+
+    @property
+    def queued(self) -> int:
+        """Records waiting for the writer."""
+        return len(self._queue)
 
     @property
     def connected(self) -> bool:

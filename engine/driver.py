@@ -77,6 +77,7 @@ class Engine:
         self._oms_up = True
         self.journal = journal
         self.snapshots = None  # engine/snapshot.py Snapshotter: taken in maintain(), between steps
+        self.mirror = None     # engine/mirror.py MirrorFeed ([redis]): fed in maintain(), between steps
         self.control = Control(self, journal)
         self.wake = lambda: None  # the driver's: run a step soon (a command was queued from another thread)
         self._cancels = bytearray()  # Cancel frames for the OMS link, sent after the journal commit
@@ -333,9 +334,12 @@ class Engine:
         return self._oms_up
 
     def maintain(self, now_ns):
-        """Housekeeping between batches: a snapshot when one is due, a lost OMS link reconnected with backoff."""
+        """Housekeeping between batches: a snapshot when one is due, the Redis mirror fed, a lost OMS link
+        reconnected with backoff."""
         if self.snapshots is not None:
             self.snapshots.maybe_take(self, now_ns)
+        if self.mirror is not None:
+            self.mirror.housekeeping(now_ns)
         if self._oms_up or self.oms is None or not hasattr(self.oms, "connect") or now_ns < self._next_connect_ns:
             return
         try:

@@ -41,6 +41,7 @@ def final_report(service):
         "transports": {kind: {**_transport(t), **_role_drops(state, source)}
                        for source, (kind, t) in enumerate(_inbound(engine), start=FIRST_LISTENER)},
         "journal": None if engine.journal is None else journal_report(service),
+        "mirror": None if engine.mirror is None else engine.mirror.report(),  # the Redis mirror (docs/redis.md)
         "instruments": _instruments(state),
         "signal_to_order_us": {"p50": latency.percentile(50) / 1000, "p99": latency.percentile(99) / 1000,
                                "p99.9": latency.percentile(99.9) / 1000, "count": latency.total()},
