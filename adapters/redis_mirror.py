@@ -43,6 +43,9 @@ KeyPart = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=KEY_
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
+IDLE_CHECK_S = 0.5  # an idle writer reads <ns>:seq back this often: a Redis restarted empty is found and refilled
+
+
 class RedisMirrorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     host: Host = "127.0.0.1"
     port: Port = 6379
@@ -135,7 +138,9 @@ class MirrorStats:
 
 
 class RedisMirror:
-    """Mirror records into Redis from a writer thread. See the module docstring for what and why.
+    """Mirror records into Redis from a writer thread. See the module docstring for what and why. `resyncs` (the
+    connects plus the Redis resets seen) changes whenever Redis may have lost what was written: the engine then
+    re-publishes whatever must be whole in Redis (engine/mirror.py).
 
         mirror = RedisMirror(config, engine_name, since=journal.since)
         mirror.open()             # starts the writer; it connects in the background
@@ -189,6 +194,10 @@ class RedisMirror:
     def written_seq(self) -> int:
         """The last sequence Redis holds (as the writer last saw it)."""
         return self._written
+
+    @property
+    def resyncs(self) -> int:
+        return self.stats.connects + self.stats.redis_resets
 
     @property
     def queued(self) -> int:
@@ -300,8 +309,9 @@ class RedisMirror:
             self._write_queued(batch)
         elif self._last_submitted > self._written and not self._queue:
             self._catch_up(self._last_submitted)
+        elif not self._wake.wait(IDLE_CHECK_S):  # idle: is Redis still there, and does it still hold our seq?
+            self._resync(self._client.get(self.keys.seq))  # a restart found here is caught up as on a connect
         else:
-            self._wake.wait(0.5)
             self._wake.clear()
 
     def _take(self):

@@ -23,7 +23,7 @@ import threading
 import numpy as np
 
 from adapters.redis_mirror import Fill, RedisMirror, StateChange, StrategySnapshot
-from kernels.dtypes import FILL_T, NO_TRIP, STATE_NAMES, TRIP_NAMES
+from kernels.dtypes import FILL_T, HALTED, NO_TRIP, REDUCING, STATE_NAMES, TRIP_NAMES
 
 log = logging.getLogger("orchestrator.mirror")
 
@@ -61,9 +61,12 @@ class MirrorFeed:
     """Feeds a RedisMirror from an engine's state (see the module docstring). Engine thread only, except `since`,
     which the writer thread calls (the replay log is behind a lock)."""
 
-    def __init__(self, state, settings, mirror_factory=RedisMirror):
-        """`settings`: the [redis] table (engine/config/schema.py Redis)."""
+    def __init__(self, state, settings, mirror_factory=RedisMirror, control=None):
+        """`settings`: the [redis] table (engine/config/schema.py Redis); `control`: the engine's Control, whose
+        results name the commands that moved strategies (a StateChange's cause)."""
         self.state = state
+        self.control = control
+        self._results_seen = 0 if control is None else len(control.results)
         self.settings = settings
         self.stats = FeedStats()
         self.seq = 0
@@ -71,11 +74,11 @@ class MirrorFeed:
         self._lock = threading.Lock()
         self._staged = np.zeros(settings.queue_size, FILL_T)
         self._n_staged = 0
-        self._states = np.zeros(0, np.uint8)   # the state column as last seen
+        self._states = state.strategies["state"][:len(state.strategy_names)].copy()  # the states as last seen
         self._published = {}                   # strategy id -> what its last snapshot said (without seq, time)
         self._dirty = set()                    # strategies with a fill or a move since their last snapshot
         self._next_snapshot_ns = 0
-        self._connects_seen = 0
+        self._resyncs_seen = 0
         self._republish = True
         self.mirror = mirror_factory(settings.mirror_config(), state.config.engine.name, since=self.since)
 
@@ -110,9 +113,9 @@ class MirrorFeed:
 
     def _housekeeping(self, now_ns):
         state = self.state
-        connects = self.mirror.stats.connects
-        if connects != self._connects_seen:  # (re)connected: whatever Redis lost of the hashes is written again
-            self._connects_seen = connects
+        resyncs = self.mirror.resyncs
+        if resyncs != self._resyncs_seen:  # (re)connected, or Redis came back empty: the hashes are written again
+            self._resyncs_seen = resyncs
             self._republish = True
         n = len(state.strategy_names)
         self._fills(now_ns)
@@ -150,16 +153,40 @@ class MirrorFeed:
         state = self.state
         current = state.strategies["state"][:n]
         seen = self._states
-        changed = np.flatnonzero(current[:len(seen)] != seen[:n]) if len(seen) else ()
-        for s in changed.tolist() if len(changed) else ():
-            row = state.strategies[s]
-            cause = int(row["trip_cause"])
-            self._emit(StateChange(seq=self._next(), ts_ns=now_ns, strategy=state.strategy_names[s],
-                                   before=STATE_NAMES[int(seen[s])], after=STATE_NAMES[int(current[s])],
-                                   cause="command" if cause == NO_TRIP else f"breaker:{TRIP_NAMES[cause]}"))
+        changed = np.flatnonzero(current[:len(seen)] != seen[:n]).tolist()
+        commands = self._commands()
+        for s in changed:
+            name = state.strategy_names[s]
+            before, after = int(seen[s]), int(current[s])
+            trip = int(state.strategies[s]["trip_cause"])
+            if name in commands:
+                cause = f"command:{commands[name]}"
+            elif trip != NO_TRIP and after in (HALTED, REDUCING):
+                cause = f"breaker:{TRIP_NAMES[trip]}"
+            elif before in (HALTED, REDUCING):
+                cause = "cooldown"
+            else:
+                cause = "engine"
+            self._emit(StateChange(seq=self._next(), ts_ns=now_ns, strategy=name, before=STATE_NAMES[before],
+                                   after=STATE_NAMES[after], cause=cause))
             self.stats.state_changes += 1
             self._dirty.add(s)
         self._states = current.copy()
+
+    def _commands(self):
+        """Strategy name -> the last command applied since the last housekeeping that names it (its result's
+        `strategy`, or one of the strategies a halt_all `moved`)."""
+        if self.control is None or len(self.control.results) == self._results_seen:
+            return {}
+        results = list(self.control.results.values())
+        fresh, self._results_seen = results[self._results_seen:], len(results)
+        named = {}
+        for result in fresh:
+            detail = result.detail if result.ok and isinstance(result.detail, dict) else {}
+            for name in [detail.get("strategy"), *detail.get("moved", ())]:
+                if isinstance(name, str):
+                    named[name] = result.command
+        return named
 
     def _snapshot(self, s, now_ns, force=False):
         """A snapshot of strategy s if what it says differs from its last one (or `force`)."""

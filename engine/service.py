@@ -154,7 +154,7 @@ def _start_mirror(engine, config):
     """[redis] enabled: a MirrorFeed listening to the batches and fed in housekeeping; its writer thread connects
     in the background (a Redis that is down delays nothing here)."""
     if config.engine.redis.enabled:
-        engine.mirror = MirrorFeed(engine.state, config.engine.redis)
+        engine.mirror = MirrorFeed(engine.state, config.engine.redis, control=engine.control)
         engine.listeners.append(engine.mirror)
         engine.mirror.open()
 
