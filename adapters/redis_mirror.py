@@ -23,9 +23,12 @@ What it writes, under `<key_prefix>:<engine name>` (`<ns>` below):
     <ns>:events           stream (XADD MAXLEN ~ stream_max_length) of StateChange and Fill records, one entry
                           per record, fields: kind, seq and the record's fields
     <ns>:seq              the last sequence written
+    <ns>:run              the run that wrote it (set with every transaction): a new engine run starts its
+                          sequence at 1 again; the writer takes a seq written by another run as 0
 Numbers are written as text: ints in decimal, floats as Python's repr (exact round trip).
 """
 import collections
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -150,8 +153,9 @@ class RedisMirror:
     """
 
     def __init__(self, config: RedisMirrorConfig, engine_name: str,
-                 since: Callable[[int], Iterable[Record]]):
+                 since: Callable[[int], Iterable[Record]], run_id: str | None = None):
         self.config = config
+        self.run_id = run_id or f"{time.time_ns()}-{os.getpid()}"  # this run's sequence: see <ns>:run
         self.engine_name = msgspec.convert(engine_name, KeyPart)
         self.namespace = f"{config.key_prefix}:{self.engine_name}"
         self.keys = _Keys(self.namespace)
@@ -278,7 +282,7 @@ class RedisMirror:
             client = redis.Redis(host=self.config.host, port=self.config.port, db=self.config.db,
                                  socket_timeout=timeout, socket_connect_timeout=timeout,
                                  retry=Retry(NoBackoff(), 0), single_connection_client=True)
-            stored = client.get(self.keys.seq)
+            stored = client.mget(self.keys.seq, self.keys.run)
         except (redis.RedisError, OSError):
             if client is not None:
                 client.close()
@@ -290,7 +294,10 @@ class RedisMirror:
         return True
 
     def _resync(self, stored):
-        seq = int(stored) if stored is not None else 0
+        """`stored`: Redis's (seq, run). A seq another run wrote (an earlier engine run into this namespace) is
+        not ours: this run starts from 0, and its first transaction takes the namespace over."""
+        seq, run = stored
+        seq = int(seq) if seq is not None and run is not None and run.decode() == self.run_id else 0
         if seq < self._written:
             self.stats.redis_resets += 1
         self._written = seq
@@ -310,7 +317,7 @@ class RedisMirror:
         elif self._last_submitted > self._written and not self._queue:
             self._catch_up(self._last_submitted)
         elif not self._wake.wait(IDLE_CHECK_S):  # idle: is Redis still there, and does it still hold our seq?
-            self._resync(self._client.get(self.keys.seq))  # a restart found here is caught up as on a connect
+            self._resync(self._client.mget(self.keys.seq, self.keys.run))  # a Redis found empty is refilled
         else:
             self._wake.clear()
 
@@ -410,6 +417,7 @@ class RedisMirror:
             written += 1
         lost += last + 1 - expected
         pipe.set(keys.seq, last)
+        pipe.set(keys.run, self.run_id)
         pipe.execute()
         self._written = last
         stats.written += written
@@ -423,6 +431,7 @@ class RedisMirror:
 class _Keys:
     def __init__(self, namespace):
         self.seq = f"{namespace}:seq"
+        self.run = f"{namespace}:run"
         self.events = f"{namespace}:events"
         self.strategies = f"{namespace}:strategies"
         self._strategy = f"{namespace}:strategy:"

@@ -141,13 +141,13 @@ class MirrorFeed:
     def _fills(self, now_ns):
         state = self.state
         names, symbols = state.strategy_names, state.instrument_symbols
-        for f in self._staged[:self._n_staged].tolist():  # tuples in FILL_T's field order
+        staged, self._n_staged = self._staged[:self._n_staged].tolist(), 0  # tuples in FILL_T's field order
+        for f in staged:
             (order_id, s, deploy, _account, i, side, _exec_type, _flags, qty, _leaves, price, fee, *_rest) = f
             self._emit(Fill(seq=self._next(), ts_ns=int(f[_TS]), strategy=names[s], deploy=deploy,
                             instrument=symbols[i], order_id=order_id, side=side, qty=qty, price=price, fee=fee))
             self.stats.fills += 1
             self._dirty.add(s)
-        self._n_staged = 0
 
     def _moves(self, n, now_ns):
         state = self.state

@@ -185,7 +185,8 @@ def test_mirror_when_two_engines_share_a_redis_then_their_keys_are_apart(redis_s
     for name, journal in journals.items():
         assert [int(e["seq"]) for e in stream(client, f"desk:{name}")] == [1, 2, 3]
         assert {e["strategy"] for e in stream(client, f"desk:{name}")} == {name}
-    assert sorted(client.keys("*")) == ["desk:alpha:events", "desk:alpha:seq", "desk:beta:events", "desk:beta:seq"]
+    assert sorted(client.keys("*")) == ["desk:alpha:events", "desk:alpha:run", "desk:alpha:seq", "desk:beta:events",
+                                      "desk:beta:run", "desk:beta:seq"]
 
 
 def test_mirror_when_events_exceed_stream_max_length_then_the_stream_is_capped(redis_server, client):

@@ -188,3 +188,36 @@ def test_mirror_when_redis_comes_back_empty_beyond_the_replay_log_then_lost_is_c
         assert {k: float(h[k]) for k in ("realized", "unrealized", "fees")} == pnl_only(s), name
         assert {k.removeprefix("position:"): int(v) for k, v in h.items() if k.startswith("position:")} == \
             {symbol: p["qty"] for symbol, p in s["positions"].items()}, name
+
+
+def test_mirror_when_the_engine_restarts_into_a_namespace_redis_kept_then_the_new_run_takes_it_over(
+        procs, tmp_path, redis_server):
+    config = mirror_config(tmp_path, redis_server.url)
+    r = client(redis_server)
+    try:
+        first = procs.engine(config, name="first")
+        trade(procs.udp(first), 1, 3)
+        first.wait_status(lambda s: s["counters"]["fills"] >= 3, "the first run's fills")
+        first_report = first.report()
+        first_run, first_seq = r.get(f"{PREFIX}:demo:run"), int(r.get(f"{PREFIX}:demo:seq"))
+        assert first_seq == first_report["mirror"]["last_seq"]
+
+        second = procs.engine(config, name="second")  # recovers the first run's state from its journal
+        trade(procs.udp(second), 10, 2)
+        second.wait_status(lambda s: s["counters"]["fills"] >= 2, "the second run's fills")
+        report = second.report()
+        held = mirrored(r)
+        second_run = r.get(f"{PREFIX}:demo:run")
+    finally:
+        r.close()
+
+    assert second_run != first_run and held["seq"] == report["mirror"]["last_seq"]
+    assert report["mirror"]["writer"]["skipped"] == 0, "nothing of the new run was taken for the old one's"
+    for name, s in report["strategies"].items():  # the recovered positions plus the new fills
+        h = held["strategies"][name]
+        assert {k.removeprefix("position:"): int(v) for k, v in h.items() if k.startswith("position:")} == \
+            {symbol: p["qty"] for symbol, p in s["positions"].items()}, name
+        assert {k: float(h[k]) for k in ("realized", "unrealized", "fees")} == pnl_only(s), name
+    fills = [e for e in held["events"] if e["kind"] == "fill"]
+    # both runs' fills, once each (the counters are recovered with the state: the second report's are the total)
+    assert len(fills) == first_report["mirror"]["fills"] + report["mirror"]["fills"] == report["counters"]["fills"]
