@@ -1,6 +1,7 @@
 """The Redis mirror against the real engine process and a real redis-server: signals over UDP, the hashes and the
 events stream read back with redis-py and checked against the engine's own report; Redis killed mid-run and
 restarted, and Redis down at start: the engine trades throughout, and the mirror catches up."""
+import pytest
 import redis
 
 from tests.e2e.e2e_kit import ESZ5, derive_config, free_port, market_data_frame, signal_frame
@@ -77,9 +78,10 @@ def pnl_only(s):
     return {k: s["pnl"][k] for k in ("realized", "unrealized", "fees")}
 
 
+@pytest.mark.parametrize("driver", ["event", "spin"])
 def test_mirror_when_the_engine_trades_then_redis_holds_states_positions_pnl_and_the_fills(procs, tmp_path,
-                                                                                          redis_server):
-    engine = procs.engine(mirror_config(tmp_path, redis_server.url))
+                                                                                          redis_server, driver):
+    engine = procs.engine(mirror_config(tmp_path, redis_server.url), "--driver", driver)
     udp = procs.udp(engine)
     trade(udp, 1, 5)
     halt_scalper(udp, 100)
