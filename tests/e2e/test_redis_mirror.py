@@ -1,6 +1,8 @@
 """The Redis mirror against the real engine process and a real redis-server: signals over UDP, the hashes and the
 events stream read back with redis-py and checked against the engine's own report; Redis killed mid-run and
 restarted, and Redis down at start: the engine trades throughout, and the mirror catches up."""
+import signal
+
 import pytest
 import redis
 
@@ -223,3 +225,35 @@ def test_mirror_when_the_engine_restarts_into_a_namespace_redis_kept_then_the_ne
     fills = [e for e in held["events"] if e["kind"] == "fill"]
     # both runs' fills, once each (the counters are recovered with the state: the second report's are the total)
     assert len(fills) == first_report["mirror"]["fills"] + report["mirror"]["fills"] == report["counters"]["fills"]
+
+
+def test_mirror_when_redis_freezes_then_trading_goes_on_and_redis_catches_up_once_it_thaws(procs, tmp_path,
+                                                                                          redis_server):
+    engine = procs.engine(mirror_config(tmp_path, redis_server.url))
+    udp = procs.udp(engine)
+    r = client(redis_server)
+    frozen = False
+    try:
+        trade(udp, 1, 2)
+        engine.wait_status(lambda s: s["mirror"]["connected"] and s["mirror"]["writer"]["events"] >= 2,
+                           "the first fills in Redis")
+        redis_server.process.popen.send_signal(signal.SIGSTOP)  # accepts nothing, answers nothing
+        frozen = True
+        trade(udp, 10, 3)
+        stuck = engine.wait_status(lambda s: s["counters"]["signals"] == 5 and s["mirror"]["writer"]["disconnects"],
+                                   "signals decided while Redis hangs")
+        assert stuck["counters"]["fills"] >= 10 and stuck["mirror"]["written_seq"] < stuck["mirror"]["last_seq"]
+        redis_server.process.popen.send_signal(signal.SIGCONT)
+        frozen = False
+        engine.wait_status(lambda s: s["mirror"]["connected"] and s["mirror"]["written_seq"] == s["mirror"]["last_seq"],
+                           "the mirror caught up")
+        report = engine.report()
+        held = mirrored(r)
+    finally:
+        if frozen:
+            redis_server.process.popen.send_signal(signal.SIGCONT)
+        r.close()
+
+    for s in report["strategies"].values():
+        s["pnl"] = pnl_only(s)
+    assert_mirror_matches_report(held, report)
