@@ -6,15 +6,16 @@ records, writes them to Redis in MULTI/EXEC transactions, and reconnects with ex
 down (failures counted). It never raises into the engine; bad records are counted by reason and skipped.
 
 Catch-up instead of buffering: every record carries the engine's sequence number (`seq`: 1, 2, 3, ... one
-sequence for all records, assigned by the engine's journal). Each transaction also sets `<ns>:seq` to the last
-sequence it wrote, so what Redis holds and the sequence it says it holds cannot disagree, whatever broke when.
-On every (re)connect the writer reads that sequence back from Redis; whenever the queue does not continue it (a
-record dropped at a full queue, a transaction lost with a connection, a Redis that lost its data) it calls
-`since(seq)`, the callback given at construction, for the records after it, so nothing is missing and
-nothing is written twice. A Redis that lost its data (restarted without persistence) says seq 0 and gets
-everything the journal still has; sequences the journal no longer has are counted `lost` and passed over.
-The contract with the journal: a record is journaled before it is submitted, and `since` may be called from the
-writer thread at any time (it must be safe to call while the engine appends).
+sequence for all records, assigned by the feeder: engine/mirror.py). Each transaction also sets `<ns>:seq` to the
+last sequence it wrote, so what Redis holds and the sequence it says it holds cannot disagree, whatever broke
+when. On every (re)connect, and every IDLE_CHECK_S while idle, the writer reads that sequence back from Redis;
+whenever the queue does not continue it (a record dropped at a full queue, a transaction lost with a connection,
+a Redis that lost its data) it calls `since(seq)`, the callback given at construction, for the records after it,
+so nothing is missing and nothing is written twice. A Redis that lost its data (restarted without persistence)
+says seq 0 and gets everything the callback still has; sequences it no longer has are counted `lost` and passed
+over. The contract with the feeder: a record is kept for `since` before it is submitted, and `since` may be
+called from the writer thread at any time (it must be safe to call while the engine appends). engine/mirror.py
+answers it from a bounded in-memory replay log, and re-publishes every strategy's hash on each resync.
 
 What it writes, under `<key_prefix>:<engine name>` (`<ns>` below):
     <ns>:strategy:<name>  hash, replaced whole by each StrategySnapshot: seq, ts_ns, state, version, deploy,
