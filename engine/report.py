@@ -183,6 +183,13 @@ def print_report(report, console):
         faults = {k: v for k, v in t.items() if k in _TRANSPORT_FAULTS and v}
         if faults:
             console.print(f"{kind} {t.get('address', '')}: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
+    mirror = report.get("mirror")
+    if mirror:  # the Redis mirror (docs/redis.md)
+        w = mirror["writer"]
+        console.print(f"Redis mirror: {'connected' if mirror['connected'] else 'NOT connected'}, written seq "
+                      f"{mirror['written_seq']} of {mirror['last_seq']}, connects {w['connects']}, connect failures "
+                      f"{w['connect_failures']}, disconnects {w['disconnects']}, dropped {w['dropped']}, lost "
+                      f"{w['lost']}, fills overflow {mirror['fills_overflow']}")
     lat = report["signal_to_order_us"]
     console.print(f"signal -> order latency: p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us, "
                   f"p99.9 {lat['p99.9']:.1f} us over {lat['count']} orders")
