@@ -47,6 +47,7 @@ KeyPart = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=KEY_
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
+YIELD_EVERY = 16   # records the writer prepares between two offers of the GIL to the engine's thread
 IDLE_CHECK_S = 0.5  # an idle writer reads <ns>:seq back this often: a Redis restarted empty is found and refilled
 
 
@@ -400,7 +401,9 @@ class RedisMirror:
         pipe = self._client.pipeline(transaction=True)
         written = snapshots = lost = invalid = 0
         expected = self._written + 1
-        for record in records:
+        for k, record in enumerate(records):
+            if k % YIELD_EVERY == YIELD_EVERY - 1:
+                time.sleep(0)  # let the engine's thread have the GIL: it never waits out a whole switch interval
             lost += record.seq - expected
             expected = record.seq + 1
             fields = _fields(record)
