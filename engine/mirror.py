@@ -191,8 +191,8 @@ class MirrorFeed:
     def _snapshot(self, s, now_ns, force=False):
         """A snapshot of strategy s if what it says differs from its last one (or `force`)."""
         record = strategy_snapshot(self.state, s, 0, now_ns)
-        said = (record.state, record.version, record.deploy, record.positions, record.realized, record.unrealized,
-                record.fees)
+        said = (record.strategy, record.state, record.version, record.deploy, record.positions, record.realized,
+                record.unrealized, record.fees)
         if not force and self._published.get(s) == said:
             return
         self._published[s] = said
