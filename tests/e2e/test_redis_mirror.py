@@ -257,3 +257,16 @@ def test_mirror_when_redis_freezes_then_trading_goes_on_and_redis_catches_up_onc
     for s in report["strategies"].values():
         s["pnl"] = pnl_only(s)
     assert_mirror_matches_report(held, report)
+
+
+def test_mirror_when_redis_never_comes_then_the_engine_trades_and_stops_cleanly_on_time(procs, tmp_path):
+    engine = procs.engine(mirror_config(tmp_path, f"redis://127.0.0.1:{free_port()}/0", shutdown_flush_ms=200))
+    trade(procs.udp(engine), 1, 3)
+    engine.wait_status(lambda s: s["counters"]["fills"] >= 3 and s["mirror"]["writer"]["connect_failures"] >= 2,
+                       "fills with no Redis")
+    report = engine.report()
+
+    mirror = report["mirror"]
+    assert report["counters"]["orders"] == report["counters"]["fills"] >= 3 and report["oms"]["up"]
+    assert not mirror["connected"] and mirror["writer"]["connects"] == mirror["written_seq"] == 0
+    assert mirror["last_seq"] == mirror["records"] == mirror["queued"] > 0  # all still waiting, none dropped
