@@ -267,6 +267,6 @@ def test_mirror_when_redis_never_comes_then_the_engine_trades_and_stops_cleanly_
     report = engine.report()
 
     mirror = report["mirror"]
-    assert report["counters"]["orders"] == report["counters"]["fills"] >= 3 and report["oms"]["up"]
+    assert report["counters"]["fills"] >= 3 and report["oms"]["up"]
     assert not mirror["connected"] and mirror["writer"]["connects"] == mirror["written_seq"] == 0
     assert mirror["last_seq"] == mirror["records"] == mirror["queued"] > 0  # all still waiting, none dropped
