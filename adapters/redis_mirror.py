@@ -375,6 +375,8 @@ class RedisMirror:
                 continue
             if record.seq <= (pending[-1].seq if pending else self._written):
                 continue  # one Redis has, or out of order: never written twice
+            if record.seq > target:
+                break  # the rest is the queue's: taken from since() it would pass over queued records it lacks
             pending.append(record)
             if len(pending) >= self.config.batch_records:
                 self.stats.caught_up += self._transact(pending)

@@ -351,6 +351,29 @@ def test_mirror_when_the_journal_lacks_records_then_they_are_counted_lost_and_pa
     assert_mirrors(client, kept)
 
 
+def test_mirror_when_redis_comes_back_empty_and_the_log_is_shorter_than_the_queue_then_the_queue_is_written(
+        redis_server, client):
+    journal = Journal()
+    mirror = RedisMirror(config(redis_server), "demo",
+                         since=lambda seq: [r for r in journal.since(seq) if r.seq > 7])  # keeps only 8 on
+    with mirror:
+        first = [journal.append(mixed(seq)) for seq in range(1, 6)]
+        for r in first:
+            mirror.submit(r)
+        assert mirror.flush(WAIT_S)
+        redis_server.kill()
+        wait_until(lambda: mirror.stats.disconnects == 1, "the idle writer to find Redis gone")
+        later = [journal.append(mixed(seq)) for seq in range(6, 11)]
+        for r in later:  # queued while Redis is down
+            mirror.submit(r)
+        redis_server.restart()  # empty: seq 0, and the log (8 on) cannot give 1..7
+        assert mirror.flush(WAIT_S)
+
+    assert mirror.stats.lost == 5, "1..5 are gone with Redis's data; 6 and 7 came from the queue, not the log"
+    assert mirror.stats.skipped == 0 and mirror.stats.redis_resets == 1
+    assert_mirrors(client, later)
+
+
 def test_mirror_when_db_is_set_then_keys_land_in_that_database_only(redis_server):
     journal = Journal()
     with RedisMirror(config(redis_server, db=3), "demo", since=journal.since) as mirror:
