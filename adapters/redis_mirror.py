@@ -263,6 +263,8 @@ class RedisMirror:
                             continue
                         backoff = min_s
                     self._work()
+                except _RedisChanged:  # resynced: the next round writes from Redis's seq (catch-up if need be)
+                    pass
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
                     self.stats.disconnects += 1
                     self._disconnect()
@@ -295,11 +297,14 @@ class RedisMirror:
         self._resync(stored)
         return True
 
-    def _resync(self, stored):
+    def _ours(self, stored):
         """`stored`: Redis's (seq, run). A seq another run wrote (an earlier engine run into this namespace) is
-        not ours: this run starts from 0, and its first transaction takes the namespace over."""
+        not ours: for this run it is 0, and its first transaction takes the namespace over."""
         seq, run = stored
-        seq = int(seq) if seq is not None and run is not None and run.decode() == self.run_id else 0
+        return int(seq) if seq is not None and run is not None and run.decode() == self.run_id else 0
+
+    def _resync(self, stored):
+        seq = self._ours(stored)
         if seq < self._written:
             self.stats.redis_resets += 1
         self._written = seq
@@ -333,6 +338,13 @@ class RedisMirror:
         return batch
 
     def _write_queued(self, batch):
+        try:
+            self._write_batch(batch)
+        except _RedisChanged:  # Redis lost data: the batch goes back first in line (what it already had is skipped)
+            self._queue.extendleft(reversed(batch))
+            raise
+
+    def _write_batch(self, batch):
         pending, last = [], self._written
         for k, record in enumerate(batch):
             seq = record.seq
@@ -401,6 +413,13 @@ class RedisMirror:
             return 0
         keys, stats = self.keys, self.stats
         pipe = self._client.pipeline(transaction=True)
+        pipe.watch(keys.seq, keys.run)  # what Redis holds must still be what the writer thinks, up to EXEC
+        stored = pipe.mget(keys.seq, keys.run)
+        if self._ours(stored) != self._written:  # Redis lost data (or another run wrote) since the last look
+            pipe.reset()
+            self._resync(stored)
+            raise _RedisChanged
+        pipe.multi()
         written = snapshots = lost = invalid = 0
         expected = self._written + 1
         for k, record in enumerate(records):
@@ -424,7 +443,11 @@ class RedisMirror:
         lost += last + 1 - expected
         pipe.set(keys.seq, last)
         pipe.set(keys.run, self.run_id)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.WatchError:  # changed between the look and EXEC: nothing was written; look again
+            self._resync(self._client.mget(keys.seq, keys.run))
+            raise _RedisChanged from None
         self._written = last
         stats.written += written
         stats.snapshots += snapshots
@@ -432,6 +455,11 @@ class RedisMirror:
         stats.lost += lost
         stats.invalid_fields += invalid
         return written
+
+
+class _RedisChanged(Exception):
+    """Redis's seq is not what the writer thought (it lost data while connected, e.g. FLUSHALL, or another run
+    wrote): the transaction was not made, the writer resynced."""
 
 
 class _Keys:

@@ -374,6 +374,23 @@ def test_mirror_when_redis_comes_back_empty_and_the_log_is_shorter_than_the_queu
     assert_mirrors(client, later)
 
 
+def test_mirror_when_redis_loses_its_data_while_connected_then_the_writer_resyncs_and_writes_all_once(
+        redis_server, client):
+    journal = Journal()
+    records = [journal.append(mixed(seq)) for seq in range(1, 41)]
+    with RedisMirror(config(redis_server), "demo", since=journal.since) as mirror:
+        for r in records[:20]:
+            mirror.submit(r)
+        assert mirror.flush(WAIT_S)
+        client.flushall()  # the connection stays up; the next transaction finds seq and run gone
+        for r in records[20:]:
+            mirror.submit(r)
+        assert mirror.flush(WAIT_S)
+
+    assert mirror.stats.redis_resets == 1 and mirror.stats.lost == 0 and mirror.stats.disconnects == 0
+    assert_mirrors(client, records)
+
+
 def test_mirror_when_db_is_set_then_keys_land_in_that_database_only(redis_server):
     journal = Journal()
     with RedisMirror(config(redis_server, db=3), "demo", since=journal.since) as mirror:
