@@ -140,7 +140,8 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     engine = Engine(state, inbound, oms, on_disconnect=oms_config.on_disconnect, clock=clock,
                     listeners=[latency], journal=journal,
                     backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms),
-                    watch_ms=(oms_config.ack_timeout_ms, oms_config.max_unacked, oms_config.stall_ms))
+                    watch_ms=(oms_config.ack_timeout_ms, oms_config.max_unacked, oms_config.stall_ms),
+                    on_mismatch=oms_config.on_mismatch)
     engine.control.results = results
     engine.snapshots = snapshots
     engine.order_ids = order_ids
@@ -188,6 +189,9 @@ def _connect(engine, oms, timeout_s):
     except TransportClosed as e:
         log.error("OMS unreachable at start: %s", e)
         engine.oms_down()
+        return
+    if engine.state.open_orders["live"].any():  # a recovered state: does the OMS see its orders so?
+        engine.reconcile(engine.clock())
 
 
 def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, cpu=None, on_ready=None):

@@ -92,6 +92,9 @@ class Oms(_Config, kw_only=True):
     tcp: TcpClientConfig = _default(TcpClientConfig, {"port": 47200})
     sim: SimOmsConfig = _default(SimOmsConfig)
     on_disconnect: Literal["halt", "reduce"] = "halt"
+    # what a reconciliation difference (the OMS sees an order otherwise than the books) does beyond the log and
+    # the counters: "reduce" moves every trading strategy to reduce-only until an operator acts
+    on_mismatch: Literal["report", "reduce"] = "report"
     # the link is watched: more than max_unacked orders without an acknowledgement after ack_timeout_ms, or orders
     # it has refused to take for stall_ms, and it is treated as lost (on_disconnect applies, it is dropped)
     ack_timeout_ms: Milliseconds = 2_000

@@ -15,7 +15,6 @@ import time
 import tomllib
 from pathlib import Path
 
-from kernels.codec import ORDER_FRAME_SIZE
 from kernels.dtypes import SIGNAL_ORDER, SIGNAL_TARGET
 from wire.frames import encode_frame
 from wire.schema import MarketData, Signal
@@ -334,10 +333,9 @@ class Tcp:
 
 # ---------------------------------------------------------------------------------------------- report checks
 def orders_sent(report):
-    """Orders that went to the OMS: out on the link (the engine sends nothing but fixed-width Order frames), or
-    to the simulated venue in the batch."""
+    """Orders that went to the OMS: taken by the link, or by the simulated venue in the batch."""
     oms = report["oms"]
-    return oms["venue"]["orders"] if "venue" in oms else oms["transport"]["bytes_out"] // ORDER_FRAME_SIZE
+    return oms["venue"]["orders"] if "venue" in oms else oms["orders_sent"]
 
 
 # the counters of what the OMS made of the orders: they move whenever orders trade
