@@ -113,7 +113,9 @@ def test_oms_when_stalled_then_back_pressure_is_counted_and_no_order_is_lost(pro
                           "loss_limit": 1e12}}
     config = derive_config(
         tmp_path / "config", keep={"index_arbitrage"}, strategies={"index_arbitrage": roomy},
-        engine={"max_open_orders": 1 << 17, "oms": {"kind": "tcp", "tcp": {"host": "127.0.0.1", "port": oms.port}}},
+        # the stall is the point here: a watch patient enough that the link is not given up (test_oms_watch.py)
+        engine={"max_open_orders": 1 << 17, "oms": {"kind": "tcp", "tcp": {"host": "127.0.0.1", "port": oms.port},
+                                                    "ack_timeout_ms": 600_000, "stall_ms": 600_000}},
         accounts={"futures": {"max_gross_notional": 1e14, "max_net_notional": 1e14, "daily_loss_limit": 1e12}})
     engine = procs.engine(config)
     # index_arbitrage trades ESZ5 (0), AAPL (2), MSFT (3), NVDA (4): spread the working orders over them
