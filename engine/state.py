@@ -234,44 +234,45 @@ class EngineState:
     # ------------------------------------------------------------------------------------------- reports
     def snapshot(self) -> dict[str, dict]:
         """A plain-dict report per strategy name (JSON-ready: only str, int, float, bool, None, dict, list)."""
-        report = {}
-        for s, name in enumerate(self.strategy_names):
-            row = self.strategies[s]
-            deploy = self.deploys[s][-1]
-            positions = {}
-            for i, symbol in enumerate(self.instrument_symbols):
-                p = self.positions[s, i]
-                if not (p["allowed"] or p["qty"] or p["open_buy"] or p["open_sell"]):
-                    continue
-                positions[symbol] = {
-                    "qty": int(p["qty"]), "open_buy": int(p["open_buy"]), "open_sell": int(p["open_sell"]),
-                    "avg_price": float(p["avg_px_ticks"]) * float(self.instruments[i]["tick_size"]),
-                    "realized": float(p["realized"]), "unrealized": float(p["unrealized"]),
-                    "fees": float(p["fees"]), "allowed": bool(p["allowed"]),
-                }
-            cause = int(row["trip_cause"])
-            report[name] = {
-                "id": s,
-                "state": STATE_NAMES[row["state"]],
-                "version": deploy.version,
-                "deploy": int(row["deploy"]),
-                "config_hash": deploy.config_hash,
-                "account": self.account_names[row["account"]],
-                "positions": positions,
-                "pnl": {"realized": float(row["realized"]), "unrealized": float(row["unrealized"]),
-                        "fees": float(row["fees"])},
-                "signals": int(row["signals"]),
-                "orders": int(row["orders"]),
-                "open_orders": int(row["open_orders"]),
-                "fills": int(row["fills"]),
-                "filled_qty": int(row["filled_qty"]),
-                "rejects": {"total": int(row["rejects"]),
-                            "by_reason": {REASON_NAMES[r]: int(c) for r, c in enumerate(self.reason_counts[s]) if c}},
-                "breaker": {"trip_cause": None if cause == NO_TRIP else TRIP_NAMES[cause],
-                            "trips": {TRIP_NAMES[t]: int(c) for t, c in enumerate(self.trip_counts[s]) if c},
-                            "consecutive_rejects": int(row["consecutive_rejects"])},
+        return {name: self.strategy_snapshot(s) for s, name in enumerate(self.strategy_names)}
+
+    def strategy_snapshot(self, s: int) -> dict:
+        """Strategy s's report: state, deploy, positions, P&L, orders, fills, rejects by reason, breaker."""
+        row = self.strategies[s]
+        deploy = self.deploys[s][-1]
+        positions = {}
+        for i, symbol in enumerate(self.instrument_symbols):
+            p = self.positions[s, i]
+            if not (p["allowed"] or p["qty"] or p["open_buy"] or p["open_sell"]):
+                continue
+            positions[symbol] = {
+                "qty": int(p["qty"]), "open_buy": int(p["open_buy"]), "open_sell": int(p["open_sell"]),
+                "avg_price": float(p["avg_px_ticks"]) * float(self.instruments[i]["tick_size"]),
+                "realized": float(p["realized"]), "unrealized": float(p["unrealized"]),
+                "fees": float(p["fees"]), "allowed": bool(p["allowed"]),
             }
-        return report
+        cause = int(row["trip_cause"])
+        return {
+            "id": s,
+            "state": STATE_NAMES[row["state"]],
+            "version": deploy.version,
+            "deploy": int(row["deploy"]),
+            "config_hash": deploy.config_hash,
+            "account": self.account_names[row["account"]],
+            "positions": positions,
+            "pnl": {"realized": float(row["realized"]), "unrealized": float(row["unrealized"]),
+                    "fees": float(row["fees"])},
+            "signals": int(row["signals"]),
+            "orders": int(row["orders"]),
+            "open_orders": int(row["open_orders"]),
+            "fills": int(row["fills"]),
+            "filled_qty": int(row["filled_qty"]),
+            "rejects": {"total": int(row["rejects"]),
+                        "by_reason": {REASON_NAMES[r]: int(c) for r, c in enumerate(self.reason_counts[s]) if c}},
+            "breaker": {"trip_cause": None if cause == NO_TRIP else TRIP_NAMES[cause],
+                        "trips": {TRIP_NAMES[t]: int(c) for t, c in enumerate(self.trip_counts[s]) if c},
+                        "consecutive_rejects": int(row["consecutive_rejects"])},
+        }
 
 
 def _lookup(ids: dict[str, int], name: str, what: str) -> int:
