@@ -18,6 +18,7 @@ from adapters.base import TransportClosed
 from adapters.journal import segments
 from adapters.tcp import TcpClient, TcpServer
 from adapters.udp import UdpReceiver
+from engine.api import ApiServer
 from engine.driver import Engine, run_event, run_spin, warm_up
 from engine.journal import EngineJournal
 from engine.metrics import LatencyRecorder
@@ -37,6 +38,7 @@ class Service:
     started_ns: int = 0
     recovered: Recovered | None = None  # None: no journal (disabled), or started --fresh
     snapshots: Snapshotter | None = None
+    api: ApiServer | None = None  # the REST API ([api] enabled), served while the driver runs
 
     def close(self):
         """A clean stop: a last snapshot (when nothing waits undecided), the journal synced and closed, the
@@ -51,13 +53,18 @@ class Service:
                 engine.journal.close()
             for transport in self.transports:
                 transport.close()
+            if self.api is not None:
+                self.api.close()
 
     def addresses(self):
-        """Where signals arrive, as bound (a port 0 in the config is the OS's pick): {"udp": "host:port", ...}."""
+        """Where signals arrive, as bound (a port 0 in the config is the OS's pick): {"udp": "host:port", ...},
+        and the API's URL ("api")."""
         kinds = {UdpReceiver: "udp", TcpServer: "tcp"}
         found = {kinds[type(t)]: "%s:%d" % t.address[:2] for t in self.engine.inbound if type(t) in kinds}
         found.update(("aeron", " + ".join(map(str, t.config.streams))) for t in self.engine.inbound
                      if isinstance(t, AeronReceiver))
+        if self.api is not None:
+            found["api"] = self.api.url
         return found
 
 
@@ -120,12 +127,17 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     else:
         oms = TcpClient(oms_config.tcp)
     transports = inbound + ([] if oms is None else [oms])
+    api = None
     try:
+        if config.engine.api.enabled:
+            api = ApiServer(config.engine.api)  # ValueError: a token's environment variable is not set
         for transport in transports:
             transport.open()
-    except (OSError, TransportClosed):  # TransportClosed: no Aeron media driver
+    except (OSError, TransportClosed, ValueError):  # TransportClosed: no Aeron media driver
         for transport in transports:
             transport.close()
+        if api is not None:
+            api.close()
         if journal is not None:
             journal.close()
         raise
@@ -138,7 +150,7 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     if isinstance(oms, (TcpClient, AeronClient)):
         _connect(engine, oms, connect_timeout_s)
     warm_up(engine)
-    return Service(engine, latency, transports, clock(), recovered, snapshots)
+    return Service(engine, latency, transports, clock(), recovered, snapshots, api)
 
 
 def _aeron_config(struct_type, aeron, **streams):
@@ -172,9 +184,12 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
         if stop_async is not None:
             loop.call_soon_threadsafe(stop_async.set)
 
+    api = service.api
     if driver == "spin":
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            if api is not None:
+                api.start_thread(service)  # its reads are served by the spin loop between steps
             if on_ready:
                 on_ready(service)
             timer = _ticker(service, stop_flag, duration_s, on_tick, tick_s)
@@ -184,6 +199,8 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
                 stop_flag.set()
                 timer.join()
         finally:
+            if api is not None:
+                api.stop_thread()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return
@@ -196,6 +213,8 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
         async def main():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, request_stop)
+            if api is not None:
+                await api.start(service)  # on this loop: its handlers run between batches
             if on_ready:
                 on_ready(service)
             ticker = loop.create_task(_tick_async(service, stop_async, duration_s, on_tick, tick_s))
@@ -204,6 +223,8 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
             finally:
                 ticker.cancel()
                 await asyncio.gather(ticker, return_exceptions=True)
+                if api is not None:
+                    await api.stop()
 
         loop.run_until_complete(main())
     finally:
