@@ -19,6 +19,7 @@ class ApiServer:
         family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         self.sock = socket.create_server((config.host, config.port), family=family)
         self.stats = ApiStats()
+        self.app = None  # the aiohttp Application, once serving
         self._runner = self._loop = self._thread = None
 
     @property
@@ -28,10 +29,10 @@ class ApiServer:
 
     async def start(self, service, *, on_engine_thread=True):
         """Serve on the running loop (the event driver's, when `on_engine_thread`)."""
-        api = Api(service, self.tokens, self.stats, on_engine_thread=on_engine_thread)
-        self._runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        self.app = Api(service, self.tokens, self.stats, on_engine_thread=on_engine_thread).app()
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S)
         await self._runner.setup()
-        await web.SockSite(self._runner, self.sock, shutdown_timeout=SHUTDOWN_S).start()
+        await web.SockSite(self._runner, self.sock).start()
 
     async def stop(self):
         if self._runner is not None:
