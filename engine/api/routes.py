@@ -156,7 +156,14 @@ class Api:
     async def _strategy(self, request, caller, body):
         state = self.engine.state
         name = request.match_info["name"]
-        return await self._read(lambda: report.strategy_detail(state, _known(state.strategy_id, name)))
+
+        def detail():
+            try:
+                s = state.strategy_id(name)
+            except KeyError as e:  # returned, not raised: an exception that crosses threads holds a cycle
+                return ApiError(404, e.args[0])
+            return report.strategy_detail(state, s)
+        return _raised(await self._read(detail))
 
     async def _accounts(self, request, caller, body):
         return await self._read(lambda: report.accounts_report(self.engine.state))
@@ -300,10 +307,12 @@ class Api:
         try:
             response = await handler(request)
         except ApiError as e:
+            e.__traceback__ = None  # its frames may hold it: a cycle, which the spin driver's process never collects
             response = _error(e)
         except web.HTTPException as e:
             if e.status not in CODES:
                 raise
+            e.__traceback__ = None
             response = _error(ApiError(e.status, e.reason if e.status != 404 else f"no route {request.path}"))
             if e.status == 405:
                 response.headers["Allow"] = e.headers.get("Allow", "")
@@ -314,11 +323,10 @@ class Api:
         return response
 
 
-def _known(lookup, name):
-    try:
-        return lookup(name)
-    except KeyError as e:
-        raise ApiError(404, e.args[0]) from None
+def _raised(data):
+    if isinstance(data, ApiError):
+        raise data
+    return data
 
 
 def _json(status, data):
