@@ -1,7 +1,7 @@
 """`python -m bench` (what `make bench` runs): the whole benchmark suite, one results directory, one report.
 
-    python -m bench                      micro benches, regression gate, end to end, report (~3-4 minutes)
-    python -m bench --quick              the same with short end-to-end runs (~1-2 minutes)
+    python -m bench                      micro benches, regression gate, end to end, report (~4-5 minutes)
+    python -m bench --quick              the same with short end-to-end runs (~2-3 minutes)
     python -m bench micro [PYTEST ARGS]  only the pytest-benchmark micro benches
     python -m bench gate [--help]        only the regression gate (bench/gate.py)
     python -m bench e2e [--help]         only the end-to-end harness (bench/e2e.py)
@@ -55,27 +55,25 @@ def _strip_raw_rounds(path):
 
 
 def run_gate(out_dir, quick=False):
+    """The regression gate against this machine class's stored baseline, else the calibration. Writes nothing but
+    gate.json: storing a baseline is its own command (python -m bench gate --update-baseline)."""
     from bench import gate
-    baseline = gate.load_baseline()
-    results, note = [], None
-    print("regression gate: measuring ...", flush=True)
+    baseline, basis = gate.select_baseline()
+    print(f"regression gate: measuring; compared with {basis}", flush=True)
+    results, note = [], basis
     if baseline is None:
-        session = gate.measure(quick=quick)
-        path = gate.save_baseline(session)
-        note = (f"No baseline was stored for machine class {gate.machine_class()!r}: this session was stored as "
-                f"{path.relative_to(ROOT)} (commit it). The next run is compared with it.")
-        results.append({"session": session.as_dict()})
-        ok = True
+        ok = False
     else:
         session, verdict, attempts = gate.check(baseline, quick=quick, inject=gate.parse_inject(
             os.environ.get("BENCH_INJECT")))
         print(verdict.table())
         ok = verdict.ok
-        results.append({"session": session.as_dict(), "verdict": {"ok": ok, "rows": verdict.rows,
-                                                                  "regressions": verdict.regressions,
-                                                                  "sessions": attempts}})
+        results.append({"session": session.as_dict(), "basis": basis,
+                        "calibrated": baseline.info.get("basis") == "calibration",
+                        "verdict": {"ok": ok, "rows": verdict.rows, "regressions": verdict.regressions,
+                                    "sessions": attempts}})
         if os.environ.get("BENCH_INJECT"):
-            note = f"BENCH_INJECT={os.environ['BENCH_INJECT']}: a slowdown was injected on purpose."
+            note += f". BENCH_INJECT={os.environ['BENCH_INJECT']}: a slowdown was injected on purpose."
     with open(Path(out_dir) / "gate.json", "w") as f:
         json.dump({"results": results, "note": note}, f, indent=1)
     print("gate:", "PASS" if ok else "FAIL", flush=True)
@@ -93,10 +91,12 @@ def run_e2e(out_dir, args):
     t0 = time.monotonic()
     runs, reports, skipped = e2e.run_all(out_dir, engines, args.transports.split(","),
                                          args.drivers.split(",") if args.drivers else None, rates, plain_rates,
-                                         duration, receiver_mode=args.receiver, receiver_spin=args.receiver_spin,
-                                         pin=args.pin)
+                                         duration, floor=not args.no_floor, placement=args.placement,
+                                         peer=args.peer, wait=args.wait, loop=args.loop, retries=args.retries)
     with open(Path(out_dir) / "e2e.json", "w") as f:
         json.dump({"runs": runs, "engine_reports": reports, "skipped": skipped,
+                   "settings": {"placement": args.placement, "peer": args.peer, "wait": args.wait, "loop": args.loop,
+                                "retries": args.retries, "floor": not args.no_floor, "duration_s": duration},
                    "seconds": time.monotonic() - t0}, f, indent=1)
 
 
@@ -108,10 +108,17 @@ def add_e2e_arguments(p):
     p.add_argument("--transports", default="udp,tcp", help="udp,tcp (aeron: slot for issue 4)")
     p.add_argument("--drivers", default=None, help="spin,event (default both)")
     p.add_argument("--no-plain", action="store_true", help="skip the plain-Python engine")
-    p.add_argument("--receiver", choices=("fast", "sim"), default="fast",
-                   help="OMS receiver: vectorised ack+fill (default) or the SimulatedOms rules")
-    p.add_argument("--receiver-spin", action="store_true", help="receiver busy-polls (a core less for the rest)")
-    p.add_argument("--pin", action="store_true", help="pin the engine to the last core, the rest to the others")
+    p.add_argument("--no-floor", action="store_true", help="skip the floor (bench/floor.py): no engine/floor ratios")
+    p.add_argument("--placement", choices=("pinned", "unpinned"), default="pinned",
+                   help="pinned (default): the engine alone on the last core, the peer on the others")
+    p.add_argument("--peer", choices=("one", "split"), default="one",
+                   help="load generator and receiver in one process (default) or two on the same core")
+    p.add_argument("--wait", choices=("spin", "block"), default="spin",
+                   help="the peer spins between events (default) or blocks in select()")
+    p.add_argument("--retries", type=int, default=2,
+                   help="run a rate again up to this many times while the rest of the machine disturbs it (default 2)")
+    p.add_argument("--loop", choices=("compiled", "python"), default="compiled",
+                   help="the peer's busy loop compiled (bench/peer_loop.py, default) or in Python")
     return p
 
 

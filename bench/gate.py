@@ -17,25 +17,40 @@ reported only if it fails every one: a neighbour's burst of work passes, a slowe
 records how often it was preempted (`preemptions_per_s` in its machine info), to tell a busy machine from a slow
 build.
 
-Baselines: bench/baselines/<machine class>.json (bench/machine.py: CPU model and core count), written by
-`python -m bench gate --update-baseline`. The smoke test (tests/bench/test_regression_gate_smoke.py) also measures
-a baseline in its own session and proves both directions: an unchanged build is not flagged, and a kernel slowed
-on purpose (`inject`: a compiled variant of run_batch with a busy loop, or a compiled busy loop after the call for
-the other kernels; never a change to kernels/) is.
+Baselines: bench/baselines/<machine class>.json (bench/machine.py: CPU model and core count), written only by
+the explicit `python -m bench gate --update-baseline` (which compares nothing).
+
+Where no baseline is stored for this machine class, the gate CALIBRATES instead of skipping: it compares with
+bench/baselines/calibration.json, per metric the ratio to the reference workload expected on any machine class (the
+geometric mean over the classes measured) and how far the classes measured sit from it (class_deviation). The
+tolerance then adds the spread between machine classes to this session's own:
+    tolerance = min(CALIBRATED_CAP, (1 + class_spread) x (1 + session tolerance) - 1)
+    class_spread = max(CLASS_FLOOR, CLASS_MARGIN x class_deviation), at most 1       CLASS_FLOOR 30%, MARGIN 2
+(a full session: +43% for most metrics; quick: +75%), with the same confirmation in fresh sessions. It catches a
+gross slowdown (1.5-2x) on any machine, not a 10% one: for that, store the class's baseline. Each run says which it
+used. `--update-calibration` records this machine class's ratios there and recomputes (bench/README.md has the
+numbers and why).
+
+The smoke test (tests/bench/test_regression_gate_smoke.py) also measures a baseline in its own session and proves
+both directions: an unchanged build is not flagged, and a kernel slowed on purpose (`inject`: a compiled variant of
+run_batch with a busy loop, or a compiled busy loop after the call for the other kernels; never a change to
+kernels/) is; against the calibration likewise.
 
 `python -m bench gate --help` for the command line; BENCH_INJECT=<metric>:<fraction> injects a slowdown into any
-run (`BENCH_INJECT=stream_1024:0.5 make bench` must fail the gate).
+run (`BENCH_INJECT=stream_1024:0.5 make bench` must fail the gate against a stored baseline; against the
+calibration, `BENCH_INJECT=stream_1024:1.5`).
 """
 import json
 import os
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
-from bench import BASELINES_DIR, reference_work
+from bench import BASELINES_DIR, ROOT, reference_work
 from bench import workloads as W
 from bench.machine import machine_class, machine_info
 from kernels._jit import entry_point
@@ -46,6 +61,10 @@ QUICK_FLOOR = 0.35  # ... and in a quick session (the smoke gate: 5 repeats, run
 Z = 3.0        # and at least Z spreads (relative interquartile range) slower
 CONFIRM = 3    # a flagged metric is measured again, up to this many sessions in all: it must fail every one
 TOLERANCE_CAP = 0.6  # however noisy a session, a metric 60% slower in CONFIRM sessions in a row is a regression
+# calibration (no baseline for this machine class): expected ratios that hold across machine classes
+CLASS_FLOOR = 0.30   # any metric may sit this far from the expected ratio on a class not seen yet (29% was seen)
+CLASS_MARGIN = 2.0   # ... or twice as far as the farthest class seen so far
+CALIBRATED_CAP = 1.5  # however wide, a metric 2.5x its expected ratio in CONFIRM sessions in a row is a regression
 
 # metric -> (workload factory, calls per block): a block lasts a few milliseconds
 GATED = {
@@ -252,6 +271,8 @@ def compare(now, baseline, floor=None, z=Z):
         if base is None:
             continue
         tolerance = min(TOLERANCE_CAP, max(floor, z * max(cur["spread"], base["spread"])))
+        if base.get("class_spread"):  # a calibrated expectation: the spread between machine classes, then noise
+            tolerance = min(CALIBRATED_CAP, (1.0 + base["class_spread"]) * (1.0 + tolerance) - 1.0)
         change = cur["ratio"] / base["ratio"] - 1.0
         if change > tolerance:
             verdict = "REGRESSION"
@@ -301,6 +322,92 @@ def load_baseline(path=None):
     return session
 
 
+def select_baseline(path=None):
+    """(baseline Session, what it is) to compare this machine with: `path` if given, else the stored baseline of
+    this machine class, else the calibration; (None, why) if there is nothing."""
+    klass = machine_class()
+    if path:
+        session = load_baseline(path)
+        return session, (f"baseline {path}" if session else f"{path}: missing or of another reference version")
+    session = load_baseline()
+    if session is not None:
+        return session, f"the stored baseline of machine class {klass!r} ({_rel(baseline_path())})"
+    session = load_calibration()
+    if session is not None:
+        return session, (f"CALIBRATED: no baseline is stored for machine class {klass!r}, so this session is compared "
+                         f"with the expected ratios to the reference workload in {_rel(CALIBRATION_PATH)} (derived "
+                         f"from {', '.join(session.info['classes'])}), whose tolerance adds the spread between "
+                         f"machine classes (>= {CLASS_FLOOR:.0%}) to this session's noise: it catches a gross "
+                         "slowdown, not a 10% one (store a baseline: python -m bench gate --update-baseline)")
+    return None, (f"no baseline for machine class {klass!r} and no calibration ({_rel(CALIBRATION_PATH)}): "
+                  "nothing to compare with")
+
+
+def _rel(path):
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+CALIBRATION_PATH = BASELINES_DIR / "calibration.json"
+
+
+def calibrate(classes):
+    """Per metric, from each machine class's ratio: the expected ratio (geometric mean over the classes), how far
+    the farthest class is from it (class_deviation) and the spread the gate allows for a class not seen yet
+    (class_spread = max(CLASS_FLOOR, CLASS_MARGIN x class_deviation), at most 1)."""
+    names = sorted(set.intersection(*(set(c["ratios"]) for c in classes.values()))) if classes else []
+    out = {}
+    for name in names:
+        ratios = np.array([c["ratios"][name] for c in classes.values()], np.float64)
+        expected = float(np.exp(np.mean(np.log(ratios))))
+        deviation = float(np.max(np.abs(ratios / expected - 1.0)))
+        out[name] = {"expected": expected, "class_deviation": round(deviation, 4),
+                     "class_spread": round(min(1.0, max(CLASS_FLOOR, CLASS_MARGIN * deviation)), 4)}
+    return out
+
+
+def load_calibration(path=None):
+    """The calibration as a baseline Session (per metric: ratio = the expected ratio, spread 0, class_spread), or
+    None if there is none or it was made against another reference workload."""
+    path = path or CALIBRATION_PATH
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        doc = json.load(f)
+    if doc.get("reference_version") != reference_work.REFERENCE_VERSION:
+        return None
+    metrics = {name: {"ratio": m["expected"], "spread": 0.0, "class_spread": m["class_spread"]}
+               for name, m in doc["metrics"].items()}
+    return Session(metrics=metrics, repeats=0, info={"basis": "calibration", "classes": sorted(doc["classes"])},
+                   reference_version=doc["reference_version"])
+
+
+def update_calibration(session, path=None, klass=None, how=None):
+    """Record this session's ratios as its machine class's entry in the calibration and recompute it."""
+    path = path or CALIBRATION_PATH
+    doc = {"reference_version": reference_work.REFERENCE_VERSION, "classes": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            doc = json.load(f)
+        if doc.get("reference_version") != reference_work.REFERENCE_VERSION:
+            doc = {"reference_version": reference_work.REFERENCE_VERSION, "classes": {}}
+    klass = klass or session.info.get("machine_class") or machine_class()
+    doc["classes"][klass] = {"commit": session.info.get("commit"), "date": session.info.get("date"),
+                             "how": how or f"measured: one session of {session.repeats} repeats",
+                             "ratios": {k: round(m["ratio"], 6) for k, m in session.metrics.items()}}
+    doc["metrics"] = calibrate(doc["classes"])
+    doc["rule"] = (f"tolerance = min({CALIBRATED_CAP:g}, (1 + class_spread) x (1 + session tolerance) - 1); "
+                   f"class_spread = max({CLASS_FLOOR:g}, {CLASS_MARGIN:g} x class_deviation), at most 1; "
+                   "session tolerance as against a stored baseline (bench/gate.py)")
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    return path
+
+
 def save_baseline(session, path=None):
     path = path or baseline_path()
     BASELINES_DIR.mkdir(parents=True, exist_ok=True)
@@ -316,7 +423,11 @@ def add_arguments(p):
     p.add_argument("--repeats", type=int, default=None, help=f"repeats per session (default {REPEATS})")
     p.add_argument("--runs", type=int, default=1, help="sessions in a row, each compared with the baseline")
     p.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(GATED)}")
-    p.add_argument("--update-baseline", action="store_true", help="store this session as the baseline")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="measure and store this session as this machine class's baseline (compares nothing)")
+    p.add_argument("--update-calibration", action="store_true",
+                   help="measure and record this machine class's ratios in bench/baselines/calibration.json, "
+                        "recomputing the expected ratios (compares nothing)")
     p.add_argument("--baseline", default=None, help="baseline JSON (default bench/baselines/<machine class>.json)")
     p.add_argument("--inject", default=os.environ.get("BENCH_INJECT"), metavar="METRIC:FRACTION",
                    help="slow METRIC down by FRACTION of its time (proves the gate; also env BENCH_INJECT)")
@@ -327,36 +438,46 @@ def add_arguments(p):
 def main(args):
     metrics = args.metrics.split(",") if args.metrics else None
     inject = parse_inject(args.inject)
-    if inject and args.update_baseline:
-        raise SystemExit("gate: --update-baseline with a slowdown injected (--inject / BENCH_INJECT) would store a "
-                         "slowed baseline; unset it")
+    if inject and (args.update_baseline or args.update_calibration):
+        raise SystemExit("gate: storing a baseline or a calibration with a slowdown injected (--inject / "
+                         "BENCH_INJECT) would store a slowed build; unset it")
     workloads = build_workloads(metrics, inject)
-    baseline = load_baseline(args.baseline)
+    if args.update_baseline or args.update_calibration:  # an explicit command: measure and store, compare nothing
+        session = measure(None, args.repeats, args.quick, inject, workloads)
+        _print_session(session, 1, 1, inject, 1)
+        if args.update_baseline:
+            print(f"baseline stored: {save_baseline(session, args.baseline)} (commit it); nothing was compared")
+        if args.update_calibration:
+            print(f"calibration updated with machine class {machine_class()!r}: {update_calibration(session)} "
+                  "(commit it); nothing was compared")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump([{"session": session.as_dict()}], f, indent=1)
+        return 0
+    baseline, basis = select_baseline(args.baseline)
+    print(f"gate: compared with {basis}")
+    if baseline is None:
+        return 1
     results, failed = [], False
     for run in range(args.runs):
-        if args.update_baseline and run == 0 or baseline is None:
-            session, verdict, attempts = measure(None, args.repeats, args.quick, inject, workloads), None, 1
-        else:
-            session, verdict, attempts = check(baseline, None, args.repeats, args.quick, inject, workloads)
-        print(f"gate session {run + 1}/{args.runs}: {session.repeats} repeats"
-              f"{'; injected ' + str(inject) if inject else ''}{f'; {attempts} sessions' if attempts > 1 else ''}")
-        for name, m in session.metrics.items():
-            print(f"  {name:20s} ratio {m['ratio']:.4f} (spread {m['spread']:.1%})  {m['ns'] / 1000:9.2f} us  "
-                  f"reference {m['ref_ns'] / 1000:.2f} us")
-        entry = {"session": session.as_dict()}
-        if verdict is None and args.update_baseline and run == 0:
-            print(f"baseline stored: {save_baseline(session, args.baseline)}")
-            baseline = session
-        elif verdict is None:
-            print(f"no baseline for machine class {machine_class()!r}: run with --update-baseline to store one")
-        else:
-            print(verdict.table())
-            print("gate: " + ("PASS" if verdict.ok else "FAIL: " + ", ".join(verdict.regressions)))
-            failed |= not verdict.ok
-            entry["verdict"] = {"ok": verdict.ok, "rows": verdict.rows, "regressions": verdict.regressions,
-                                "sessions": attempts}
-        results.append(entry)
+        session, verdict, attempts = check(baseline, None, args.repeats, args.quick, inject, workloads)
+        _print_session(session, run + 1, args.runs, inject, attempts)
+        print(verdict.table())
+        print("gate: " + ("PASS" if verdict.ok else "FAIL: " + ", ".join(verdict.regressions))
+              + (" (calibrated)" if baseline.info.get("basis") == "calibration" else ""))
+        failed |= not verdict.ok
+        results.append({"session": session.as_dict(), "basis": basis,
+                        "verdict": {"ok": verdict.ok, "rows": verdict.rows, "regressions": verdict.regressions,
+                                    "sessions": attempts}})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     return 1 if failed else 0
+
+
+def _print_session(session, run, runs, inject, attempts):
+    print(f"gate session {run}/{runs}: {session.repeats} repeats"
+          f"{'; injected ' + str(inject) if inject else ''}{f'; {attempts} sessions' if attempts > 1 else ''}")
+    for name, m in session.metrics.items():
+        print(f"  {name:20s} ratio {m['ratio']:.4f} (spread {m['spread']:.1%})  {m['ns'] / 1000:9.2f} us  "
+              f"reference {m['ref_ns'] / 1000:.2f} us")

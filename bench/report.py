@@ -37,6 +37,18 @@ def _rate(x):
     return f"{x:,.0f}"
 
 
+def _label(r):
+    rate = "saturation" if r["rate"] == 0 else f"{r['rate'] // 1000}k/s"
+    return f"{r['engine']} {r['transport']} {r['driver']} {rate}"
+
+
+class _Obj:
+    """A run dict seen as the attributes bench.e2e's printers read."""
+
+    def __init__(self, d):
+        self.__dict__.update(d)
+
+
 def micro_rows(micro):
     """(group, name, per-item ns, unit, items/s, min per item, budget verdict, extra) per micro bench."""
     rows = []
@@ -127,16 +139,22 @@ def budget_rows(rows, runs):
         best = min(cands, key=lambda r: r["latency_ns"]["p50"])
         lat = best["latency_ns"]
         ok = all(lat[k] <= v * 1000 for k, v in limits.items())
+        fl, vs = best.get("floor") or {}, best.get("vs_floor") or {}
+        floor = (f" (floor p50 {_us(fl['p50'])}, p99 {_us(fl['p99'])} us: x{vs['p50']:.2f}, x{vs['p99']:.2f})"
+                 if fl else "")
         out.append((f"end to end, {driver} (issue 3)", ", ".join(f"{k} <= {v:g} us" for k, v in limits.items()),
                     f"best run ({best['transport']} {best['rate'] // 1000}k/s): "
-                    + ", ".join(f"{k} {_us(lat[k])}" for k in limits) + " us", "met" if ok else "MISSED"))
+                    + ", ".join(f"{k} {_us(lat[k])}" for k in limits) + f" us{floor}", "met" if ok else "MISSED"))
     for transport, limit, what in (("tcp", budgets.TCP_STREAM_SIGNALS_PER_S, "TCP frames"),
                                    ("udp", budgets.UDP_DATAGRAM_SIGNALS_PER_S, "one signal per UDP datagram")):
         sat = [r for r in runs if r["engine"] == "orchestrator" and r["transport"] == transport and r["rate"] == 0]
         if sat:
-            best = max(r["throughput"] for r in sat)
+            top = max(sat, key=lambda r: r["throughput"])
+            best = top["throughput"]
+            fl = (top.get("floor") or {}).get("throughput")
+            floor = f" (floor {_rate(fl)}/s through the same harness)" if fl else ""
             out.append((f"streaming throughput, {what} (issue 3)", f">= {_rate(limit)} signals/s",
-                        f"{_rate(best)} orders/s", budgets.verdict(best, limit, higher_is_better=True)))
+                        f"{_rate(best)} orders/s{floor}", budgets.verdict(best, limit, higher_is_better=True)))
     out.append(("end to end over Aeron IPC / UDP (issue 4)", "p50 <= 3 us, p99 <= 10 us / p50 <= 15 us",
                 "not measured: the harness's Aeron slot is empty (bench/e2e.py TRANSPORTS)", None))
     return out
@@ -201,20 +219,44 @@ def markdown(run_dir):
 
     if runs or e2e.get("skipped"):
         lines += ["", "## End to end over loopback (real processes; latency from the intended send time)", "",
-                  "Signal sent by bench/loadgen.py (open loop) -> engine -> order frame received by "
-                  "bench/oms_receiver.py. `from send` is the latency from the actual send (not corrected); "
-                  "`lag p99` is how late the sender itself was.", "",
-                  "| engine | transport | driver | rate | sent | received | throughput /s | p50 us | p90 us | "
-                  "p99 us | p99.9 us | max us | from send p50 us | lag p99 us | note |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "Signal sent by the peer (bench/peer.py: bench/loadgen.py's open-loop sender and "
+                  "bench/oms_receiver.py's receiver in one busy loop) -> engine -> order frame read back by the peer. "
+                  "`floor` is bench/floor.py in the engine's place (the same syscalls, no engine) at the same "
+                  "transport and rate in this invocation; `x floor` is engine / floor. `from send` is the latency "
+                  "from the actual send (not corrected); `lag p99` is how late the sender itself was; `peer busy` is "
+                  "the share of the run the peer spent sending + answering.", "",
+                  "| engine | transport | driver | rate | sent | received | throughput /s | p50 us | p99 us | "
+                  "p99.9 us | floor p50 / p99 us | x floor p50 / p99 | from send p50 us | lag p99 us | peer busy | "
+                  "note |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in runs:
             lat, sent = r["latency_ns"] or {}, r["latency_sent_ns"] or {}
             rate = "saturation" if r["rate"] == 0 else f"{r['rate']:,}"
+            fl, vs = r.get("floor") or {}, r.get("vs_floor") or {}
+            floor = f"{_us(fl['p50'])} / {_us(fl['p99'])}" if fl else "-"
+            ratio = f"{vs['p50']:.2f} / {vs['p99']:.2f}" if vs else "-"
+            peer = r.get("peer") or {}
+            busy = (peer.get("send_busy") or 0) + (peer.get("recv_busy") or 0)
+            note = "; ".join(x for x in (r["note"], f"{len(r.get('warnings') or [])} warning(s)"
+                                         if r.get("warnings") else "") if x)
             lines.append(f"| {r['engine']} | {r['transport']} | {r['driver']} | {rate} | {r['sent']:,} | "
                          f"{r['received']:,} | {_rate(r['throughput'])} | {_us(lat.get('p50'))} | "
-                         f"{_us(lat.get('p90'))} | {_us(lat.get('p99'))} | {_us(lat.get('p99.9'))} | "
-                         f"{_us(lat.get('max'))} | {_us(sent.get('p50'))} | "
-                         f"{r['sender_lag_us'].get('p99', 0):,.1f} | {r['note']} |")
+                         f"{_us(lat.get('p99'))} | {_us(lat.get('p99.9'))} | {floor} | {ratio} | "
+                         f"{_us(sent.get('p50'))} | {r['sender_lag_us'].get('p99', 0):,.1f} | {busy:.0%} | {note} |")
+        placed = [r for r in runs if r.get("placement")]
+        if placed:
+            lines += ["", "### Placement and load, per run", "",
+                      "Each process: the CPUs its main thread may run on (affinity), the CPUs it was seen running on "
+                      "(sampled every 0.1 s), its CPU share and the share of the run it waited runnable for a CPU "
+                      "(schedstat). Cores: busy share (/proc/stat). `others`: CPU the rest of the machine used, as a "
+                      "share of all cores.", ""]
+            from bench.e2e import placement_line
+            for r in placed:
+                lines.append(f"- {_label(r)}: {placement_line(_Obj(r))}")
+                if r.get("bottleneck"):
+                    lines.append(f"  - saturation: {r['bottleneck']}")
+                for w in r.get("warnings") or []:
+                    lines.append(f"  - **WARNING**: {w}")
         for skipped in e2e.get("skipped", []):
             lines.append(f"\nNot run: {skipped}")
         reports = e2e.get("engine_reports", {})
@@ -236,7 +278,8 @@ def markdown(run_dir):
             lines += ["", "Engine counters that explain lost signals (from each engine's final report):", ""] + notes
 
     if gate:
-        lines += ["", "## Regression gate (ratios to the fixed reference workload, this session vs the baseline)", ""]
+        lines += ["", "## Regression gate (ratios to the fixed reference workload, this session vs the baseline or "
+                  "the calibration)", ""]
         for entry in gate.get("results", []):
             verdict = entry.get("verdict")
             if verdict:
@@ -293,10 +336,10 @@ def plot(run_dir):
         for r in e2e.get("runs", []):
             if r["transport"] != transport or r["rate"] == 0 or not r["curve"] or not r["curve"][0]:
                 continue
-            engine = "engine" if r["engine"] == "orchestrator" else "plain Python"
+            engine = {"orchestrator": "engine", "plain": "plain Python"}.get(r["engine"], r["engine"])
             label = f"{engine} {r['driver']} {r['rate'] // 1000}k/s"
-            curves.append((label, r["curve"], (colors.get(r["driver"], "tab:gray"),
-                                               styles[rates.index(r["rate"]) % len(styles)])))
+            color = "tab:gray" if r["engine"] == "floor" else colors.get(r["driver"], "tab:gray")
+            curves.append((label, r["curve"], (color, styles[rates.index(r["rate"]) % len(styles)])))
         if curves:
             panels.append((f"end to end over {transport} (from intended send)", curves))
     if not panels:

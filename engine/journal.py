@@ -19,6 +19,7 @@ import msgspec
 
 from adapters.journal import JournalConfig, JournalError, JournalWriter
 from engine.commands import AnyCommand
+from engine.config.schema import Strategy
 
 log = logging.getLogger("orchestrator.journal")
 
@@ -35,6 +36,7 @@ class Applied(msgspec.Struct, tag="applied", array_like=True, frozen=True):
     pending_chunks: int      # chunks that had arrived but were not yet decided ...
     pending_bytes: int       # ... and their bytes: the last ones of the arrivals before this record
     command: AnyCommand
+    spec: Strategy | None = None  # the strategy file a register, deploy or shadow read, as it was read
 
 
 Record = Arrival | Applied
@@ -67,8 +69,8 @@ class EngineJournal:
     def arrival(self, time_ns, source, sizes, data):
         self.writer.append(_encoder.encode(Arrival(time_ns, source, sizes, data)))
 
-    def applied(self, at_ns, pending_chunks, pending_bytes, command) -> int:
-        return self.writer.append(_encoder.encode(Applied(at_ns, pending_chunks, pending_bytes, command)))
+    def applied(self, at_ns, pending_chunks, pending_bytes, command, spec=None) -> int:
+        return self.writer.append(_encoder.encode(Applied(at_ns, pending_chunks, pending_bytes, command, spec)))
 
     def commit(self) -> bool:
         """Write what was appended; False when the disk refused (counted and logged once per outage)."""

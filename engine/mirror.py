@@ -4,7 +4,7 @@ Wiring (the driver's thread, between batches; the journal assigns `seq` and keep
     mirror = RedisMirror(config, state.config.engine.name, since=journal.since)
     mirror.open()
     journal.append(record); mirror.submit(record)        # for every state change and fill, as they happen
-    for s in range(len(state.strategies)):                 # and every N ms, one snapshot per strategy
+    for s in range(len(state.strategy_names)):                 # and every N ms, one snapshot per strategy
         record = strategy_snapshot(state, s, journal.next_seq(), now_ns); journal.append(record)
         mirror.submit(record)
     mirror.close()

@@ -23,7 +23,7 @@ from adapters.journal import JournalReader
 from engine.driver import Engine
 from engine.journal import Arrival, decode
 from engine.report import strategies_report
-from engine.snapshot import read_snapshot, restore, snapshot_files
+from engine.snapshot import GENESIS, SUFFIX, read_snapshot, restore, snapshot_files
 from engine.state import EngineState
 from kernels.arena import S_CLOCK_NS
 from kernels.dtypes import COUNTER_NAMES
@@ -79,7 +79,7 @@ def feed_records(engine, records):
             last_ns = record.time_ns
         else:
             engine.decide(record.at_ns, record.pending_chunks, record.pending_bytes)
-            engine.control.replay(record.command, record.at_ns, seq)
+            engine.control.replay(record.command, record.at_ns, seq, record.spec)
             last_ns = record.at_ns
         n += 1
     engine.decide(last_ns)
@@ -106,11 +106,6 @@ def recover(config, directory) -> tuple[EngineState, Recovered, dict]:
             info.skipped_snapshots.append(str(e))
             log.warning("snapshot skipped: %s", e)
             continue
-        fresh = EngineState.build(config)
-        if meta.layout != fresh.layout.tolist() or meta.strategy_names != list(fresh.strategy_names):
-            raise ValueError(f"{path} was taken with a config that plans another arena (strategies "
-                             f"{meta.strategy_names}, now {list(fresh.strategy_names)}; or other sizes in "
-                             f"engine.toml, instruments or accounts): restore that config, or start --fresh")
         state = restore(config, meta, arena)
         info.snapshot_seq, info.snapshot_file = meta.seq, str(path)
         results = {r.id: r for r in meta.results}
@@ -135,9 +130,11 @@ def recover(config, directory) -> tuple[EngineState, Recovered, dict]:
 
 
 def replay(config, directory):
-    """The whole journal in `directory` through a fresh engine on `config`: counters, strategies and a digest
-    of every order (two replays of one journal give the same digest)."""
-    state = EngineState.build(config)
+    """The whole journal in `directory` through a fresh engine: from the state it started with (the genesis
+    snapshot; a state built from `config` if there is none), every record; counters, strategies, the state's
+    digest and a digest of every order (two replays of one journal give the same)."""
+    genesis = Path(directory) / SNAPSHOTS / f"{GENESIS:020d}{SUFFIX}"
+    state = restore(config, *read_snapshot(genesis)) if genesis.exists() else EngineState.build(config)
     digest = OrderDigest()
     engine = replaying_engine(state, [digest])
     reader = JournalReader(directory)

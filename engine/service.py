@@ -102,6 +102,7 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     JournalCorrupt, OSError and TransportClosed (sockets, Aeron) before anything trades."""
     state, recovered, results = start_state(config, fresh=fresh, force=force)
     journal = snapshots = None
+    fresh_journal = False
     settings = config.engine.journal
     if settings.enabled:
         directory = journal_directory(config)
@@ -109,6 +110,7 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
                                 on_error=settings.on_error)
         journal.open()
         snapshots = Snapshotter(directory / SNAPSHOTS, settings.snapshot_interval_s, settings.snapshots_kept)
+        fresh_journal = recovered is None or (recovered.last_seq == 0 and not recovered.snapshot_file)
     inbound = []
     listen = config.engine.listen
     if listen.udp:
@@ -147,6 +149,8 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
                     backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms))
     engine.control.results = results
     engine.snapshots = snapshots
+    if snapshots is not None and fresh_journal:
+        snapshots.take(engine, clock(), wait=True)  # genesis: the state the journal starts from, for replays
     if isinstance(oms, (TcpClient, AeronClient)):
         _connect(engine, oms, connect_timeout_s)
     warm_up(engine)

@@ -26,12 +26,13 @@ import numpy as np
 from engine.commands import CommandResult
 from engine.config.schema import Account
 from engine.faults import crash_point
-from engine.state import Deploy, EngineState, allocate_arena
+from engine.state import Deploy, EngineState, ShadowRun, allocate_arena, instruments_hash
 
 log = logging.getLogger("orchestrator.snapshot")
 MAGIC = b"ORCHESTRATOR-SNAPSHOT-1\n"
 LENGTH = struct.Struct("<I")
 SUFFIX = ".snapshot"
+GENESIS = 0  # the seq of the snapshot a fresh journal starts with, kept whatever `keep` says
 
 
 class SnapshotMeta(msgspec.Struct, kw_only=True):
@@ -39,10 +40,12 @@ class SnapshotMeta(msgspec.Struct, kw_only=True):
     taken_ns: int
     engine: str
     layout: list[list[int]]
+    instruments_hash: str            # instruments.toml as the arena holds it (ticks, lots): restart-only
     arena_crc: int
     strategy_names: list[str]
     deploys: list[list[Deploy]]
     account_specs: list[Account]
+    shadows: list[ShadowRun]
     results: list[CommandResult]
 
 
@@ -125,8 +128,10 @@ class Snapshotter:
         np.copyto(self._copy, state.arena)
         meta = SnapshotMeta(
             seq=journal.last_seq if journal is not None else 0, taken_ns=now_ns, engine=state.config.engine.name,
-            layout=state.layout.tolist(), arena_crc=zlib.crc32(self._copy), strategy_names=list(state.strategy_names),
+            layout=state.layout.tolist(), instruments_hash=instruments_hash(state.config),
+            arena_crc=zlib.crc32(self._copy), strategy_names=list(state.strategy_names),
             deploys=[list(d) for d in state.deploys], account_specs=list(state.account_specs),
+            shadows=[msgspec.structs.replace(run) for run in state.shadows],
             results=list(engine.control.results.values()))
         self.last_stall_ns = time.perf_counter_ns() - start
         self.max_stall_ns = max(self.max_stall_ns, self.last_stall_ns)
@@ -159,8 +164,9 @@ class Snapshotter:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-            for _, old in snapshot_files(self.directory)[self.keep:]:
-                old.unlink(missing_ok=True)
+            for seq, old in snapshot_files(self.directory)[self.keep:]:
+                if seq != GENESIS:  # the state the journal starts from: `replay` begins there
+                    old.unlink(missing_ok=True)
             for half in self.directory.glob(f"*{SUFFIX}.tmp"):  # left by a process killed while writing
                 half.unlink(missing_ok=True)
         except OSError as e:
@@ -182,9 +188,19 @@ class Snapshotter:
 
 
 def restore(config, meta, arena) -> EngineState:
-    """The EngineState a snapshot holds, on `config` (which must plan the same layout)."""
-    layout = np.array(meta.layout, np.int64)
-    state = EngineState(config, arena, layout)
+    """The EngineState a snapshot holds, its registry included, on `config`; ValueError when the config plans
+    another arena or changed a restart-only table (the message says which and what to do)."""
+    planned = EngineState.build(config).layout.tolist()
+    if meta.layout != planned:
+        raise ValueError("the snapshot's arena was planned for other sizes (engine.toml max_* and rings, the "
+                         "number of instruments or accounts): restore that config, or start --fresh")
+    if meta.instruments_hash != instruments_hash(config):
+        raise ValueError("instruments.toml changed since the snapshot (tick and lot sizes are restart-only): "
+                         "restore it, or start --fresh")
+    state = EngineState(config, arena, np.array(meta.layout, np.int64))
+    state.strategy_names = list(meta.strategy_names)
+    state.strategy_ids = {name: s for s, name in enumerate(state.strategy_names)}
     state.deploys = [list(d) for d in meta.deploys]
     state.account_specs = list(meta.account_specs)
+    state.shadows = list(meta.shadows)
     return state

@@ -32,7 +32,7 @@ from engine.config.schema import Account, Strategy
 from kernels import arena as A
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_NAMES, C_BATCH_STOPS, KILL_ACCOUNT, NO_PRICE, NO_SLOT, NO_TRIP, ORDER_TYPE_NAMES, READY,
-    REASON_NAMES, STATE_NAMES, TRIP_NAMES,
+    REASON_NAMES, RETIRED, STATE_NAMES, TRIP_NAMES,
 )
 from kernels.breakers import NEVER
 from kernels.lifecycle import TRANSITIONS
@@ -59,6 +59,24 @@ class Deploy(msgspec.Struct, frozen=True, kw_only=True):
     spec: Strategy
     deployed_ns: int = 0
     actor: str = "config"
+    note: str = ""  # e.g. "rollback to deploy 2"
+
+
+class ShadowRun(msgspec.Struct, kw_only=True):
+    """A shadow version run beside live strategy `live` in row `row`; `baseline`: the live row's order counts
+    when it started, so the report compares like with like."""
+    live: int
+    row: int
+    version: str
+    started_ns: int
+    stopped_ns: int = 0
+    baseline: dict[str, int]
+    baseline_reasons: list[int]
+
+
+def instruments_hash(config: Config) -> str:
+    """sha256 of the instruments as configured: what an arena built from them holds in ticks and lots."""
+    return hashlib.sha256(msgspec.json.encode(config.instruments, order="sorted")).hexdigest()
 
 
 def arena_sizes(config: Config) -> A.Sizes:
@@ -68,10 +86,9 @@ def arena_sizes(config: Config) -> A.Sizes:
         rx_bytes=engine.rx_bytes, rx_chunks=engine.rx_chunks, tx_bytes=engine.tx_bytes,
         signal_ring=rings.signals, order_ring=rings.orders, reject_ring=rings.rejects, report_ring=rings.reports,
         fill_ring=rings.fills,
-        instruments=len(config.instruments), strategies=len(config.strategies), accounts=len(config.accounts),
-        order_table=engine.max_open_orders,
-        signal_ids=max(g for s in config.strategies for g in s.signals) + 1,
-        subscriptions=sum(len(s.signals) for s in config.strategies), sources=engine.sources,
+        instruments=len(config.instruments), strategies=engine.max_strategies, accounts=len(config.accounts),
+        order_table=engine.max_open_orders, signal_ids=engine.max_signal_id + 1,
+        subscriptions=engine.max_subscriptions, sources=engine.sources,
         venue=int(engine.oms.kind == "sim"))
 
 
@@ -98,7 +115,7 @@ class EngineState:
         self.views = A.numpy_views(arena, layout)
         for name, view in zip(A.REGION_NAMES, self.views):
             setattr(self, name, view)
-        self.strategy_names = tuple(s.name for s in config.strategies)
+        self.strategy_names = [s.name for s in config.strategies]  # by row; register appends
         self.instrument_symbols = tuple(i.symbol for i in config.instruments)
         self.account_names = tuple(a.name for a in config.accounts)
         self.strategy_ids = {name: s for s, name in enumerate(self.strategy_names)}
@@ -107,6 +124,7 @@ class EngineState:
         self.deploys = [[Deploy(number=1, version=s.version, config_hash=digest, source=source, spec=s)]
                         for s, digest, source in zip(config.strategies, config.strategy_hashes, config.strategy_files)]
         self.account_specs = list(config.accounts)  # as they run: limits set live replace them
+        self.shadows: list[ShadowRun] = []  # every shadow run, the running ones with stopped_ns == 0
 
     # ------------------------------------------------------------------------------------------- building
     @classmethod
@@ -154,17 +172,8 @@ class EngineState:
         self.scalars[A.S_ORDER_GEN] = 1
         self.scalars[A.S_NEXT_COOLDOWN_NS] = NEVER
 
-        counts = np.zeros(len(self.sub_ptr), np.int64)  # sub_ptr has max_signal_id + 2 entries
-        for spec in config.strategies:
-            for signal in spec.signals:
-                counts[signal + 1] += 1
-        self.sub_ptr[:] = np.cumsum(counts)
-        fill = self.sub_ptr[:-1].copy()
-        for s, spec in enumerate(config.strategies):  # strategy id order within each signal
-            for signal in spec.signals:
-                self.sub_strategy[fill[signal]] = s
-                fill[signal] += 1
-        self.scalars[A.S_MAX_FANOUT] = int(counts.max())
+        self.scalars[A.S_STRATEGIES] = len(config.strategies)
+        self.index_subscriptions()
 
         self.transitions[:] = TRANSITIONS
         if config.engine.oms.kind == "sim":
@@ -191,6 +200,27 @@ class EngineState:
         allowed = {self.instrument_ids[symbol] for symbol in spec.instruments}
         for i in range(len(self.instruments)):
             self.positions[s, i]["allowed"] = int(i in allowed)
+
+    def index_subscriptions(self) -> None:
+        """Rebuild the subscription index (CSR over signal ids, strategy id order within each) from the specs that
+        run, leaving RETIRED strategies out; and the most strategies one signal reaches (the room a signal may
+        need). Between batches only: at start, and after a command that registers, deploys or retires."""
+        rows = range(int(self.scalars[A.S_STRATEGIES]))
+        live = [(s, self.deploys[s][-1].spec.signals) for s in rows if self.strategies[s]["state"] != RETIRED]
+        counts = np.zeros(len(self.sub_ptr), np.int64)  # sub_ptr has max_signal_id + 2 entries
+        for _, signals in live:
+            for signal in signals:
+                counts[signal + 1] += 1
+        if counts.sum() > len(self.sub_strategy):
+            raise ValueError(f"{counts.sum()} subscriptions, room for {len(self.sub_strategy)} "
+                             f"(engine.toml max_subscriptions)")
+        self.sub_ptr[:] = np.cumsum(counts)
+        fill = self.sub_ptr[:-1].copy()
+        for s, signals in live:
+            for signal in signals:
+                self.sub_strategy[fill[signal]] = s
+                fill[signal] += 1
+        self.scalars[A.S_MAX_FANOUT] = int(counts.max())
 
     def write_account_limits(self, a: int, spec: Account) -> None:
         row = self.accounts[a]
@@ -234,10 +264,14 @@ class EngineState:
     # ------------------------------------------------------------------------------------------- reports
     def snapshot(self) -> dict[str, dict]:
         """A plain-dict report per strategy name (JSON-ready: only str, int, float, bool, None, dict, list)."""
-        return {name: self.strategy_snapshot(s) for s, name in enumerate(self.strategy_names)}
+        report = {name: self.strategy_snapshot(s) for s, name in enumerate(self.strategy_names)}
+        for run in self.shadows:
+            report[self.strategy_names[run.live]].setdefault("shadows", []).append(self.shadow_report(run))
+        return report
 
     def strategy_snapshot(self, s: int) -> dict:
-        """Strategy s's report: state, deploy, positions, P&L, orders, fills, rejects by reason, breaker."""
+        """Strategy s's report: state, deploy, positions, P&L, orders, fills, rejects by reason, breaker (and the
+        live strategy a shadow runs beside)."""
         row = self.strategies[s]
         deploy = self.deploys[s][-1]
         positions = {}
@@ -252,7 +286,7 @@ class EngineState:
                 "fees": float(p["fees"]), "allowed": bool(p["allowed"]),
             }
         cause = int(row["trip_cause"])
-        return {
+        report = {
             "id": s,
             "state": STATE_NAMES[row["state"]],
             "version": deploy.version,
@@ -268,11 +302,34 @@ class EngineState:
             "fills": int(row["fills"]),
             "filled_qty": int(row["filled_qty"]),
             "rejects": {"total": int(row["rejects"]),
-                        "by_reason": {REASON_NAMES[r]: int(c) for r, c in enumerate(self.reason_counts[s]) if c}},
+                        "by_reason": _reasons(self.reason_counts[s])},
             "breaker": {"trip_cause": None if cause == NO_TRIP else TRIP_NAMES[cause],
                         "trips": {TRIP_NAMES[t]: int(c) for t, c in enumerate(self.trip_counts[s]) if c},
                         "consecutive_rejects": int(row["consecutive_rejects"])},
         }
+        if row["shadow_of"]:
+            report["shadow_of"] = self.strategy_names[int(row["shadow_of"]) - 1]
+        return report
+
+    def order_counts(self, s: int) -> dict[str, int]:
+        row = self.strategies[s]
+        return {"orders": int(row["orders"]), "buy_qty": int(row["ordered_buy"]), "sell_qty": int(row["ordered_sell"]),
+                "rejects": int(row["rejects"])}
+
+    def shadow_report(self, run: ShadowRun) -> dict:
+        """What the shadow version would have done beside what the live one did, over the same signals since it
+        started: orders, units by side, rejects and their reasons."""
+        live_now = self.order_counts(run.live)
+        live = {key: live_now[key] - run.baseline[key] for key in live_now}
+        live_reasons = self.reason_counts[run.live] - np.asarray(run.baseline_reasons)
+        return {"strategy": self.strategy_names[run.row], "version": run.version, "running": run.stopped_ns == 0,
+                "started_ns": run.started_ns, "stopped_ns": run.stopped_ns,
+                "live": {**live, "by_reason": _reasons(live_reasons)},
+                "shadow": {**self.order_counts(run.row), "by_reason": _reasons(self.reason_counts[run.row])}}
+
+
+def _reasons(counts) -> dict[str, int]:
+    return {REASON_NAMES[r]: int(c) for r, c in enumerate(counts) if c}
 
 
 def _lookup(ids: dict[str, int], name: str, what: str) -> int:

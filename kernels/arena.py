@@ -45,6 +45,7 @@ S_NEXT_COOLDOWN_NS = 4  # the earliest time a tripped strategy may cool down (in
 S_STOP_CHUNK = 5        # after a batch: the chunk it stopped at (n_chunks: it took them all) ...
 S_STOP_POS = 6          # ... and the byte of rx where the first event it did not take starts
 S_MAX_FANOUT = 7        # the most strategies one signal id reaches: the room a signal may need
+S_STRATEGIES = 8        # strategy rows in use (the table has room for more, registered while trading)
 N_SCALARS = 16
 
 

@@ -3,7 +3,7 @@ is counted with its cause, and lasts until an explicit reset or the configured c
 A threshold of 0 disables its breaker. Breakers judge a strategy's own orders and P&L: signal-level rejects
 (duplicate, stale, malformed signals) are counted but do not trip anyone's breaker."""
 from kernels._jit import helper
-from kernels.arena import S_NEXT_COOLDOWN_NS
+from kernels.arena import S_NEXT_COOLDOWN_NS, S_STRATEGIES
 from kernels.dtypes import (
     BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, EV_COOLDOWN, EV_TRIP_HALT, EV_TRIP_REDUCE, NO_TRIP,
     TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
@@ -79,7 +79,7 @@ def reset_breakers(strategies, s, now_ns):
 def cool_down(state, now_ns):
     """Bring back tripped strategies whose cool-down has passed; return when the next one may (int64 max: none)."""
     next_ns = NEVER
-    for s in range(len(state.strategies)):
+    for s in range(state.scalars[S_STRATEGIES]):
         st = state.strategies[s]
         if st["trip_cause"] == NO_TRIP or st["cooldown_ns"] <= 0:
             continue

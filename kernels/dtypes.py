@@ -139,6 +139,8 @@ COUNTERS = (
     ("C_FILL_RING_FULL", "fill records not written: fills ring full (the fills themselves were applied)"),
     ("C_BREAKER_TRIPS", "circuit breaker trips"),
     ("C_BATCH_STOPS", "batches that stopped at an event for want of room (order or fills ring, tx): the rest waited"),
+    ("C_SHADOW_ORDERS", "orders a shadow version would have placed (checked, never sent)"),
+    ("C_SHADOW_REJECTS", "orders a shadow version would have had rejected"),
 )
 N_COUNTERS = len(COUNTERS)
 COUNTER_NAMES = tuple(name[2:].lower() for name, _ in COUNTERS)
@@ -179,6 +181,7 @@ INSTRUMENT_T = _record(
 STRATEGY_T = _record(
     ("state", u1), ("breaker_action", u1), ("trip_cause", u1), ("order_type", u1), ("kill", u1),
     ("deploy", u4), ("account", u4),  # deploy: the number of the strategy's running deploy (1, 2, ...)
+    ("shadow_of", u4),  # 0: a strategy; s + 1: a shadow version of strategy s (its orders are never placed)
     # limits
     ("max_position", i8), ("max_order_qty", i8), ("max_order_notional", f8), ("max_open_orders", i4),
     ("rate_per_s", f8), ("burst", f8), ("daily_loss_limit", f8),
@@ -190,6 +193,7 @@ STRATEGY_T = _record(
     ("window_orders", i4), ("window_rejects", i4), ("window_start_ns", i8), ("tripped_at_ns", i8),
     ("realized", f8), ("unrealized", f8), ("fees", f8), ("peak_pnl", f8),
     ("signals", i8), ("orders", i8), ("rejects", i8), ("fills", i8), ("filled_qty", i8),
+    ("ordered_buy", i8), ("ordered_sell", i8),  # units of the orders accepted, by side (shadows compare them)
 )
 
 POSITION_T = _record(  # one per (strategy, instrument)

@@ -16,15 +16,15 @@ from kernels import venue
 from kernels._jit import helper, inline, kernel
 from kernels.arena import (
     ARENA, LAYOUT, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_CLOCK_NS, S_FREE_TOP,
-    S_NEXT_COOLDOWN_NS, S_ORDER_GEN, views,
+    S_NEXT_COOLDOWN_NS, S_ORDER_GEN, S_STRATEGIES, views,
 )
 from kernels.breakers import check_pnl, cool_down, record_outcome
 from kernels.dtypes import (
     C_FILLS, C_FILL_RING_FULL, C_ORDERS, C_REJECTS, C_REJECT_RING_FULL, C_REPORT_INVALID, C_REPORT_MISMATCH,
-    C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT,
-    C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, N_REASONS,
-    ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_ACTIVE, R_NOT_FINITE, R_OUT_OF_ORDER, R_QTY_LOT, R_SIGNAL_RANGE, R_STALE,
-    SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
+    C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS, C_SIGNAL_NO_CHANGE,
+    C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL,
+    EXEC_PARTIAL_FILL, EXEC_REJECT, N_REASONS, ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_ACTIVE, R_NOT_FINITE, R_OUT_OF_ORDER,
+    R_QTY_LOT, R_SIGNAL_RANGE, R_STALE, SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
 )
 from kernels.positions import apply_fill, finite_positive, link_order, refresh_exposure, release_order, remark, slot_of
 from kernels.rings import NO_ROOM, claim, head, publish, release, room, tail
@@ -55,7 +55,7 @@ def on_mark(state, i, now):
     positions = state.positions
     for a in range(len(state.accounts)):
         refresh_exposure(state, a, i)
-    for s in range(len(state.strategies)):
+    for s in range(state.scalars[S_STRATEGIES]):
         if positions[s, i]["qty"] != 0 or positions[s, i]["unrealized"] != 0.0:
             remark(state, s, i)
             check_pnl(state, s, now)
@@ -166,6 +166,10 @@ def place_order(state, sig, s, side, qty, px_ticks, now_ns):
     st["tokens"] -= 1.0
     st["open_orders"] += 1
     st["orders"] += 1
+    if side == SIDE_BUY:
+        st["ordered_buy"] += qty
+    else:
+        st["ordered_sell"] += qty
 
     out = state.orders[claim(state.cursors, RING_ORDERS, len(state.orders))]
     out["order_id"] = order_id
@@ -186,6 +190,17 @@ def place_order(state, sig, s, side, qty, px_ticks, now_ns):
     if state.venue[0]["on"]:
         venue.accept(state, slot, now_ns)
     return slot
+
+
+@helper
+def shadow_order(st, side, qty):
+    """An order a shadow version would have placed: counted on its row, its rate tokens spent, nothing booked."""
+    st["tokens"] -= 1.0
+    st["orders"] += 1
+    if side == SIDE_BUY:
+        st["ordered_buy"] += qty
+    else:
+        st["ordered_sell"] += qty
 
 
 @inline
@@ -224,7 +239,8 @@ def on_signal(state, sig, now):
         s = state.sub_strategy[k]
         st = state.strategies[s]
         st["signals"] += 1
-        p = state.positions[s, i]
+        live = np.int64(st["shadow_of"]) - 1  # a shadow sizes and checks against the live version's position
+        p = state.positions[s if live < 0 else live, i]
         delta = order_delta(sig["kind"], sig["value"], st["max_position"], ins["lot_size"],
                             p["qty"] + p["open_buy"] - p["open_sell"])
         side = side_of(delta)
@@ -238,15 +254,21 @@ def on_signal(state, sig, now):
             refill_tokens(st, now)
             reasons = order_reasons(st, state.accounts[st["account"]], ins, p, state.exposures[st["account"], i],
                                     side, qty, px, st["order_type"], state.scalars[S_FREE_TOP])
-        if reasons == 0:
+        if reasons == 0 and live >= 0:
+            shadow_order(st, side, qty)
+            counters[C_SHADOW_ORDERS] += 1
+        elif reasons == 0:
             place_order(state, sig, s, side, qty, px, now)
             placed += 1
             counters[C_ORDERS] += 1
         else:
             st["rejects"] += 1
-            counters[C_REJECTS] += 1
             count_reasons(state.reason_counts, s, reasons)
-            push_reject(state, sig, s, i, side, qty, px, reasons, now)
+            if live >= 0:
+                counters[C_SHADOW_REJECTS] += 1
+            else:
+                counters[C_REJECTS] += 1
+                push_reject(state, sig, s, i, side, qty, px, reasons, now)
         if bad == 0 and not reasons & R_NOT_ACTIVE:  # breakers judge orders, not the lifecycle
             record_outcome(state, s, reasons != 0, now)
     return placed

@@ -74,13 +74,14 @@ def load(path: str | Path) -> tuple[Config | None, list[str]]:
             errors.append(f'{file}: at $.name: strategy "{strategy.name}" is already defined in '
                           f'{first_file[strategy.name]}')
         first_file.setdefault(strategy.name, file)
-        if accounts_by_name is not None and strategy.account not in accounts_by_name:
-            errors.append(f"{file}: at $.account: {_unknown('account', strategy.account, accounts_by_name)}")
-        if symbols is not None:
-            for index, symbol in enumerate(strategy.instruments):
-                if symbol not in symbols:
-                    errors.append(f"{file}: at $.instruments[{index}]: "
-                                  f"{_unknown('instrument symbol', symbol, symbols)}")
+        _check_strategy(file, strategy, symbols, accounts_by_name, engine, errors)
+    if engine is not None and len(decoded) > engine.max_strategies:
+        errors.append(f"{engine_file}: at $.max_strategies: {len(decoded)} strategy files, room for "
+                      f"{engine.max_strategies}; raise max_strategies")
+    subscriptions = sum(len(strategy.signals) for strategy, _ in decoded)
+    if engine is not None and subscriptions > engine.max_subscriptions:
+        errors.append(f"{engine_file}: at $.max_subscriptions: the strategy files subscribe {subscriptions} "
+                      f"(signal id, strategy) pairs, room for {engine.max_subscriptions}; raise max_subscriptions")
     if errors:
         return None, errors
 
@@ -94,6 +95,40 @@ def load(path: str | Path) -> tuple[Config | None, list[str]]:
         "strategy_hashes": [strategy_hash(s) for s, _ in strategies],
     }, Config)
     return config, []
+
+
+def load_strategy(config: Config, file_name: str) -> tuple[Strategy, Path, str]:
+    """(strategy, its path, its hash) from a file of the config's strategies/ (a name, not a path: deploys come only
+    from there), checked against the running config's instruments, accounts and capacities; ConfigError with
+    every problem otherwise."""
+    directory = Path(config.root) / STRATEGIES_DIR
+    file = directory / file_name
+    if Path(file_name).name != file_name or file.suffix != STRATEGY_SUFFIX:
+        raise ConfigError([f"{file_name}: not a strategy file name; expected NAME{STRATEGY_SUFFIX} in {directory}"])
+    errors: list[str] = []
+    strategy = _decode(file, Strategy, errors)
+    if strategy is not None:
+        _check_strategy(file, strategy, {i.symbol for i in config.instruments}, {a.name for a in config.accounts},
+                        config.engine, errors)
+    if errors:
+        raise ConfigError(errors)
+    return strategy, file, strategy_hash(strategy)
+
+
+def _check_strategy(file, strategy, symbols, accounts_by_name, engine, errors):
+    """What a strategy file must agree with beyond its own schema: names it refers to, the engine's capacities."""
+    if accounts_by_name is not None and strategy.account not in accounts_by_name:
+        errors.append(f"{file}: at $.account: {_unknown('account', strategy.account, accounts_by_name)}")
+    if symbols is not None:
+        for index, symbol in enumerate(strategy.instruments):
+            if symbol not in symbols:
+                errors.append(f"{file}: at $.instruments[{index}]: "
+                              f"{_unknown('instrument symbol', symbol, symbols)}")
+    if engine is not None:
+        for index, signal_id in enumerate(strategy.signals):
+            if signal_id > engine.max_signal_id:
+                errors.append(f"{file}: at $.signals[{index}]: Expected a signal id <= {engine.max_signal_id} "
+                              f"(engine.toml max_signal_id), got {signal_id}")
 
 
 def _strategy_files(directory: Path, errors: list[str]) -> list[Path]:

@@ -210,6 +210,10 @@ class EngineConfig(_Config, kw_only=True):
     tx_bytes: Annotated[int, Meta(ge=MIN_BUFFER, le=1 << 30)] = 1 << 20
     max_open_orders: Annotated[int, Meta(ge=1, le=MAX_OPEN_ORDERS_CAPACITY)] = 65_536
     sources: Annotated[int, Meta(ge=1, le=65_536)] = 1  # signal source ids are 0..sources-1
+    # room for strategies registered (or run as shadows) while trading: the arena is sized once, at start
+    max_strategies: Annotated[int, Meta(ge=1, le=100_000)] = 64
+    max_signal_id: Annotated[int, Meta(ge=0, le=MAX_SIGNAL_ID)] = 1023
+    max_subscriptions: Annotated[int, Meta(ge=1, le=1 << 20)] = 4096  # (signal id, strategy) pairs
     aeron: Aeron = _default(Aeron)  # used only by listen.aeron and oms.kind = "aeron"
     journal: Journal = _default(Journal)
     api: Api = _default(Api)

@@ -5,21 +5,27 @@ On config/test/basic (see tests/engine/test_state.py): alpha ACTIVE (futures), b
 switch is on in accounts.toml), gamma ACTIVE (equities); the OMS is a TCP link, here a sink that keeps what it
 is sent.
 """
+import shutil
+
 import msgspec
 import numpy as np
 import pytest
 
 from engine.commands import (
-    CancelUnsent, HaltAll, KillSwitch, SetLimits, Transition, decode_command,
+    CancelUnsent, Deploy, HaltAll, KillSwitch, Register, Rollback, SetLimits, Shadow, Transition, decode_command,
 )
+from engine.config import load_config
 from engine.driver import Engine
 from engine.state import EngineState
 from kernels.dtypes import (
-    ACTIVE, HALTED, KILL_ACCOUNT, KILL_GLOBAL, MSG_CANCEL, NO_TRIP, PAUSED, READY, REDUCING, RETIRED, TRIP_DRAWDOWN,
+    ACTIVE, C_ORDERS, HALTED, KILL_ACCOUNT, KILL_GLOBAL, MSG_CANCEL, NO_TRIP, PAUSED, READY, REDUCING, RETIRED,
+    SIGNAL_ORDER, TRIP_DRAWDOWN,
 )
+from kernels.arena import S_STRATEGIES
 from sim.sink import NullOms
 from tests.engine.test_state import ALPHA, BASIC, BETA, GAMMA
-from wire.frames import iter_frames
+from wire.frames import encode_frame, iter_frames
+from wire.schema import Signal
 
 NOW = 1_700_000_000_000_000_000
 
@@ -46,7 +52,7 @@ def apply(engine, command):
 
 
 def states(engine):
-    return [int(x) for x in engine.state.strategies["state"]]
+    return [int(x) for x in engine.state.strategies["state"][:len(engine.state.strategy_names)]]
 
 
 # ------------------------------------------------------------------------------------------------- lifecycle
@@ -230,3 +236,147 @@ def test_command_when_submitted_from_another_thread_then_the_next_step_applies_i
 
     assert future.result(timeout=1).ok and engine.state.strategies[GAMMA]["state"] == PAUSED
     assert engine.state.strategies[BETA]["state"] == READY
+
+
+# ------------------------------------------------------------------------------------------------- versions
+@pytest.fixture
+def editable(tmp_path):
+    """An engine on a copy of config/test/basic whose strategy files the test may edit; (engine, strategies dir)."""
+    shutil.copytree(BASIC, tmp_path / "basic")
+    config = load_config(tmp_path / "basic")
+    return Engine(EngineState.build(config), [], KeepingOms(), clock=lambda: NOW), tmp_path / "basic" / "strategies"
+
+
+def edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_register_when_a_new_file_is_given_then_it_takes_the_spare_row_and_hears_its_signals(editable):
+    engine, strategies = editable
+    text = (strategies / "alpha.toml").read_text().replace('name = "alpha"', 'name = "delta"')
+    (strategies / "delta.toml").write_text(text.replace("signals = [2, 0]", "signals = [4]"))
+
+    result = apply(engine, Register(file="delta.toml"))
+
+    assert result.ok, result.error
+    assert result.detail == {"strategy": "delta", "id": 3, "version": "1.2.0", "deploy": 1, "state": "ACTIVE"}
+    state = engine.state
+    assert state.strategy_names[3] == "delta" and state.strategy_id("delta") == 3
+    assert state.subscribers(4) == [3] and state.scalars[S_STRATEGIES] == 4
+    again = apply(engine, Register(file="delta.toml"))
+    assert not again.ok and "registered already" in again.error
+    (strategies / "epsilon.toml").write_text(text.replace('name = "alpha"', 'name = "epsilon"')
+                                             .replace('name = "delta"', 'name = "epsilon"'))
+    full = apply(engine, Register(file="epsilon.toml"))
+    assert not full.ok and "no room for another strategy" in full.error
+
+
+@pytest.mark.parametrize("file, error", [
+    ("nothing.toml", "file not found"),
+    ("../alpha.toml", "not a strategy file name"),
+    ("bad.toml", "at $.limits.max_order_qty: Expected int >= 1, got 0"),
+    ("far.toml", "at $.signals[0]: Expected a signal id <= 5 (engine.toml max_signal_id), got 9"),
+])
+def test_register_when_the_file_is_wrong_then_refused_naming_file_and_key(editable, file, error):
+    engine, strategies = editable
+    text = (strategies / "alpha.toml").read_text().replace('name = "alpha"', 'name = "delta"')
+    (strategies / "bad.toml").write_text(text.replace("max_order_qty = 3", "max_order_qty = 0"))
+    (strategies / "far.toml").write_text(text.replace("signals = [2, 0]", "signals = [9]"))
+    before = engine.state.arena.copy()
+
+    result = apply(engine, Register(file=file))
+
+    assert not result.ok and error in result.error, result.error
+    assert np.array_equal(engine.state.arena, before) and len(engine.state.strategy_names) == 3
+
+
+def test_deploy_when_the_file_changed_then_the_next_deploy_runs_and_the_position_stays(editable):
+    engine, strategies = editable
+    state = engine.state
+    state.positions[ALPHA, 0]["qty"] = 5
+    edit(strategies / "alpha.toml", 'version = "1.2.0"', 'version = "1.3.0"')
+    edit(strategies / "alpha.toml", "max_order_qty = 3", "max_order_qty = 9")
+    edit(strategies / "alpha.toml", "signals = [2, 0]", "signals = [2, 1]")
+
+    result = apply(engine, Deploy(strategy="alpha", actor="ops"))
+
+    assert result.ok and result.detail == {"strategy": "alpha", "from": {"version": "1.2.0", "deploy": 1},
+                                           "to": {"version": "1.3.0", "deploy": 2}}
+    row = state.strategies[ALPHA]
+    assert (row["deploy"], row["max_order_qty"], row["state"]) == (2, 9, ACTIVE)
+    assert state.positions[ALPHA, 0]["qty"] == 5  # positions belong to the name
+    assert state.subscribers(1) == [ALPHA] and state.subscribers(0) == []
+    assert [(d.number, d.version, d.actor) for d in state.deploys[ALPHA]] == [(1, "1.2.0", "config"),
+                                                                              (2, "1.3.0", "ops")]
+    same = apply(engine, Deploy(strategy="alpha"))
+    assert not same.ok and "nothing to deploy" in same.error and "1.3.0 (deploy 2)" in same.error
+
+    back = apply(engine, Rollback(strategy="alpha"))
+
+    assert back.ok and back.detail["to"] == {"version": "1.2.0", "deploy": 3}
+    assert back.detail["note"] == "rollback to deploy 1"
+    assert (row["deploy"], row["max_order_qty"]) == (3, 3) and state.subscribers(0) == [ALPHA]
+
+
+@pytest.mark.parametrize("change, error", [
+    (('account = "futures"', 'account = "equities"'), "cannot move alpha from account 'futures'"),
+    (('name = "alpha"', 'name = "zeta"'), "holds strategy 'zeta', not 'alpha'"),
+    (("max_position = 12", "max_position = -1"), "at $.sizing.max_position"),
+])
+def test_deploy_when_the_new_version_is_not_acceptable_then_the_running_one_keeps_trading(editable, change, error):
+    engine, strategies = editable
+    edit(strategies / "alpha.toml", *change)
+    before = engine.state.arena.copy()
+
+    result = apply(engine, Deploy(strategy="alpha"))
+
+    assert not result.ok and error in result.error, result.error
+    assert np.array_equal(engine.state.arena, before) and len(engine.state.deploys[ALPHA]) == 1
+
+
+def test_rollback_when_there_is_nothing_to_go_back_to_then_refused(editable):
+    engine, _ = editable
+    assert "nothing to roll back to" in apply(engine, Rollback(strategy="alpha")).error
+    assert "has no deploy 7" in apply(engine, Rollback(strategy="alpha", to=7)).error
+    assert "is the running one" in apply(engine, Rollback(strategy="alpha", to=1)).error
+
+
+# ------------------------------------------------------------------------------------------------- shadows
+def feed_signals(engine, *signals):
+    """Signal frames through the engine's own batch, as if they had just arrived."""
+    data = b"".join(encode_frame(Signal(0, seq, signal_id, instrument, SIGNAL_ORDER, value, price, NOW, 0))
+                    for seq, signal_id, instrument, value, price in signals)
+    engine.feed(NOW, 1, [len(data)], data)
+    engine.decide(NOW)
+
+
+def test_shadow_when_started_then_it_decides_beside_the_live_version_and_places_nothing(editable):
+    engine, strategies = editable
+    state = engine.state
+    edit(strategies / "alpha.toml", 'version = "1.2.0"', 'version = "2.0.0"')
+    edit(strategies / "alpha.toml", "max_order_qty = 3", "max_order_qty = 1")
+    feed_signals(engine, (1, 0, 0, 2.0, 6000.25))  # before the shadow: not in the comparison
+
+    result = apply(engine, Shadow(strategy="alpha", on=True))
+
+    assert result.ok, result.error
+    shadow = state.strategy_id("alpha.shadow1")
+    assert state.strategies[shadow]["shadow_of"] == ALPHA + 1 and state.subscribers(0) == [ALPHA, shadow]
+    orders_before = int(state.counters[C_ORDERS])
+    feed_signals(engine, (2, 0, 0, 2.0, 6000.25), (3, 0, 0, 1.0, 6000.25))
+    assert int(state.counters[C_ORDERS]) == orders_before + 2  # the live version's; none from the shadow
+    report = state.snapshot()["alpha"]["shadows"][0]
+    assert report["running"] and report["version"] == "2.0.0"
+    assert report["live"]["orders"] == 2 and report["live"]["buy_qty"] == 3
+    assert report["shadow"]["orders"] == 1 and report["shadow"]["buy_qty"] == 1  # qty 2 is over its max of 1
+    assert report["shadow"]["by_reason"] == {"qty_max": 1}
+    assert state.snapshot()["alpha.shadow1"]["shadow_of"] == "alpha"
+    assert not apply(engine, Shadow(strategy="alpha", on=True)).ok  # one at a time
+
+    promoted = apply(engine, Deploy(strategy="alpha"))
+
+    assert promoted.ok and state.strategies[shadow]["state"] == RETIRED and state.subscribers(0) == [ALPHA]
+    assert not state.snapshot()["alpha"]["shadows"][0]["running"]
+    assert "has no shadow running" in apply(engine, Shadow(strategy="alpha", on=False)).error

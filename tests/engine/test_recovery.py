@@ -12,7 +12,7 @@ import pytest
 
 from adapters.base import TransportStats
 from adapters.journal import JournalConfig, JournalReader, segments
-from engine.commands import KillSwitch, SetLimits, Transition
+from engine.commands import Deploy, KillSwitch, Rollback, SetLimits, Shadow, Transition
 from engine.config import load_config
 from engine.driver import Engine
 from engine.journal import EngineJournal
@@ -77,13 +77,21 @@ def frames_for(rng, seq, t):
     return b"".join(out)
 
 
-def commands(rng):
+def commands(rng, config):
     name = rng.choice(STRATEGIES)
+    if rng.random() < 0.2:  # an operator edits a strategy's file, then deploys it or rolls back
+        path = journal_directory(config).parents[1] / "strategies" / f"{name}.toml"
+        text = path.read_text()
+        qty = rng.choice([10, 20, 30, 40])
+        path.write_text("\n".join(f"max_order_qty = {qty}" if line.startswith("max_order_qty") else line
+                                  for line in text.splitlines()) + "\n")
+        return rng.choice([Deploy(strategy=name), Rollback(strategy=name), Shadow(strategy=name, on=True)])
     return rng.choice([
         Transition(strategy=name, action=rng.choice(["pause", "resume", "activate", "halt", "reset", "reduce_only"])),
         SetLimits(strategy=name, values={"max_order_qty": rng.choice([1, 50, 500])}),
         KillSwitch(scope="strategy", name=name, on=rng.random() < 0.5),
         KillSwitch(scope="global", on=rng.random() < 0.2),
+        Shadow(strategy=name, on=False),
     ])
 
 
@@ -103,7 +111,7 @@ def run_live(config, rng, steps, snapshot_at=None):
         for _ in range(rng.choice([0, 1, 1, 3])):
             inbound.waiting.append(frames_for(rng, seq, clock[0]))
         if rng.random() < 0.15:
-            engine.control.submit(commands(rng))
+            engine.control.submit(commands(rng, config))
         engine.poll()
         engine.step()
         if step == snapshot_at:
@@ -130,7 +138,9 @@ def test_recovery_when_the_engine_dies_then_journal_replay_gives_its_state_bit_f
     assert live.state.counters[0] > 0 and info.records_replayed > 300 and info.snapshot_seq == 0
     assert state.digest() == live.state.digest()
     assert results == live.control.results
-    assert [d[-1].spec for d in state.deploys] == [d[-1].spec for d in live.state.deploys]
+    assert state.deploys == live.state.deploys  # the journaled specs, whatever the files say now
+    assert any(len(d) > 1 for d in live.state.deploys)
+    assert state.shadows == live.state.shadows
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -171,7 +181,7 @@ def test_journal_when_the_disk_fills_up_then_halt_policy_halts_and_sends_nothing
     full = os.open("/dev/full", os.O_WRONLY)
     os.dup2(full, live.journal.writer._fd)  # the kernel's own ENOSPC on every write from now on
     os.close(full)
-    live.state.strategies["state"][:] = 2  # every strategy ACTIVE
+    live.state.strategies["state"][:len(STRATEGIES)] = 2  # every strategy ACTIVE
     sent_before = getattr(live.oms, "stats", None) and live.oms.stats.sent
 
     live.control.submit(Transition(strategy="momentum", action="pause"))
@@ -179,7 +189,8 @@ def test_journal_when_the_disk_fills_up_then_halt_policy_halts_and_sends_nothing
     live.step()
 
     assert live.journal.failing and live.stats.journal_failures >= 1
-    assert [int(x) for x in live.state.strategies["state"]] == [HALTED, HALTED, PAUSED, HALTED, HALTED]
+    states = [int(x) for x in live.state.strategies["state"][:len(STRATEGIES)]]
+    assert states == [HALTED, HALTED, PAUSED, HALTED, HALTED]
     if live.oms is not None:
         assert live.oms.stats.sent == sent_before
 

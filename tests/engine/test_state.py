@@ -36,10 +36,10 @@ def state():
 def test_build_when_basic_config_then_every_region_has_its_configured_shape(state):
     expected = {
         "rx": (65_536,), "rx_sizes": (64,), "tx": (32_768,), "signals": (64,), "orders": (32,), "rejects": (16,),
-        "reports": (128,), "cursors": (A.N_RINGS, 2), "instruments": (2,), "strategies": (3,), "positions": (3, 2),
+        "reports": (128,), "cursors": (A.N_RINGS, 2), "instruments": (2,), "strategies": (4,), "positions": (4, 2),
         "accounts": (2,), "exposures": (2, 2), "open_orders": (8,), "free_slots": (8,), "sub_ptr": (7,),
-        "sub_strategy": (5,), "source_seq": (3,), "counters": (N_COUNTERS,), "reason_counts": (3, N_REASONS),
-        "trip_counts": (3, N_TRIPS), "transitions": (N_STATES, N_EVENTS), "scalars": (A.N_SCALARS,),
+        "sub_strategy": (8,), "source_seq": (3,), "counters": (N_COUNTERS,), "reason_counts": (4, N_REASONS),
+        "trip_counts": (4, N_TRIPS), "transitions": (N_STATES, N_EVENTS), "scalars": (A.N_SCALARS,),
         "rx_times": (64,), "rx_sources": (64,), "fills": (4096,),
         "venue": (1,), "venue_orders": (0,), "venue_events": (0,), "venue_books": (0, 2),  # an OMS over TCP
     }
@@ -130,7 +130,7 @@ def test_build_when_strategy_is_disabled_then_it_starts_ready_with_default_break
 
 
 def test_build_when_strategy_lists_instruments_then_only_those_positions_are_allowed(state):
-    assert state.positions["allowed"].tolist() == [[1, 0], [1, 1], [0, 1]]
+    assert state.positions["allowed"].tolist() == [[1, 0], [1, 1], [0, 1], [0, 0]]  # the spare row: none
     for field in ("qty", "open_buy", "open_sell", "realized", "fees"):
         assert (state.positions[field] == 0).all(), field
 
@@ -160,7 +160,7 @@ def test_build_when_built_then_free_slot_stack_pops_slot_zero_first(state):
 
 def test_build_when_signals_are_shared_then_subscriptions_are_csr_in_strategy_id_order(state):
     assert state.sub_ptr.tolist() == [0, 1, 1, 3, 4, 4, 5]
-    assert state.sub_strategy.tolist() == [ALPHA, ALPHA, BETA, GAMMA, BETA]
+    assert state.sub_strategy.tolist()[:5] == [ALPHA, ALPHA, BETA, GAMMA, BETA]  # and room for one more
     assert [state.subscribers(g) for g in range(7)] == [[ALPHA], [], [ALPHA, BETA], [GAMMA], [], [BETA], []]
 
 
@@ -174,8 +174,9 @@ def test_build_when_demo_config_then_it_builds_with_shared_instruments():
 
     assert len(state.strategy_names) == len(load_config(DEMO).strategies)
     assert (state.positions["allowed"][:, state.instrument_id("ESZ5")] == 1).sum() >= 2
-    assert state.sub_ptr[-1] == len(state.sub_strategy)
+    assert state.sub_ptr[-1] == sum(len(s.signals) for s in load_config(DEMO).strategies)
     assert (state.strategies["tokens"] == state.strategies["burst"]).all()
+    assert state.scalars[A.S_STRATEGIES] == len(state.strategy_names) < len(state.strategies)  # room to register
 
 
 def test_build_when_built_twice_then_arenas_are_identical_and_independent():
@@ -189,7 +190,7 @@ def test_build_when_built_twice_then_arenas_are_identical_and_independent():
 
 # ------------------------------------------------------------------------------------------------- names
 def test_name_maps_when_built_then_names_and_ids_round_trip(state):
-    assert state.strategy_names == ("alpha", "beta", "gamma")
+    assert state.strategy_names == ["alpha", "beta", "gamma"]
     assert state.instrument_symbols == ("ESZ5", "AAPL") and state.account_names == ("futures", "equities")
     assert [state.strategy_id(n) for n in state.strategy_names] == [0, 1, 2]
     assert (state.instrument_id("AAPL"), state.account_id("equities")) == (AAPL, 1)

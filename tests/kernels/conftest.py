@@ -173,6 +173,7 @@ def make_state(n_strategies=1, n_instruments=1, n_accounts=1, *, subscriptions=N
     k.exposures["working_head"] = NO_SLOT
     k.free_slots[:] = np.arange(order_table)[::-1]
     k.scalars[A.S_FREE_TOP] = order_table
+    k.scalars[A.S_STRATEGIES] = n_strategies
     k.scalars[A.S_ORDER_GEN] = 1
     k.scalars[A.S_NEXT_COOLDOWN_NS] = 0  # look at once: a test may start a strategy tripped
     k.scalars[A.S_MAX_FANOUT] = max((len(subs) for subs in subscriptions), default=0)
