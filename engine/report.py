@@ -1,4 +1,5 @@
-"""What a running or finished engine tells its operator: the live table and the final report."""
+"""What a running or finished engine tells its operator: the live table, the final report, the API's reads."""
+import itertools
 import os
 import time
 
@@ -137,18 +138,39 @@ _SUMMARY = ("state", "trip_cause", "deploy", "account", "kill", "signals", "orde
             "rejects", "realized", "unrealized", "fees")
 
 
-def strategy_summaries(state):
-    """A line per strategy name: state, trip cause, deploy, account, counts, P&L and the positions held. Built
-    from one `tolist` of the table (a few microseconds), not field by field."""
+MOVES_SCANNED = 128  # how many of the latest applied commands `last_moves` looks through
+
+
+def last_moves(results, names=None):
+    """{strategy name: what last moved it}, from the latest MOVES_SCANNED applied commands (`Control.results`):
+    an operator's transition ({command, id, seq, from, to}) or the engine's own halt_all ({..., policy,
+    reason}, e.g. "OMS link lost"). A breaker's trip is not a command: its cause is the strategy's trip_cause."""
+    moves = {}
+    for result in itertools.islice(reversed(results.values()), MOVES_SCANNED):
+        detail = result.detail
+        moved = detail.get("moved", ()) if result.command == "halt_all" else (
+            (detail.get("strategy"),) if result.command == "transition" else ())
+        for name in moved:
+            if name not in moves and (names is None or name in names):
+                moves[name] = {"command": result.command, "id": result.id, "seq": result.seq,
+                               **{k: v for k, v in detail.items() if k not in ("strategy", "moved")}}
+    return moves
+
+
+def strategy_summaries(state, results=None):
+    """A line per strategy name: state, trip cause, what last moved it (of `results`, the applied commands),
+    deploy, account, counts, P&L and the positions held. Built from one `tolist` of the table (a few
+    microseconds), not field by field."""
     rows = state.strategies[list(_SUMMARY)].tolist()
     held = state.positions["qty"].tolist()
+    moves = last_moves(results or {})
     out = {}
     for s, name in enumerate(state.strategy_names):
         row = dict(zip(_SUMMARY, rows[s]))
         realized, unrealized, fees = row.pop("realized"), row.pop("unrealized"), row.pop("fees")
         cause = row.pop("trip_cause")
         out[name] = {**row, "state": STATE_NAMES[row["state"]], "trip_cause": None if cause == NO_TRIP else
-                     TRIP_NAMES[cause], "version": state.deploys[s][-1].version,
+                     TRIP_NAMES[cause], "moved_by": moves.get(name), "version": state.deploys[s][-1].version,
                      "account": state.account_names[row["account"]], "kill": bool(row["kill"]),
                      "pnl": {"realized": realized, "unrealized": unrealized, "fees": fees,
                              "net": realized + unrealized - fees},
@@ -156,10 +178,12 @@ def strategy_summaries(state):
     return out
 
 
-def strategy_detail(state, s):
-    """Everything about strategy s: its report (state_snapshot), why it is in its state (trip cause, breaker
-    counts, kill switches), the limits it runs with, and its deploy history."""
+def strategy_detail(state, s, results=None):
+    """Everything about strategy s: its report (strategy_snapshot), why it is in its state (trip cause, breaker
+    counts, kill switches, the applied command of `results` that last moved it), the limits it runs with, its
+    deploy history and its shadow runs."""
     out = state.strategy_snapshot(s)
+    out["moved_by"] = last_moves(results or {}, {state.strategy_names[s]}).get(state.strategy_names[s])
     row = state.strategies[s]
     spec = state.deploys[s][-1].spec
     account_kill = int(state.accounts[row["account"]]["kill"])
@@ -172,7 +196,10 @@ def strategy_detail(state, s):
     out["limits"] = {section: msgspec.to_builtins(getattr(spec, section)) for section in ("sizing", "limits",
                                                                                             "breakers")}
     out["deploys"] = [{"number": d.number, "version": d.version, "config_hash": d.config_hash, "source": d.source,
-                       "deployed_ns": d.deployed_ns, "actor": d.actor} for d in state.deploys[s]]
+                       "deployed_ns": d.deployed_ns, "actor": d.actor, "note": d.note} for d in state.deploys[s]]
+    shadows = [state.shadow_report(run) for run in state.shadows if run.live == s]
+    if shadows:
+        out["shadows"] = shadows
     return out
 
 

@@ -59,10 +59,11 @@ def decode_problem(error: msgspec.MsgspecError) -> ApiError:
 
 
 def refusal(result: CommandResult) -> ApiError:
-    """The status of a command the engine refused, from its error: an unknown name is 404, a state that does not
-    allow it ("cannot ...", the lifecycle table's words) 409, any other value it refused 422."""
+    """The status of a command the engine refused, from its error: an unknown name (or strategy file) is 404, a
+    state that does not allow it ("cannot ...", the lifecycle table's words) 409, any other value it refused
+    422."""
     message = str(result.error)
-    if message.startswith("unknown "):
+    if message.startswith("unknown ") or ": file not found;" in message:
         return ApiError(404, message, result=result)
     if message.startswith("cannot "):
         return ApiError(409, message, result=result)

@@ -151,7 +151,7 @@ class Api:
         return self.openapi
 
     async def _strategies(self, request, caller, body):
-        return await self._read(lambda: report.strategy_summaries(self.engine.state))
+        return await self._read(lambda: report.strategy_summaries(self.engine.state, self.engine.control.results))
 
     async def _strategy(self, request, caller, body):
         state = self.engine.state
@@ -162,7 +162,7 @@ class Api:
                 s = state.strategy_id(name)
             except KeyError as e:  # returned, not raised: an exception that crosses threads holds a cycle
                 return ApiError(404, e.args[0])
-            return report.strategy_detail(state, s)
+            return report.strategy_detail(state, s, self.engine.control.results)
         return _raised(await self._read(detail))
 
     async def _accounts(self, request, caller, body):

@@ -93,10 +93,25 @@ def _positions(held):
     return ", ".join(f"{symbol} {qty:+d}" for symbol, qty in held.items()) or "flat"
 
 
+def _why(s):
+    """Why a strategy is in its state, in a few words: its breaker's trip, its kill switch, or the command that
+    last moved it (the engine's halt_all says its reason)."""
+    moved = s.get("moved_by") or {}
+    if s["trip_cause"]:
+        return f"tripped: {s['trip_cause']}"
+    if s["kill"] or any(s.get("kill_switch", {}).values()):
+        return "kill switch"
+    if moved.get("command") == "halt_all":
+        return f"{moved['policy']}: {moved['reason']}"
+    if moved:
+        return f"{moved['from']} -> {moved['to']} ({moved['id']})"
+    return ""
+
+
 def _strategies_table(strategies):
     return _table("strategies", ("strategy", "state", "why", "version", "deploy", "position", "P&L", "orders",
                                  "fills", "rejects"),
-                  [(name, s["state"], s["trip_cause"] or ("kill switch" if s["kill"] else ""), s["version"],
+                  [(name, s["state"], _why(s), s["version"],
                     s["deploy"], _positions(s["positions"]), _money(s["pnl"]["net"]), s["orders"], s["fills"],
                     s["rejects"]) for name, s in strategies.items()], left=4)
 
@@ -116,7 +131,12 @@ def _show_strategy(name, s):
     breaker, kill = s["breaker"], s["kill_switch"]
     why = [f"tripped by {breaker['trip_cause']}"] if breaker["trip_cause"] else []
     why += [f"{scope} kill switch on" for scope, on in kill.items() if on]
-    console.print(f"{name}: {s['state']}{' (' + ', '.join(why) + ')' if why else ''}; version "
+    moved = s.get("moved_by")
+    if moved and moved["command"] == "halt_all":
+        why.append(f"moved by the engine's halt_all ({moved['policy']}: {moved['reason']}, journal seq {moved['seq']})")
+    elif moved:
+        why.append(f"last moved {moved['from']} -> {moved['to']} by command {moved['id']} (journal seq {moved['seq']})")
+    console.print(f"{name}: {s['state']}{' (' + '; '.join(why) + ')' if why else ''}; version "
                   f"{s['version']}, deploy {s['deploy']} ({s['config_hash'][:12]}); account {s['account']}")
     pnl = s["pnl"]
     console.print(f"P&L realized {_money(pnl['realized'])}, unrealized {_money(pnl['unrealized'])}, fees "

@@ -314,7 +314,7 @@ def test_ctl_when_the_oms_link_came_back_then_the_operator_rearms_the_strategies
     engine.wait_status(lambda r: r["strategies"]["momentum"]["state"] == stopped and r["oms"]["up"],
                        f"momentum {stopped} by the OMS policy, and the link back up")
     code, out, err = ctl(procs, engine, "strategies", token=None)
-    assert code == 0 and stopped in out
+    assert code == 0 and stopped in out and f"{policy}: OMS link lost" in out  # why: the engine's own policy
     orders = engine.wait_status(lambda r: True, "a status")["counters"]["orders"]
 
     for step in operator_steps:

@@ -305,3 +305,21 @@ def test_build_when_the_api_port_is_taken_then_the_engine_does_not_start(tmp_pat
         config = load_config(derive_config(tmp_path / "config", engine={"api": {"port": taken.getsockname()[1]}}))
         with pytest.raises(OSError):
             service_module.build(config)
+
+
+# ------------------------------------------------------------------------------------------------- why
+def test_strategy_detail_when_the_engine_or_an_operator_moved_it_then_it_says_which_command(built):
+    from engine import report
+    from engine.commands import HaltAll
+    engine, state = built.engine, built.engine.state
+    engine.control.apply(HaltAll(actor="engine", policy="halt", reason="OMS link lost"), engine.clock())
+    momentum, pairs = state.strategy_id("momentum"), state.strategy_id("pairs")
+
+    moved = report.strategy_detail(state, momentum, engine.control.results)["moved_by"]
+    assert (moved["command"], moved["policy"], moved["reason"]) == ("halt_all", "halt", "OMS link lost")
+    assert report.strategy_detail(state, pairs, engine.control.results)["moved_by"] is None  # READY: not moved
+
+    engine.control.apply(Transition(id="op-9", strategy="momentum", action="reset"), engine.clock())
+    summary = report.strategy_summaries(state, engine.control.results)["momentum"]
+    assert {k: summary["moved_by"][k] for k in ("command", "id", "from", "to")} == {
+        "command": "transition", "id": "op-9", "from": "HALTED", "to": "READY"}
