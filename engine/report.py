@@ -147,9 +147,13 @@ def last_moves(results, names=None):
     reason}, e.g. "OMS link lost"). A breaker's trip is not a command: its cause is the strategy's trip_cause."""
     moves = {}
     for result in itertools.islice(reversed(results.values()), MOVES_SCANNED):
-        detail = result.detail
-        moved = detail.get("moved", ()) if result.command == "halt_all" else (
-            (detail.get("strategy"),) if result.command == "transition" else ())
+        command, detail = result.command, result.detail
+        if command == "transition":
+            moved = (detail["strategy"],)
+        elif command == "halt_all":
+            moved = detail["moved"]
+        else:
+            continue
         for name in moved:
             if name not in moves and (names is None or name in names):
                 moves[name] = {"command": result.command, "id": result.id, "seq": result.seq,
@@ -161,8 +165,9 @@ def strategy_summaries(state, results=None):
     """A line per strategy name: state, trip cause, what last moved it (of `results`, the applied commands),
     deploy, account, counts, P&L and the positions held. Built from one `tolist` of the table (a few
     microseconds), not field by field."""
-    rows = state.strategies[list(_SUMMARY)].tolist()
-    held = state.positions["qty"].tolist()
+    used = len(state.strategy_names)  # the table has rows to spare for strategies registered later
+    rows = state.strategies[:used][list(_SUMMARY)].tolist()
+    held = state.positions["qty"][:used].tolist()
     moves = last_moves(results or {})
     out = {}
     for s, name in enumerate(state.strategy_names):

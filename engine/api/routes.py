@@ -4,7 +4,7 @@ Reads never race a batch. On the event driver the app runs on the engine's own l
 between two batches and reads the arena directly. Beside the spin driver the app has a thread and loop of its
 own, and a read is a closure the driver runs between two steps (engine/driver.py `Engine.read`). Either way
 the time a read holds the engine's thread is measured (`ApiStats`): its budget is 100 us on the demo config
-(5 strategies, 6 instruments), most reads taking 10-40 us.
+(5 strategies, 6 instruments), most reads taking 15-50 us.
 
 Every change is a command (engine/commands.py): the handler builds it from the path, the body, the caller
 (actor "<token name> (<role>)") and the Idempotency-Key header (its id: a retry gets the first result), and
