@@ -196,18 +196,43 @@ def test_api_when_input_is_bad_then_its_status_code_and_field_say_why_and_nothin
     assert applied(config) == []
 
 
-def test_api_when_a_command_is_not_built_yet_then_the_engine_refusal_or_result_comes_back_as_it_is(procs, tmp_path):
-    """register, deploy, rollback and shadow are routed to the engine whatever it makes of them today."""
-    engine = start(procs, api_config(tmp_path))
+def test_api_when_versions_are_deployed_rolled_back_shadowed_and_registered_then_the_history_says_who(procs,
+                                                                                                   tmp_path):
+    config = api_config(tmp_path)
+    engine = start(procs, config)
     api = Api(engine)
-    for path, body in (("/strategies", {"file": "momentum.toml"}), ("/strategies/momentum/deploy", {}),
-                       ("/strategies/momentum/rollback", {}), ("/strategies/momentum/shadow", {"on": True})):
-        status, answer = api.post(path, body)
-        if status == 200:
-            assert answer["ok"] is True
-        else:
-            assert status in (404, 409, 422), (path, status, answer)
-            assert answer["error"]["message"] == str(answer["result"]["error"]), answer
+    strategies = config / "strategies"
+    file = strategies / "momentum.toml"
+    file.write_text(file.read_text().replace('version = "1.2.0"', 'version = "1.3.0"'))
+
+    status, deployed = api.post("/strategies/momentum/deploy", {})
+    assert status == 200 and deployed["ok"], deployed
+    detail = api.get("/strategies/momentum")
+    assert (detail["version"], detail["deploy"]) == ("1.3.0", 2)
+    assert [(d["number"], d["version"], d["actor"]) for d in detail["deploys"]][-1] == (2, "1.3.0", "ops (operator)")
+    status, refused = api.post("/strategies/momentum/deploy", {})  # the running version again
+    assert status == 422 and "nothing to deploy" in refused["error"]["message"], refused
+    code, out, err = ctl(procs, engine, "rollback", "momentum")
+    assert code == 0, err
+    assert (api.get("/strategies/momentum")["version"], api.get("/strategies/momentum")["deploy"]) == ("1.2.0", 3)
+    status, refused = api.post("/strategies/momentum/rollback", {"to": 99})
+    assert status == 422 and refused["error"]["message"] == refused["result"]["error"]
+
+    (strategies / "momentum-next.toml").write_text(file.read_text().replace('version = "1.3.0"', 'version = "1.4.0"'))
+    code, out, err = ctl(procs, engine, "shadow", "momentum", "on", "--file", "momentum-next.toml")
+    assert code == 0, err
+    assert api.get("/strategies/momentum")["shadows"][0]["version"] == "1.4.0"
+    assert ctl(procs, engine, "shadow", "momentum", "off")[0] == 0
+
+    pairs = (strategies / "pairs.toml").read_text()
+    (strategies / "pairs2.toml").write_text(pairs.replace('name = "pairs"', 'name = "pairs2"'))
+    code, out, err = ctl(procs, engine, "register", "pairs2.toml")
+    assert code == 0, err
+    assert api.get("/strategies")["pairs2"]["state"] == "READY"
+    status, missing = api.post("/strategies", {"file": "nothing-here.toml"})
+    assert (status, missing["error"]["code"]) == (404, "not_found"), missing
+    assert [type(c).__name__ for c in applied(config)] == ["Deploy", "Rollback", "Shadow", "Shadow", "Register"]
+    assert {c.actor for c in applied(config)} == {"ops (operator)"}
     status, answer = api.post("/reload")
     assert (status, answer["error"]["code"]) == (501, "not_implemented")
 
