@@ -95,7 +95,7 @@ class Api:
     def _routes(self):
         read, operator = "read", "operator"
         routes = [
-            Route("GET", "/health", "health", "Whether the engine answers: its name, driver and OMS link",
+            Route("GET", "/health", "health", "Whether the engine answers: its name, uptime and OMS link",
                   self._health, None),
             Route("GET", "/openapi.json", "openapi", "This API, as an OpenAPI 3.1 document", self._openapi, read),
             Route("GET", "/strategies", "strategies", "Every strategy: state, trip cause, deploy, counts, P&L",
@@ -118,7 +118,8 @@ class Api:
             Route("POST", "/strategies", "register", Register.__doc__, self._register, operator, RegisterBody, True),
         ]
         for action in TRANSITIONS:
-            routes.append(Route("POST", f"/strategies/{{name}}/{action}", action, Transition.__doc__,
+            routes.append(Route("POST", f"/strategies/{{name}}/{action}", action,
+                                f"{action.capitalize()} a strategy. {Transition.__doc__}",
                                 functools.partial(self._transition, action), operator, TransitionBody, True))
         routes += [
             Route("POST", "/strategies/{name}/limits", "strategy_limits", SetLimits.__doc__, self._strategy_limits,

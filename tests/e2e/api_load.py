@@ -138,7 +138,8 @@ def note(workdir):
     finally:
         procs.close()
     return {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "platform": platform.platform()},
+                        "platform": platform.platform(), "load_average_1m": os.getloadavg()[0],
+                        "taken": time.strftime("%Y-%m-%d %H:%M:%S")},
             "method": __doc__.split("\n\n")[2].replace("\n", " "), "runs": runs}
 
 
