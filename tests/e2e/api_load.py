@@ -99,12 +99,12 @@ LOADED_S = 4.0       # seconds of each run's feed
 REQUESTS = 2000      # per latency figure
 
 
-def _engine_run(procs, config, driver, load):
+def _engine_run(procs, config, name, driver, load):
     """One engine, the feed trading for LOADED_S; `load(url)` runs meanwhile (or not). Its figures."""
-    engine = procs.engine(config, "--driver", driver)
+    engine = procs.engine(config, "--driver", driver, name=name)
     url = engine.ready["api"]
     feed = procs.start_feed(engine, "udp", "--rate", FEED_RATE, "--duration", LOADED_S, "--bad-ratio", 0,
-                            "--json", name=f"feed-{driver}")
+                            "--json", name=f"feed-{name}")
     cpu0, t0 = cpu_seconds(engine.popen.pid), time.perf_counter()
     loaded = load(url) if load else None
     feed.wait(60)
@@ -118,16 +118,20 @@ def _engine_run(procs, config, driver, load):
 
 
 def note(workdir):
+    """Every run on a fresh copy of the demo (its own journal), one after the other."""
     from tests.e2e.e2e_kit import Processes, derive_config
-    config = derive_config(Path(workdir) / "config")
-    procs = Processes(Path(workdir))
+    workdir = Path(workdir)
+    procs = Processes(workdir)
     runs = []
+
+    def config(name):
+        return derive_config(workdir / name)
     try:
         for driver in ("event", "spin"):
-            runs.append(_engine_run(procs, config, driver, None))
-            runs.append(_engine_run(procs, config, driver, lambda url: paced(
+            runs.append(_engine_run(procs, config(f"{driver}-idle"), f"{driver}-idle", driver, None))
+            runs.append(_engine_run(procs, config(f"{driver}-reads"), f"{driver}-reads", driver, lambda url: paced(
                 url, "/strategies", rate=READ_RATE, count=int(READ_RATE * (LOADED_S - 0.5)))))
-            engine = procs.engine(config, "--driver", driver, name=f"latency-{driver}")
+            engine = procs.engine(config(f"{driver}-latency"), "--driver", driver, name=f"{driver}-latency")
             url = engine.ready["api"]
             read = paced(url, "/strategies/momentum", rate=500, count=REQUESTS)
             command = paced(url, "/strategies/pairs/limits", method="POST", body=b'{"max_order_qty": 10}',
