@@ -9,6 +9,7 @@ name, a value out of range, not built yet); 2 usage; 3 cannot reach the API (not
 not the API); 4 auth (no token, a wrong one, or a role that may not do it).
 """
 import argparse
+import http.client
 import json
 import os
 import sys
@@ -54,7 +55,8 @@ def call(args, method, path, body=None):
     except urllib.error.HTTPError as e:
         with e:
             return Answer(e.code, _json(e.read(), url))
-    except (urllib.error.URLError, OSError, ValueError) as e:  # refused, timed out, not HTTP, a bad URL
+    # refused, timed out, not HTTP (or not the API), a bad URL
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
         raise Unreachable(f"cannot reach the API at {args.url}: {getattr(e, 'reason', e)}") from None
 
 
