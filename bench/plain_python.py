@@ -23,6 +23,7 @@ from pathlib import Path
 import msgspec
 
 from engine.config import load_config
+from kernels.arena import FIRST_LISTENER, SOURCE_OMS
 from kernels.dtypes import COUNTER_NAMES, MSG_ORDER, REASON_NAMES, STATE_NAMES, WIRE_VERSION
 from reference.stream import Stream
 from wire.frames import FRAME_OK, HEADER, scan_frames
@@ -38,11 +39,12 @@ class PlainEngine:
         self.clock = clock
         self.encoder = msgspec.msgpack.Encoder()
 
-    def on_bytes(self, data, now_ns=None):
-        """One chunk of frames (signals, reports, market data) arrived now: the order frames it made (bytes-like;
-        empty when it made none, or when the venue runs in process)."""
+    def on_bytes(self, data, now_ns=None, source=FIRST_LISTENER):
+        """One chunk of frames arrived now from `source` (signals and market data on a listener, reports on the OMS
+        link, SOURCE_OMS): the order frames it made (bytes-like; empty when it made none, or when the venue runs in
+        process)."""
         stream = self.stream
-        stream.feed(self.clock() if now_ns is None else now_ns, data)
+        stream.feed(self.clock() if now_ns is None else now_ns, data, source)
         out = b""
         orders = stream.orders
         if orders:
@@ -93,7 +95,7 @@ class _Oms(asyncio.Protocol):
         self.buffer += data
         reports = _whole_frames(self.buffer)
         if reports:
-            self.engine.on_bytes(reports)
+            self.engine.on_bytes(reports, source=SOURCE_OMS)
 
 
 class _Signals(asyncio.Protocol):

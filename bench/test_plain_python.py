@@ -55,6 +55,7 @@ def _kernel_orders(config, frames, batches=1, step_ns=0, per_chunk=16):
         for k in range(chunks):
             state.rx_sizes[k] = min(per_chunk, n - k * per_chunk) * SIGNAL_FRAME_SIZE
         state.rx_times[:chunks] = NOW_NS + b * step_ns
+        state.rx_sources[:chunks] = A.FIRST_LISTENER  # signals come on a listener
         batch(state.arena, state.layout, chunks)
         tx += bytes(state.tx[:int(state.scalars[A.S_TX_LEN])])
         state.scalars[A.S_TX_LEN] = 0

@@ -17,7 +17,9 @@ from engine.commands import CancelUnsent, HaltAll
 from engine.control import Control
 from kernels import rings
 from kernels._jit import entry_point
-from kernels.arena import RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, S_STOP_CHUNK, S_STOP_POS, S_TX_LEN
+from kernels.arena import (
+    FIRST_LISTENER, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, SOURCE_OMS, S_STOP_CHUNK, S_STOP_POS, S_TX_LEN,
+)
 from kernels.batch import carry_over, run_batch
 from kernels.dtypes import EXEC_CANCELED, MSG_ORDER, ORDER_SLOT_BITS
 from kernels.pipeline import apply_reports
@@ -26,7 +28,6 @@ from wire.frames import encode_frame, iter_frames
 from wire.schema import Cancel
 
 log = logging.getLogger("orchestrator.engine")
-SOURCE_OMS = 0  # rx_sources of a chunk from the OMS link (and of a tick); the listeners are 1, 2, ...
 
 
 class EngineStats:
@@ -72,7 +73,7 @@ class Engine:
         self._cursors = state.cursors
         # where each chunk came from: 0 the OMS link, 1.. the listeners in order (rx_sources)
         self._sources = ([] if oms is None else [(oms, SOURCE_OMS)]) + [
-            (t, SOURCE_OMS + 1 + k) for k, t in enumerate(self.inbound)]
+            (t, FIRST_LISTENER + k) for k, t in enumerate(self.inbound)]
         self._offset = 0
         self._chunks = 0
         self._oms_up = True

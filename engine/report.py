@@ -8,7 +8,7 @@ from rich.table import Table
 
 from adapters.udp import UdpReceiver
 from engine.control import ACCOUNT_KEYS
-from kernels.arena import S_TX_LEN
+from kernels.arena import FIRST_LISTENER, MAX_SOURCES, ROLE_DATA_ON_OMS, ROLE_REPORT_OFF_OMS, S_TX_LEN, SOURCE_OMS
 from kernels.codec import ORDER_FRAME_SIZE
 from kernels.dtypes import COUNTER_NAMES, KILL_ACCOUNT, KILL_GLOBAL, NO_TRIP, REASON_NAMES, STATE_NAMES, TRIP_NAMES
 
@@ -53,13 +53,14 @@ def oms_report(engine):
             # encoded orders the OMS link has not taken yet (back-pressure at the end of the run)
             "orders_pending": int(state.scalars[S_TX_LEN]) // ORDER_FRAME_SIZE,
             **({"venue": venue_report(state)} if engine.oms is None else
-               {"transport": {**engine.oms.stats.as_dict(),
+               {"transport": {**engine.oms.stats.as_dict(), **_role_drops(state, SOURCE_OMS),
                               "pending_bytes": int(getattr(engine.oms, "pending_bytes", 0))}})}
 
 
 def transports_report(engine):
-    """Each listening transport by kind: its address and counts."""
-    return {kind: _transport(t) for kind, t in _inbound(engine)}
+    """Each listening transport by kind: its address, counts and the frames it sent off its role."""
+    return {kind: {**_transport(t), **_role_drops(engine.state, source)}
+            for source, (kind, t) in enumerate(_inbound(engine), start=FIRST_LISTENER)}
 
 
 def journal_report(service):
@@ -92,6 +93,14 @@ def strategies_report(state):
 def _inbound(engine):
     kinds = {"UdpReceiver": "udp", "TcpServer": "tcp", "AeronReceiver": "aeron"}
     return [(kinds.get(type(t).__name__, type(t).__name__), t) for t in engine.inbound]
+
+
+def _role_drops(state, source):
+    """Frames a source sent off its role (kernels/batch.py): execution reports not on the OMS link, signals and
+    market data on it; all dropped."""
+    row = state.role_drops[min(source, MAX_SOURCES - 1)]
+    return {"reports_dropped_by_role": int(row[ROLE_REPORT_OFF_OMS]),
+            "data_dropped_by_role": int(row[ROLE_DATA_ON_OMS])}
 
 
 def _transport(t):

@@ -31,15 +31,17 @@ from kernels.arena import (
     S_ORDER_GEN,
 )
 from kernels.dtypes import (
-    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_FILL_RING_FULL, C_ORDERS, C_REJECTS, C_REJECT_RING_FULL,
-    C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS,
-    C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_COOLDOWN,
-    EV_TRIP_HALT, EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, NO_PRICE, NO_TRIP,
-    N_REASONS, ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT,
-    R_LOSS_STRATEGY, R_NET_MAX, R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NO_REFERENCE,
-    R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL, R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID,
-    R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, R_SIGNAL_RANGE, R_STALE, SIDE_BUY,
-    SIDE_SELL, SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
+    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_FILL_OFF_BAND, C_FILL_RING_FULL, C_ORDERS, C_REJECTS,
+    C_REJECT_RING_FULL, C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS,
+    C_SHADOW_REJECTS, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE,
+    EV_COOLDOWN, EV_TRIP_HALT, EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT,
+    FILL_OFF_BAND, FILL_OVERFILL, NO_PRICE, NO_TRIP, N_REASONS, ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE,
+    R_DUPLICATE_ORDER, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT, R_LOSS_STRATEGY, R_MARK_STALE, R_NET_MAX,
+    R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NO_REFERENCE, R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL,
+    R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE,
+    R_RESTRICTED, R_SELF_MATCH, R_SIDE_BLOCKED, R_SIGNAL_RANGE, R_STALE, SIDES_BUY, SIDES_SELL, SIDE_BUY, SIDE_SELL,
+    SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_FILL_RATE, TRIP_LOSS,
+    TRIP_OFF_BAND_FILLS, TRIP_REJECT_RATIO,
 )
 from kernels.rings import HEAD, TAIL
 from reference.records import (
@@ -222,12 +224,10 @@ class Reference:
         reasons = bad
         if bad == 0:
             refill_tokens(st, now_ns)
-            reasons = self.order_reasons(st, i, p, side, qty, px_ticks)
+            reasons = self.order_reasons(st, i, p, side, qty, px_ticks, now_ns)
         placed = 0
         if reasons == 0 and live >= 0:
-            st.tokens -= 1.0
-            st.orders += 1
-            self.count_ordered(st, side, qty)
+            self.count_order(st, side, qty, px_ticks, now_ns)
             self.counters[C_SHADOW_ORDERS] += 1
         elif reasons == 0:
             self.place_order(sig, s, side, qty, px_ticks, now_ns)
@@ -251,7 +251,7 @@ class Reference:
         return placed
 
     # ---------------------------------------------------------------------------------- pre-trade risk
-    def order_reasons(self, st, i, p, side, qty, px_ticks):
+    def order_reasons(self, st, i, p, side, qty, px_ticks, now_ns):
         """Every pre-trade rule for an order of strategy st on instrument i (p: the position it sizes against: its
         own, or the live version's for a shadow), each setting its own bit (0 = accept)."""
         account = self.accounts[st.account]
@@ -272,6 +272,12 @@ class Reference:
             r |= R_NOT_TRADABLE
         if not p.allowed:
             r |= R_RESTRICTED
+        side_bit = SIDES_BUY if side == SIDE_BUY else SIDES_SELL
+        if not reducing and not (st.sides & side_bit and account.sides & side_bit):
+            r |= R_SIDE_BLOCKED
+        if st.duplicate_window_ns > 0 and now_ns - st.last_order_ns < st.duplicate_window_ns \
+                and (st.last_side, st.last_qty, st.last_px_ticks) == (side, qty, px_ticks):
+            r |= R_DUPLICATE_ORDER
         if qty <= 0:
             r |= R_QTY_INVALID
         elif qty % ins.lot_size != 0:
@@ -283,6 +289,8 @@ class Reference:
         if float(qty) * abs(float(px_ticks)) * (ins.tick_size * ins.multiplier) > st.max_order_notional:
             r |= R_NOTIONAL_MAX
         ref = ins.mark_ticks
+        if ins.max_mark_age_ns > 0 and (ins.marked_ns == 0 or now_ns - ins.marked_ns > ins.max_mark_age_ns):
+            r |= R_MARK_STALE
         if ref <= 0:
             r |= R_NO_REFERENCE
         elif abs(px_ticks - ref) * 100.0 > ins.band_pct * ref:
@@ -378,10 +386,8 @@ class Reference:
             p.open_sell += qty
             e.open_sell += qty
         self.refresh_exposure(a, i)
-        st.tokens -= 1.0
         st.open_orders += 1
-        st.orders += 1
-        self.count_ordered(st, side, qty)
+        self.count_order(st, side, qty, px_ticks, now_ns)
         order = OrderRecord(order_id, s, st.deploy, a, i, side, st.order_type, qty, px_ticks, px_ticks * ins.tick_size,
                             now_ns, sig.seq, sig.source, sig.ts_ns)
         if self.orders.put(order) is False:
@@ -391,11 +397,16 @@ class Reference:
         return order
 
     @staticmethod
-    def count_ordered(st, side, qty):
+    def count_order(st, side, qty, px_ticks, now_ns):
+        """An accepted order (placed, or a shadow's): its count, tokens, units by side, and the last order the
+        duplicate-order rule compares with."""
+        st.tokens -= 1.0
+        st.orders += 1
         if side == SIDE_BUY:
             st.ordered_buy += qty
         else:
             st.ordered_sell += qty
+        st.last_side, st.last_qty, st.last_px_ticks, st.last_order_ns = side, qty, px_ticks, now_ns
 
     def add_open(self, s, a, i, side, qty):
         """Working quantity changes by `qty` (negative to release) on the order's side."""
@@ -463,6 +474,20 @@ class Reference:
               and st.window_rejects >= st.max_reject_ratio * st.window_orders):
             self.trip(s, TRIP_REJECT_RATIO, now_ns)
 
+    def check_fills(self, s, off_band, now_ns):
+        """A fill into the fill-rate breaker's window, an off-band one into its count; trip when over."""
+        st = self.strategies[s]
+        if now_ns - st.fill_window_start_ns >= st.fill_window_ns:
+            st.fill_window_start_ns = now_ns
+            st.window_fills = 0
+        st.window_fills += 1
+        if off_band:
+            st.off_band_fills += 1
+        if 0 < st.max_fills_per_window < st.window_fills:
+            self.trip(s, TRIP_FILL_RATE, now_ns)
+        elif off_band and 0 < st.max_off_band_fills <= st.off_band_fills:
+            self.trip(s, TRIP_OFF_BAND_FILLS, now_ns)
+
     def check_pnl(self, s, now_ns):
         """Track the P&L peak; trip on the loss limit, else on the drawdown from the peak."""
         st = self.strategies[s]
@@ -496,6 +521,9 @@ class Reference:
         st.window_start_ns = now_ns
         st.window_orders = 0
         st.window_rejects = 0
+        st.fill_window_start_ns = now_ns
+        st.window_fills = 0
+        st.off_band_fills = 0
         st.peak_pnl = pnl_of(st)
 
     # ================================================================================== market data
@@ -512,6 +540,7 @@ class Reference:
     def on_mark(self, i, now_ns):
         """Instrument i's mark moved (market data set it): exposure of every account and P&L of every strategy
         holding it follow, and the P&L breakers judge it."""
+        self.instruments[i].marked_ns = now_ns
         for a in range(len(self.accounts)):
             self.refresh_exposure(a, i)
         for s in range(len(self.strategies)):
@@ -568,9 +597,14 @@ class Reference:
             self.counters[C_REPORT_INVALID] += 1
             return 0
         qty = rep.qty
-        if qty > o.leaves:   # the contract clamps an overfill to the leaves
+        flags = 0
+        if qty > o.leaves:   # the contract clamps an overfill to the leaves, and flags it
             self.counters[C_REPORT_OVERFILL] += 1
+            flags |= FILL_OVERFILL
             qty = o.leaves
+        if ins.mark_ticks > 0 and abs(px_ticks - ins.mark_ticks) * 100.0 > ins.band_pct * ins.mark_ticks:
+            self.counters[C_FILL_OFF_BAND] += 1  # the venue's fact: applied, flagged
+            flags |= FILL_OFF_BAND
         realized = fill_position(p, o.side, qty, px_ticks) * ins.tick_size * ins.multiplier
         p.realized += realized
         p.fees += rep.fee
@@ -585,12 +619,13 @@ class Reference:
         self.add_open(s, a, i, o.side, -qty)
         self.remark(s, i)
         self.counters[C_FILLS] += 1
-        if self.fills.put(FillRecord(o.order_id, s, o.deploy, a, i, o.side, rep.exec_type, 0, qty, o.leaves,
+        if self.fills.put(FillRecord(o.order_id, s, o.deploy, a, i, o.side, rep.exec_type, flags, qty, o.leaves,
                                          rep.price, rep.fee, realized, rep.ts_ns, now_ns, o.ts_ns, o.signal_ts_ns,
                                          o.px_ticks, o.arrival_mark_ticks)) is False:
             self.counters[C_FILL_RING_FULL] += 1
         if o.leaves == 0 or rep.exec_type == EXEC_FILL:
             self.release(slot)
+        self.check_fills(s, flags & FILL_OFF_BAND != 0, now_ns)
         self.check_pnl(s, now_ns)
         return 1
 

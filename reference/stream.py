@@ -13,6 +13,8 @@ accept exactly what msgspec accepts), and
   are > 0, else last when > 0, else the reference price); then exposure, P&L and breakers follow (rules.on_mark)
   and the venue matches what the quote now crosses;
 - an ExecutionReport is applied (rules.apply_report); an Order, or any other type, is C_FRAME_BAD_TYPE;
+- but first each frame keeps to its source's role: execution reports only on the OMS link (none while the venue
+  runs here), signals and market data only on the listeners; off its role it is counted and dropped;
 and after each frame the venue's reports due by now are applied, so an immediate fill reaches the books before
 the next event.
 
@@ -26,9 +28,10 @@ import msgspec
 from engine.state import EngineState
 from kernels.dtypes import (
     C_FRAMES, C_FRAME_BAD_TYPE, C_FRAME_BAD_VERSION, C_FRAME_MALFORMED, C_FRAME_OVERSIZE, C_FRAME_TRUNCATED,
-    C_MARKET_DATA, C_MARKET_DATA_INVALID, C_MARKET_DATA_UNKNOWN_INSTRUMENT, C_REPORTS, C_SIGNALS, FRAME_HEADER_SIZE,
-    MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_SIGNAL,
+    C_MARKET_DATA, C_MARKET_DATA_INVALID, C_MARKET_DATA_UNKNOWN_INSTRUMENT, C_REPORTS, C_ROLE_DATA_ON_OMS,
+    C_ROLE_REPORT_OFF_OMS, C_SIGNALS, FRAME_HEADER_SIZE, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_SIGNAL,
 )
+from kernels.arena import MAX_SOURCES, ROLE_DATA_ON_OMS, ROLE_REPORT_OFF_OMS, SOURCE_OMS
 from reference.rules import Reference
 from sim.venue import SimOmsConfig, SimulatedOms
 from wire.frames import FRAME_BAD_VERSION, FRAME_OK, FRAME_OVERSIZE, FRAME_TRUNCATED, next_frame
@@ -49,6 +52,7 @@ class Stream:
         self.counters = self.rules.counters
         self.orders, self.rejects, self.fills = self.rules.orders, self.rules.rejects, self.rules.fills
         self.venue = None
+        self.role_drops = [[int(x) for x in row] for row in k.role_drops]
         if len(k.venue) and k.venue[0]["on"]:
             self.venue = self.rules.venue = SimulatedOms(venue_config(k))
         self._signal = msgspec.msgpack.Decoder(Signal).decode
@@ -61,9 +65,11 @@ class Stream:
         return cls(EngineState.build(config))
 
     # ------------------------------------------------------------------------------------------ chunks in
-    def feed(self, t, data):
-        """One chunk: `data` (bytes-like, whole frames or not) arrived at stream time t. Return the orders placed."""
+    def feed(self, t, data, source=SOURCE_OMS):
+        """One chunk: `data` (bytes-like, whole frames or not) arrived at stream time t from `source` (0 the OMS
+        link, 1.. a listener: as the kernels' rx_sources). Return the orders placed."""
         rules, counters, venue = self.rules, self.counters, self.venue
+        on_oms_link = source == SOURCE_OMS and venue is None
         if venue is not None:
             self.release_due(t)
         now = rules.set_clock(t)
@@ -76,6 +82,13 @@ class Stream:
                 counters[VERDICT_COUNTERS[verdict]] += 1
                 break
             counters[C_FRAMES] += 1
+            if msg_type in (MSG_SIGNAL, MSG_MARKET_DATA, MSG_EXECUTION_REPORT) and \
+                    (msg_type == MSG_EXECUTION_REPORT) != on_oms_link:  # off its source's role: counted, dropped
+                report = msg_type == MSG_EXECUTION_REPORT
+                counters[C_ROLE_REPORT_OFF_OMS if report else C_ROLE_DATA_ON_OMS] += 1
+                self.role_drops[min(source, MAX_SOURCES - 1)][ROLE_REPORT_OFF_OMS if report else ROLE_DATA_ON_OMS] += 1
+                pos = frame_end
+                continue
             body = buf[pos + FRAME_HEADER_SIZE:frame_end]
             try:
                 if msg_type == MSG_SIGNAL:

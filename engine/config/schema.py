@@ -55,6 +55,7 @@ Quantity = Annotated[int, Meta(ge=1, le=MAX_QTY)]
 Count = Annotated[int, Meta(ge=1, le=INT32_MAX)]
 Milliseconds = Annotated[int, Meta(ge=1, le=MAX_MS)]
 RingSize = Annotated[int, Meta(ge=2, le=1 << 24)]
+Sides = Literal["both", "buy_only", "sell_only"]
 
 
 class _Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -234,6 +235,7 @@ class Instrument(_Config, kw_only=True):
     price_band_pct: Annotated[float, Meta(gt=0, le=100)]  # collar around the reference price, in percent
     tradable: bool = True
     reference_price: Positive  # currency; used until market data arrives
+    max_mark_age_ms: Annotated[int, Meta(ge=0, le=MAX_MS)] = 0  # orders need market data this fresh (0: no rule)
 
     def __post_init__(self):
         ticks = self.reference_price / self.tick_size
@@ -254,6 +256,7 @@ class Account(_Config, kw_only=True):
     max_net_notional: Positive    # currency
     daily_loss_limit: Positive    # currency
     kill_switch: bool = False
+    sides: Sides = "both"         # the sides new risk may take; an order that reduces a position always may
 
 
 class AccountsFile(_Config, kw_only=True):
@@ -272,6 +275,8 @@ class Limits(_Config, kw_only=True):
     rate_per_second: Positive               # order tokens refilled per second
     burst: Annotated[float, Meta(ge=1, le=1e9)]  # bucket size in orders
     daily_loss_limit: Positive              # currency
+    sides: Sides = "both"                   # the sides new risk may take; reducing orders always may
+    duplicate_window_ms: Annotated[int, Meta(ge=0, le=MAX_MS)] = 0  # deny a repeat of the last order (0: off)
 
 
 class Breakers(_Config, kw_only=True):
@@ -283,6 +288,9 @@ class Breakers(_Config, kw_only=True):
     loss_limit: Positive                    # currency
     action: Literal["halt", "reduce"] = "halt"
     cooldown_ms: Annotated[int, Meta(ge=0, le=MAX_MS)] = 0  # 0: only an explicit reset re-arms the strategy
+    max_fills_per_window: Annotated[int, Meta(ge=0, le=INT32_MAX)] = 0  # more fills in fill_window_ms trip (0: off)
+    fill_window_ms: Milliseconds = 1_000
+    max_off_band_fills: Annotated[int, Meta(ge=0, le=INT32_MAX)] = 0  # this many fills off the band trip (0: off)
 
 
 class Strategy(_Config, kw_only=True):

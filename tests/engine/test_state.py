@@ -40,7 +40,7 @@ def test_build_when_basic_config_then_every_region_has_its_configured_shape(stat
         "accounts": (2,), "exposures": (2, 2), "open_orders": (8,), "free_slots": (8,), "sub_ptr": (7,),
         "sub_strategy": (8,), "source_seq": (3,), "counters": (N_COUNTERS,), "reason_counts": (4, N_REASONS),
         "trip_counts": (4, N_TRIPS), "transitions": (N_STATES, N_EVENTS), "scalars": (A.N_SCALARS,),
-        "rx_times": (64,), "rx_sources": (64,), "fills": (4096,),
+        "rx_times": (64,), "rx_sources": (64,), "role_drops": (A.MAX_SOURCES, 2), "fills": (4096,),
         "venue": (1,), "venue_orders": (0,), "venue_events": (0,), "venue_books": (0, 2),  # an OMS over TCP
     }
     assert set(expected) == set(A.REGION_NAMES)

@@ -19,7 +19,7 @@ from kernels.arena import RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, R
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_HALT, BREAKER_ACTION_REDUCE, EV_ACTIVATE, EV_DEACTIVATE, EV_HALT, EV_PAUSE, EV_REDUCE,
     EV_RESET, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, HALTED, ORDER_IOC, ORDER_LIMIT,
-    ORDER_MARKET, PAUSED, READY, REDUCING, SIGNAL_ORDER, SIGNAL_TARGET,
+    ORDER_MARKET, PAUSED, READY, REDUCING, SIDES_BOTH, SIDES_BUY, SIDES_SELL, SIGNAL_ORDER, SIGNAL_TARGET,
 )
 from kernels.lifecycle import TRANSITIONS
 from kernels.rings import HEAD, TAIL
@@ -63,6 +63,7 @@ def tables(draw, make_state, tightness=None, holdings_rate=0.25, binding_limits=
         band_pct=rows(n_instruments, 5.0, 50.0, 0.5, 0.0),
         tradable=rows(n_instruments, 1, 0),
         ref_px_ticks=ref_px, mark_ticks=ref_px,
+        max_mark_age_ns=rows(n_instruments, 0, 10**6),
     )
     strategies = dict(
         state=rows(n_strategies, ACTIVE, REDUCING, PAUSED, HALTED, READY),
@@ -88,11 +89,16 @@ def tables(draw, make_state, tightness=None, holdings_rate=0.25, binding_limits=
         loss_limit=[draw(st.sampled_from([0.0, 0.0, 1e3, 10.0])) for _ in range(n_strategies)],
         cooldown_ns=[draw(st.sampled_from([10**6, 10**9, 0])) for _ in range(n_strategies)],
         kill=rows(n_strategies, 0, 1),
+        sides=rows(n_strategies, SIDES_BOTH, SIDES_BUY, SIDES_SELL),
+        duplicate_window_ns=rows(n_strategies, 0, 10**9),
+        max_fills_per_window=[draw(st.sampled_from([0, 0, 1, 3])) for _ in range(n_strategies)],
+        max_off_band_fills=[draw(st.sampled_from([0, 0, 1])) for _ in range(n_strategies)],
         # now and then a shadow version of a strategy (s + 1): sized against that one's position, never placed
         shadow_of=rows(n_strategies, 0, *range(1, n_strategies + 1)),
     )
     accounts = dict(
         kill=rows(n_accounts, 0, 1),
+        sides=rows(n_accounts, SIDES_BOTH, SIDES_BUY, SIDES_SELL),
         daily_loss_limit=rows(n_accounts, 1e9, 1e3, 10.0),
     )
     allowed = [rows(n_instruments, 1, 0) for _ in range(n_strategies)]

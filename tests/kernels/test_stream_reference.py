@@ -10,11 +10,10 @@ partial fills, random rejects, resting orders, a TTL, fees). The kernel side is 
 the compiled kernels and their Python source.
 """
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernels.dtypes import EXEC_CANCELED, FILL_T, ORDER_T, REJECT_T, SIGNAL_ORDER
+from kernels.dtypes import C_ROLE_REPORT_OFF_OMS, EXEC_CANCELED, FILL_T, ORDER_T, REJECT_T, SIGNAL_ORDER
 from reference.compare import records_differences, table_differences, venue_differences
 from reference.stream import Stream
 from tests.kernels.test_in_order import BATCHING_COUNTERS, STREAMS, T0, desks, run_stream, streams
@@ -32,6 +31,8 @@ def differences(k, out, ref):
         found += records_differences(name, kernel_rows, getattr(ref, name))
     found += table_differences(k, ref.rules, ignore_counters=BATCHING_COUNTERS)
     found += venue_differences(k, ref.venue)
+    if k.role_drops.tolist() != ref.role_drops:
+        found.append(f"role_drops: kernel {k.role_drops.tolist()} != reference {ref.role_drops}")
     return found
 
 
@@ -64,13 +65,11 @@ def test_stream_reference_when_a_fixed_stream_trades_then_same_orders_fills_and_
     assert not differences(k, out, ref)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernels/venue.py keeps the venue's view of an order in the engine's slot of it: an inbound report that ends "
-    "an order the venue still works (here a CANCELED on the OMS link) frees the slot, the next order booked there "
-    "takes over the old one's pending reports (its fill comes 2 ns early, the new order's own fill is then "
-    "unknown); with both orders resting, the book links the slot to itself and match_resting never returns"))
-def test_stream_reference_when_a_report_ends_an_order_the_venue_works_then_the_slot_keeps_its_reports(
+def test_stream_reference_when_a_report_arrives_while_the_venue_runs_here_then_it_is_dropped_by_role(
         engine, make_state):
+    """A CANCELED for an order the in-batch venue works, sent from outside: the venue owns that order's reports, so
+    the frame is counted and dropped (were it applied, the freed slot would be booked again while the venue still
+    holds the first order there: its reports would land on the new one)."""
     k = make_state(1, 1, subscriptions=[[0]], order_table=4, rx_bytes=1 << 12, rx_chunks=64,
                    venue=dict(ack_latency_us=0, fill_latency_us=1000), instruments=dict(lot_size=10, band_pct=20.0))
     cancel = encode_frame(ExecutionReport(order_id=(1 << 24) | 0, strategy=0, deploy=0, exec_type=EXEC_CANCELED,
@@ -82,6 +81,8 @@ def test_stream_reference_when_a_report_ends_an_order_the_venue_works_then_the_s
     for t, chunk in chunks:
         ref.feed(t, chunk)
     assert not differences(k, out, ref)
+    assert k.counters[C_ROLE_REPORT_OFF_OMS] == 1 and k.role_drops[0].tolist() == [1, 0]
+    assert (len(out["orders"]), len(out["fills"]), k.positions[0, 0]["qty"]) == (2, 2, 20)
 
 
 def quote(bid, ask):
