@@ -23,10 +23,13 @@ from engine.driver import Engine, run_event, run_spin, warm_up
 from engine.journal import EngineJournal
 from engine.metrics import LatencyRecorder
 from engine.recovery import SNAPSHOTS, Recovered, recover
+from engine.reload import Reloader, ReloadRefused
 from engine.snapshot import Snapshotter
 from engine.state import EngineState
 
 log = logging.getLogger("orchestrator.service")
+
+SIGHUP_ACTOR = "SIGHUP"  # who a reload by signal is journaled as
 
 
 @dataclass
@@ -39,6 +42,11 @@ class Service:
     recovered: Recovered | None = None  # None: no journal (disabled), or started --fresh
     snapshots: Snapshotter | None = None
     api: ApiServer | None = None  # the REST API ([api] enabled), served while the driver runs
+    reloader: Reloader | None = None  # config hot reload (SIGHUP, POST /reload); made with the service
+
+    def __post_init__(self):
+        if self.reloader is None:
+            self.reloader = Reloader(self)
 
     def close(self):
         """A clean stop: a last snapshot (when nothing waits undecided), the journal synced and closed, the
@@ -188,9 +196,14 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
         if stop_async is not None:
             loop.call_soon_threadsafe(stop_async.set)
 
+    def reload_on_thread(*_):  # SIGHUP beside the spin driver: the reload waits for it on a thread of its own
+        threading.Thread(target=service.reloader.reload_blocking, args=(SIGHUP_ACTOR,), name="reload",
+                         daemon=True).start()
+
     api = service.api
     if driver == "spin":
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload_on_thread)
         try:
             if api is not None:
                 api.start_thread(service)  # its reads are served by the spin loop between steps
@@ -214,9 +227,17 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
     try:
         stop_async = asyncio.Event()
 
+        reloads = set()  # the running SIGHUP reloads (a task only weakly referenced by the loop could vanish)
+
+        def reload_on_loop():
+            task = loop.create_task(_reload_async(service))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
         async def main():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, request_stop)
+            loop.add_signal_handler(signal.SIGHUP, reload_on_loop)
             if api is not None:
                 await api.start(service)  # on this loop: its handlers run between batches
             if on_ready:
@@ -226,15 +247,26 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
                 await run_event(service.engine, stop_async)
             finally:
                 ticker.cancel()
-                await asyncio.gather(ticker, return_exceptions=True)
+                for task in reloads:
+                    task.cancel()
+                await asyncio.gather(ticker, *reloads, return_exceptions=True)
                 if api is not None:
                     await api.stop()
 
         loop.run_until_complete(main())
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         loop.close()
+
+
+async def _reload_async(service):
+    """SIGHUP on the event driver's loop: the reload's diff and commands run between batches; its outcome is
+    logged (engine/reload.py) and kept for GET /reload."""
+    try:
+        await service.reloader.reload(SIGHUP_ACTOR, on_engine_thread=True)
+    except ReloadRefused:
+        pass  # logged, and kept as the last reload
 
 
 async def _tick_async(service, stop, duration_s, on_tick, tick_s):

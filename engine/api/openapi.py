@@ -11,7 +11,8 @@ SCHEMAS = "#/components/schemas/{name}"
 
 
 def document(routes, engine_name) -> dict:
-    structs = list(dict.fromkeys(r.body for r in routes if r.body is not None)) + [CommandResult, ErrorResponse]
+    structs = list(dict.fromkeys([r.body for r in routes if r.body is not None] +
+                                 [r.answers for r in routes if r.answers is not None])) + [CommandResult, ErrorResponse]
     _, components = msgspec.json.schema_components(structs, ref_template=SCHEMAS)
     paths = {}
     for route in routes:
@@ -42,7 +43,7 @@ def _operation(route):
         operation["parameters"] = parameters
     if route.body is not None:
         operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ref(route.body)}}}
-    ok = _ref(CommandResult) if route.command else {"type": "object"}
+    ok = _ref(route.answers) if route.answers else _ref(CommandResult) if route.command else {"type": "object"}
     operation["responses"] = {"200": {"description": "done" if route.command else "the data",
                                       "content": {"application/json": {"schema": ok}}}}
     for status in _errors(route):

@@ -3,18 +3,19 @@
 400 the body is not JSON, or a field is unknown, missing or of the wrong type; 401 no token, or one nobody
 holds; 403 the token's role may not do that; 404 no such route, strategy, account or command; 405 a method
 the route does not take; 409 the strategy's state does not allow it (the lifecycle table's reason); 413 the
-body is over the size limit; 422 a value the schema or the engine refuses; 501 not built yet; 503 the engine
-did not answer in time. A refusal by the engine carries its CommandResult beside the error.
+body is over the size limit; 422 a value the schema or the engine refuses (a config reload: a file that does
+not load); 503 the engine did not answer in time. A refusal by the engine carries its CommandResult beside the
+error, a refused reload its ReloadResult (the diff and every problem).
 """
 import re
 
 import msgspec
 
 from engine.commands import CommandResult
+from engine.reload import ReloadResult
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         408: "timeout", 409: "conflict", 413: "too_large", 422: "invalid", 500: "internal",
-         501: "not_implemented", 503: "unavailable"}
+         408: "timeout", 409: "conflict", 413: "too_large", 422: "invalid", 500: "internal", 503: "unavailable"}
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,19 +27,20 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
 class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True):
     error: Problem
     result: CommandResult | None = None  # a command the engine refused: its result (ok false, the error)
+    reload: ReloadResult | None = None   # a reload refused: its diff and every problem
 
 
 class ApiError(Exception):
     """Raised anywhere in a handler; the app answers it as `ErrorResponse` with `status`."""
 
-    def __init__(self, status, message, *, code=None, field=None, result=None):
+    def __init__(self, status, message, *, code=None, field=None, result=None, reload=None):
         super().__init__(message)
         self.status = status
         self.problem = Problem(code=code or CODES[status], message=message, field=field)
-        self.result = result
+        self.result, self.reload = result, reload
 
     def body(self):
-        return ErrorResponse(error=self.problem, result=self.result)
+        return ErrorResponse(error=self.problem, result=self.result, reload=self.reload)
 
 
 _WRONG_TYPE = re.compile(r"^Expected `[^`]+`, got `[^`]+`$")

@@ -29,7 +29,8 @@ from engine.api.bodies import (
 )
 from engine.api.openapi import document
 from engine.api.problems import CODES, ApiError, decode_problem, refusal
-from engine.commands import Deploy, KillSwitch, Register, Rollback, SetLimits, Shadow, Transition
+from engine.commands import CommandId, Deploy, KillSwitch, Register, Rollback, SetLimits, Shadow, Transition
+from engine.reload import ReloadRefused, ReloadResult
 from kernels.dtypes import COUNTER_NAMES
 
 log = logging.getLogger("orchestrator.api")
@@ -53,6 +54,7 @@ class Route:
     body: type | None = None  # the Struct its body decodes into
     command: bool = False     # it sends a command: answers a CommandResult
     more_errors: tuple = ()   # statuses it may answer beyond those its role, path and body imply
+    answers: type | None = None  # the Struct it answers with, when not a CommandResult
 
 
 class ApiStats:
@@ -134,8 +136,13 @@ class Api:
                   operator, AccountLimits, True),
             Route("POST", "/kill-switch", "kill_switch", KillSwitch.__doc__, self._kill_switch, operator,
                   KillSwitchBody, True),
-            Route("POST", "/reload", "reload", "Reload the config directory (not built yet: answers 501)",
-                  self._reload, operator, more_errors=(501,)),
+            Route("POST", "/reload", "reload", "Reload the config directory. Every file is read again and "
+                  "validated, diffed against what runs and turned into commands (register, deploy, set_limits, "
+                  "retire), each journaled with the caller; a broken file (422) or a restart-only key changed "
+                  "(409) refuses the whole reload, and nothing changes", self._reload, operator, command=True,
+                  more_errors=(422,), answers=ReloadResult),
+            Route("GET", "/reload", "last_reload", "The last reload (by SIGHUP or the API): its diff and commands",
+                  self._last_reload, read, more_errors=(404,), answers=ReloadResult),
         ]
         return routes
 
@@ -243,8 +250,21 @@ class Api:
         return await self._command(request, caller, KillSwitch, **msgspec.structs.asdict(body))
 
     async def _reload(self, request, caller, body):
-        raise ApiError(501, "reload is not built yet: restart the engine to load a changed config (it recovers "
-                       "its state from the journal), or change limits live with POST /strategies/{name}/limits")
+        key = request.headers.get("Idempotency-Key")
+        try:
+            key = None if key is None else msgspec.convert(key, CommandId)
+        except msgspec.ValidationError as e:
+            raise ApiError(400, f"Idempotency-Key: {e}", code="bad_field", field="Idempotency-Key") from None
+        try:
+            return await self.service.reloader.reload(caller.actor, on_engine_thread=self.on_engine_thread, key=key)
+        except ReloadRefused as e:
+            raise ApiError(422 if e.invalid else 409, e.result.error, reload=e.result) from None
+
+    async def _last_reload(self, request, caller, body):
+        last = self.service.reloader.last
+        if last is None:
+            raise ApiError(404, "no reload since the engine started")
+        return last
 
     async def _strategy_command(self, request, caller, command_type, body):
         return await self._command(request, caller, command_type, strategy=request.match_info["name"],
