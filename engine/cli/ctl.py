@@ -5,7 +5,7 @@ http://127.0.0.1:47300); who: --token (or $ORCHESTRATOR_TOKEN). Every command go
 (--id, or a fresh one), so the id in its answer finds it again: `ctl command ID`.
 
 Exit codes: 0 done; 1 refused by the engine (the API answered an error: an illegal transition, an unknown
-name, a value out of range, not built yet); 2 usage; 3 cannot reach the API (nothing listening, no answer,
+name, a value out of range, a reload refused); 2 usage; 3 cannot reach the API (nothing listening, no answer,
 not the API); 4 auth (no token, a wrong one, or a role that may not do it).
 """
 import argparse
@@ -181,6 +181,27 @@ def _show_result(result):
     _console().print(f"{result['command']} done{again}: {what} [command {result['id']}, journal seq {result['seq']}]")
 
 
+def _changes_table(changes):
+    return _table("changes", ("file", "key", "running", "file says", "how", "command"),
+                  [(c["file"], c["key"], _value(c["before"]), _value(c["after"]), c["how"], c["command"] or "")
+                   for c in changes], left=6)
+
+
+def _value(v):
+    return "-" if v is None else json.dumps(v) if isinstance(v, (str, list, dict)) else str(v)
+
+
+def _show_reload(result):
+    console = _console()
+    if not result["changes"]:
+        console.print(f"reload done: {result['config']} is what runs, nothing to change")
+        return
+    console.print(_changes_table(result["changes"]))
+    for r in result["commands"]:
+        _show_result(r)
+    console.print(f"reload done: {len(result['changes'])} changes, {len(result['commands'])} commands")
+
+
 # ---------------------------------------------------------------------------------------------- commands
 def _path(*parts):
     return "/" + "/".join(urllib.parse.quote(str(p), safe="") for p in parts)
@@ -227,7 +248,7 @@ def _requests(args):
         return [("POST", "/kill-switch", {"scope": scope, "name": args.strategy or args.account,
                                           "on": args.on == "on"})], _show_result
     if command == "reload":
-        return [("POST", "/reload", {})], _show_result
+        return [("POST", "/reload", {})], _show_reload
     raise AssertionError(command)
 
 
@@ -265,6 +286,12 @@ def _failed(answer, as_json):
     field = error.get("field")
     where = f" (at {field})" if field and field not in message else ""
     print(f"orchestrator ctl: {answer.status} {error.get('code', '')}: {message}{where}", file=sys.stderr)
+    reload = answer.data.get("reload") if isinstance(answer.data, dict) else None
+    if reload and not as_json:  # a refused reload: every problem, and the diff it would have applied
+        for problem in reload["problems"]:
+            print(f"  {problem}", file=sys.stderr)
+        if reload["changes"]:
+            _console().print(_changes_table(reload["changes"]))
     return EXIT_AUTH if answer.status in (401, 403) else EXIT_REFUSED
 
 
@@ -323,4 +350,5 @@ def add_parser(sub):
     scope.add_argument("--account", metavar="A")
     scope.add_argument("--global", action="store_true", dest="everything")
     kill.add_argument("on", choices=("on", "off"))
-    command("reload", "reload the config (not built yet: the API answers 501)")
+    command("reload", "reload the config directory: validate it, show the diff, apply it as commands (or refuse "
+                      "it whole: a broken file, a restart-only key)")
