@@ -289,7 +289,8 @@ def _failed(answer, as_json):
     reload = answer.data.get("reload") if isinstance(answer.data, dict) else None
     if reload and not as_json:  # a refused reload: every problem, and the diff it would have applied
         for problem in reload["problems"]:
-            print(f"  {problem}", file=sys.stderr)
+            if problem not in message:
+                print(f"  {problem}", file=sys.stderr)
         if reload["changes"]:
             _console().print(_changes_table(reload["changes"]))
     return EXIT_AUTH if answer.status in (401, 403) else EXIT_REFUSED

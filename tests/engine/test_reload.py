@@ -3,6 +3,7 @@ commands, restart-only keys and broken files refuse everything, the commands go 
 import asyncio
 import tomllib
 import typing
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -164,3 +165,10 @@ def test_reload_when_applied_then_each_command_is_journaled_with_the_actor_and_a
     assert state.deploys[state.strategy_id("momentum")][-1].version == "1.3.0"
     assert state.deploys[state.strategy_id("momentum")][-1].actor == "ops (operator)"
     assert svc.engine.control.results[first.commands[0].id] == first.commands[0]
+
+
+def test_keys_when_documented_then_docs_api_md_has_the_table_row_for_row():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    missing = [f"| `{file}` | `{key}` | {how} |" for (file, key), (how, _) in KEYS.items()
+               if f"| `{file}` | `{key}` | {how} |" not in doc]
+    assert missing == []
