@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from tests.e2e.e2e_kit import market_data_frame, signal_frame
-from tests.e2e.test_api import OPS_SECRET, READ_SECRET, Api, api_config, applied, ctl, start
+from tests.e2e.test_api import OPS_ENV, OPS_SECRET, READ_SECRET, Api, api_config, applied, ctl, start
 
 
 def _replace(path, old, new):
@@ -63,6 +63,12 @@ def test_reload_when_files_change_then_ctl_and_the_api_deploy_register_and_set_l
     status, answer = api.post("/reload", token=READ_SECRET)
     assert status == 403 and len(applied(config)) == 3
     assert engine.report()["strategies"]["pairs2"]["state"] == "READY"
+
+    # restarted, it recovers from its journal: what the reloads did runs, and it is what the files say
+    again = procs.engine(config, name="again", env=OPS_ENV)
+    code, out, err = ctl(procs, again, "reload")
+    assert code == 0 and "nothing to change" in out, out + err
+    assert Api(again).get("/strategies/momentum")["version"] == "1.3.0"
 
 
 def test_reload_when_a_file_is_broken_or_a_key_restart_only_then_refused_whole_and_the_engine_trades_on(procs,
@@ -127,6 +133,10 @@ def test_reload_when_sighup_then_the_same_as_ctl_reload_journaled_as_sighup(proc
     engine.wait_for(lambda: not api.get("/reload")["ok"], "the refused SIGHUP reload")
     assert "reload refused" in engine.stderr and engine.alive()
     assert _trades(procs, engine, api, 1)
+    (config / "strategies" / "pairs.toml").unlink()  # pairs is READY: it may retire (through the API's own path)
+    status, result = api.post("/reload")
+    assert status == 200 and [(c["command"], c["detail"]["to"]) for c in result["commands"]] == [
+        ("transition", "RETIRED")], result
     report = engine.report()
     assert report["strategies"]["momentum"]["version"] == "1.3.0"
     assert OPS_SECRET not in json.dumps(report)
