@@ -117,12 +117,12 @@ class Reloader:
         if not self._lock.acquire(blocking=False):
             raise ReloadRefused(self._refused(actor, [], ["a reload is running already: try again once it is done"]))
         try:
-            config, problems = await asyncio.to_thread(load, path)
+            config, problems, restart = await asyncio.to_thread(_load, state.config, path)
             if problems:
                 raise ReloadRefused(self._refused(actor, [], problems, "the config does not load"), invalid=True)
 
             def plan_and_submit():
-                changes, commands, refusals = plan(state, config, actor, key)
+                changes, commands, refusals = plan(state, config, actor, key, restart)
                 if not refusals:
                     refusals = [p for command, spec, file in commands
                                 if (p := _dry_run(self.engine.control, command, spec, file))]
@@ -171,6 +171,12 @@ class Reloader:
             log.error("reload by %s: %s%s", result.actor, result.error, "".join(f"\n  {p}" for p in result.problems))
 
 
+def _load(running, path):
+    """Off the engine's thread: (config, problems, restart_changes) of the files at `path`."""
+    config, problems = load(path)
+    return config, problems, None if config is None else restart_changes(running, config)
+
+
 def _dry_run(control, command, spec, file):
     problem = control.check(command, spec)
     return None if problem is None else f"{file}: {_describe(command)}: {problem}"
@@ -187,15 +193,10 @@ def _describe(command):
 
 
 # ------------------------------------------------------------------------------------------------- the diff
-def plan(state, config, actor, key=None):
-    """(changes, [(command, spec or None, file)], refusals) that make what runs match `config`; engine's thread."""
-    changes, commands, refusals = [], [], []
-    ids = (f"{key[:56]}.{n}" for n in range(1, 1 << 30)) if key else iter(lambda: None, 0)
-
-    def add(command_type, origin, spec=None, **fields):
-        command = msgspec.convert({**fields, "id": next(ids), "actor": actor}, command_type)
-        commands.append((command, spec, origin))
-        return _describe(command)
+def restart_changes(running, config):
+    """(changes, refusals) of the keys compared with the start config (immutable: any thread may compare them):
+    engine.toml, instruments.toml, the accounts' ids, names and kill switches. Each is restart-only."""
+    changes, refusals = [], []
 
     def refuse(file, key_path, before, after):
         how, why = classify(file, key_path)
@@ -205,35 +206,51 @@ def plan(state, config, actor, key=None):
         refusals.append(f"{file}: {key_path} is restart-only ({why}): {before!r} -> {after!r}; restart the "
                         f"engine to take it")
 
-    running = state.config
     for key_path, before, after in _diff(_plain(running.engine), _plain(config.engine)):
         refuse(Path(running.engine_file).name, key_path, before, after)
     for key_path, before, after in _diff(_by(running.instruments, "symbol"), _by(config.instruments, "symbol")):
         refuse(INSTRUMENTS_FILE, f"instruments{key_path}", before, after)
-
-    # accounts: ids, names and kill switches against the start; limits against what runs (set live or not)
-    now = {spec.name: spec for spec in state.account_specs}
-    start = {spec.name: spec for spec in running.accounts}
-    files = {spec.name: spec for spec in config.accounts}
+    start = {spec.name: _plain(spec) for spec in running.accounts}
+    files = {spec.name: _plain(spec) for spec in config.accounts}
     for name in sorted(set(start) ^ set(files)):
-        refuse(ACCOUNTS_FILE, f"accounts[{name}]", _plain(start.get(name)), _plain(files.get(name)))
+        refuse(ACCOUNTS_FILE, f"accounts[{name}]", start.get(name), files.get(name))
     for name in sorted(set(start) & set(files)):
+        for key_path, before, after in _diff(start[name], files[name]):
+            if classify(ACCOUNTS_FILE, key_path)[0] == RESTART:
+                refuse(ACCOUNTS_FILE, f"accounts[{name}].{key_path}", before, after)
+    return changes, refusals
+
+
+def plan(state, config, actor, key=None, restart=None):
+    """(changes, [(command, spec or None, file)], refusals) that make what runs match `config`, on the engine's
+    thread; `restart`: restart_changes(state.config, config), if worked out already (off that thread)."""
+    changes, refusals = restart or restart_changes(state.config, config)
+    changes, refusals, commands = list(changes), list(refusals), []
+    ids = (f"{key[:56]}.{n}" for n in range(1, 1 << 30)) if key else iter(lambda: None, 0)
+
+    def add(command_type, origin, spec=None, **fields):
+        command = msgspec.convert({**fields, "id": next(ids), "actor": actor}, command_type)
+        commands.append((command, spec, origin))
+        return _describe(command)
+
+    # accounts' limits: against what runs (set live or not)
+    now = {spec.name: spec for spec in state.account_specs}
+    for spec in config.accounts:
+        if spec.name not in now or now[spec.name] == spec:
+            continue  # not in the table: refused above (it is sized at start); equal Structs: nothing to diff
         values = {}
-        for key_path, before, after in _diff(_plain(now[name]), _plain(files[name])):
-            how, _ = classify(ACCOUNTS_FILE, key_path)
-            if how == SET_LIMITS:
+        for key_path, before, after in _diff(_plain(now[spec.name]), _plain(spec)):
+            if classify(ACCOUNTS_FILE, key_path)[0] == SET_LIMITS:
                 values[key_path] = after
-                changes.append(Change(file=ACCOUNTS_FILE, key=f"accounts[{name}].{key_path}", before=before,
-                                      after=after, how=how, command=f"set_limits {name}"))
-            elif _plain(start[name]).get(key_path) != after:  # restart-only: against the start, not what runs
-                refuse(ACCOUNTS_FILE, f"accounts[{name}].{key_path}", _plain(start[name]).get(key_path), after)
+                changes.append(Change(file=ACCOUNTS_FILE, key=f"accounts[{spec.name}].{key_path}", before=before,
+                                      after=after, how=SET_LIMITS, command=f"set_limits {spec.name}"))
         if values:
-            add(SetLimits, ACCOUNTS_FILE, account=name, values=values)
+            add(SetLimits, ACCOUNTS_FILE, account=spec.name, values=values)
 
     # strategies: by name
     shadows = {run.row for run in state.shadows}
     live = {name: s for s, name in enumerate(state.strategy_names) if s not in shadows}
-    files = {spec.name: (spec, Path(file).name) for spec, file in zip(config.strategies, config.strategy_files)}
+    files = {spec.name: (spec, file.rpartition("/")[2]) for spec, file in zip(config.strategies, config.strategy_files)}
     for name, (spec, file_name) in files.items():
         where = f"{STRATEGIES_DIR}/{file_name}"
         if name not in live:
@@ -242,6 +259,8 @@ def plan(state, config, actor, key=None):
             continue
         s = live[name]
         deploy = state.deploys[s][-1]
+        if deploy.spec == spec:  # Structs compare field by field, fast: the diff only for what differs
+            continue
         diff = list(_diff(_plain(deploy.spec), _plain(spec)))
         if not diff:
             continue
@@ -250,10 +269,11 @@ def plan(state, config, actor, key=None):
                             f"strategy takes no new version (give it a new name to register it, or remove the file)")
             changes += [Change(file=where, key=k, before=b, after=a, how=classify(where, k)[0]) for k, b, a in diff]
             continue
-        restart = [(k, b, a) for k, b, a in diff if classify(where, k)[0] == RESTART]
-        for k, b, a in restart:
-            refuse(where, k, b, a)
-        if restart:
+        restart_only = [(k, b, a, classify(where, k)[1]) for k, b, a in diff if classify(where, k)[0] == RESTART]
+        for k, b, a, why in restart_only:
+            changes.append(Change(file=where, key=k, before=b, after=a, how=RESTART))
+            refusals.append(f"{where}: {k} is restart-only ({why}): {b!r} -> {a!r}; restart the engine to take it")
+        if restart_only:
             continue
         if all(k in _STRATEGY_LIVE for k, _, _ in diff):
             command = add(SetLimits, where, strategy=name, values={_STRATEGY_LIVE[k]: a for k, _, a in diff})
@@ -280,7 +300,7 @@ def _by(rows, name_key):
 def _diff(before, after, prefix=""):
     """(key path, before, after) of every leaf that differs; a table present on one side only is one leaf."""
     if isinstance(before, dict) and isinstance(after, dict):
-        for k in sorted(set(before) | set(after), key=list({**before, **after}).index):
+        for k in {**before, **after}:
             sep = "" if k.startswith("[") or not prefix else "."
             yield from _diff(before.get(k), after.get(k), f"{prefix}{sep}{k}")
     elif before != after:
