@@ -172,3 +172,15 @@ def test_keys_when_documented_then_docs_api_md_has_the_table_row_for_row():
     missing = [f"| `{file}` | `{key}` | {how} |" for (file, key), (how, _) in KEYS.items()
                if f"| `{file}` | `{key}` | {how} |" not in doc]
     assert missing == []
+
+
+def test_plan_when_a_token_changes_then_restart_only_and_neither_secret_is_shown(tmp_path):
+    old, new = "old-secret-token-0123456789", "new-secret-token-0123456789"
+    config_dir = derive_config(tmp_path / "config", keep={"momentum"},
+                               engine={"api": {"tokens": [{"name": "dash", "role": "read", "token": old}]}})
+    changes, commands, refusals = _plan(config_dir, lambda d: _replace(d / "engine.toml", old, new))
+    assert [(c.key, c.before, c.after, c.how) for c in changes] == [("api.tokens", "(not shown)", "(not shown)",
+                                                                    RESTART)]
+    assert refusals[0].startswith("engine.toml: api.tokens is restart-only") and commands == []
+    shown = msgspec.json.encode([changes, refusals])
+    assert old.encode() not in shown and new.encode() not in shown
