@@ -132,16 +132,25 @@ class Reloader:
             if on_engine_thread:
                 changes, outcome = plan_and_submit()
             else:
-                changes, outcome = await asyncio.wait_for(asyncio.wrap_future(self.engine.read(plan_and_submit)),
-                                                          TIMEOUT_S)
+                try:
+                    changes, outcome = await asyncio.wait_for(
+                        asyncio.wrap_future(self.engine.read(plan_and_submit)), TIMEOUT_S)
+                except TimeoutError:
+                    raise ReloadRefused(self._refused(actor, [], [f"the engine did not answer in {TIMEOUT_S:g} s: "
+                                                                  f"nothing was submitted"])) from None
             if outcome and isinstance(outcome[0], str):
                 raise ReloadRefused(self._refused(actor, changes, outcome))
-            results = [await asyncio.wait_for(asyncio.wrap_future(f), TIMEOUT_S) for f in outcome]
-            failed = [f"{r.command} {r.id}: {r.error}" for r in results if not r.ok]
+            results, failed = [], []
+            for future in outcome:
+                try:
+                    results.append(await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), TIMEOUT_S))
+                except TimeoutError:  # submitted: the engine may yet apply it (GET /commands/{id} tells)
+                    failed.append(f"a command was not applied within {TIMEOUT_S:g} s; it may yet be")
+                    break
+            failed += [f"{r.command} {r.id}: {r.error}" for r in results if not r.ok]
             result = ReloadResult(ok=not failed, config=path, actor=actor, at_ns=time.time_ns(), changes=changes,
                                   commands=results, problems=failed,
-                                  error=f"{len(failed)} of {len(results)} commands refused as applied" if failed
-                                  else None)
+                                  error=f"{len(failed)} of {len(outcome)} commands not applied" if failed else None)
             self._done(result)
             return result
         finally:

@@ -256,9 +256,13 @@ class Api:
         except msgspec.ValidationError as e:
             raise ApiError(400, f"Idempotency-Key: {e}", code="bad_field", field="Idempotency-Key") from None
         try:
-            return await self.service.reloader.reload(caller.actor, on_engine_thread=self.on_engine_thread, key=key)
+            result = await self.service.reloader.reload(caller.actor, on_engine_thread=self.on_engine_thread, key=key)
         except ReloadRefused as e:
             raise ApiError(422 if e.invalid else 409, e.result.error, reload=e.result) from None
+        if not result.ok:  # checked, submitted, and yet one was refused as applied (the state moved meanwhile)
+            raise ApiError(409, f"reload partly applied: {result.error}: {'; '.join(result.problems)}",
+                           reload=result)
+        return result
 
     async def _last_reload(self, request, caller, body):
         last = self.service.reloader.last
