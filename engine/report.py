@@ -52,6 +52,12 @@ def oms_report(engine):
             **engine.stats.as_dict(),
             # encoded orders the OMS link has not taken yet (back-pressure at the end of the run)
             "orders_pending": int(state.scalars[S_TX_LEN]) // ORDER_FRAME_SIZE,
+            # what became of every order placed: filled + canceled (unsent ones included) + rejected + working
+            # + unacknowledged = placed
+            "orders": engine.order_fates(),
+            "watch": {"ack_timeout_ms": oms_config.ack_timeout_ms, "max_unacked": oms_config.max_unacked,
+                      "stall_ms": oms_config.stall_ms, "unacked_late": engine.unacked,
+                      "down_reason": engine.down_reason},
             **({"venue": venue_report(state)} if engine.oms is None else
                {"transport": {**engine.oms.stats.as_dict(), **_role_drops(state, SOURCE_OMS),
                               "pending_bytes": int(getattr(engine.oms, "pending_bytes", 0))}})}

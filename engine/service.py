@@ -23,6 +23,7 @@ from engine.driver import Engine, run_event, run_spin, warm_up
 from engine.journal import EngineJournal
 from engine.metrics import LatencyRecorder
 from engine.recovery import SNAPSHOTS, Recovered, recover
+from engine.order_ids import FILE_NAME as ORDER_IDS_FILE, OrderIds
 from engine.reload import Reloader, ReloadRefused
 from engine.snapshot import Snapshotter
 from engine.state import EngineState
@@ -109,8 +110,10 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     OMS link up (or the policy applied). Raises JournalError (journal directory not writable), JournalInUse,
     JournalCorrupt, OSError and TransportClosed (sockets, Aeron) before anything trades."""
     state, recovered, results = start_state(config, fresh=fresh, force=force)
+    new_state = recovered is None or (recovered.last_seq == 0 and not recovered.snapshot_file)
+    order_ids = OrderIds(journal_directory(config).parent / ORDER_IDS_FILE)
+    order_ids.start(state.scalars, new_state)
     journal = snapshots = None
-    fresh_journal = False
     settings = config.engine.journal
     if settings.enabled:
         directory = journal_directory(config)
@@ -118,7 +121,6 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
                                 on_error=settings.on_error)
         journal.open()
         snapshots = Snapshotter(directory / SNAPSHOTS, settings.snapshot_interval_s, settings.snapshots_kept)
-        fresh_journal = recovered is None or (recovered.last_seq == 0 and not recovered.snapshot_file)
     inbound = []
     listen = config.engine.listen
     if listen.udp:
@@ -154,10 +156,12 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     latency = LatencyRecorder(state, clock)
     engine = Engine(state, inbound, oms, on_disconnect=oms_config.on_disconnect, clock=clock,
                     listeners=[latency], journal=journal,
-                    backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms))
+                    backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms),
+                    watch_ms=(oms_config.ack_timeout_ms, oms_config.max_unacked, oms_config.stall_ms))
     engine.control.results = results
     engine.snapshots = snapshots
-    if snapshots is not None and fresh_journal:
+    engine.order_ids = order_ids
+    if snapshots is not None and new_state:
         snapshots.take(engine, clock(), wait=True)  # genesis: the state the journal starts from, for replays
     if isinstance(oms, (TcpClient, AeronClient)):
         _connect(engine, oms, connect_timeout_s)
@@ -220,6 +224,7 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
                 api.stop_thread()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        service.engine.finish()
         return
 
     import uvloop
@@ -254,6 +259,7 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
                     await api.stop()
 
         loop.run_until_complete(main())
+        service.engine.finish()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)

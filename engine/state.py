@@ -32,7 +32,7 @@ from engine.config.schema import Account, Strategy
 from kernels import arena as A
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_NAMES, C_BATCH_STOPS, KILL_ACCOUNT, NO_PRICE, NO_SLOT, NO_TRIP, ORDER_TYPE_NAMES, READY,
-    REASON_NAMES, RETIRED, SIDES_NAMES, STATE_NAMES, TRIP_NAMES,
+    REASON_LEVEL, REASON_NAMES, RETIRED, SIDES_NAMES, STATE_NAMES, TRIP_NAMES,
 )
 from kernels.breakers import NEVER
 from kernels.lifecycle import TRANSITIONS
@@ -309,7 +309,7 @@ class EngineState:
             "fills": int(row["fills"]),
             "filled_qty": int(row["filled_qty"]),
             "rejects": {"total": int(row["rejects"]),
-                        "by_reason": _reasons(self.reason_counts[s])},
+                        "by_reason": _reasons(self.reason_counts[s]), "by_level": _levels(self.reason_counts[s])},
             "breaker": {"trip_cause": None if cause == NO_TRIP else TRIP_NAMES[cause],
                         "trips": {TRIP_NAMES[t]: int(c) for t, c in enumerate(self.trip_counts[s]) if c},
                         "consecutive_rejects": int(row["consecutive_rejects"])},
@@ -337,6 +337,16 @@ class EngineState:
 
 def _reasons(counts) -> dict[str, int]:
     return {REASON_NAMES[r]: int(c) for r, c in enumerate(counts) if c}
+
+
+def _levels(counts) -> dict[str, int]:
+    """Reason counts summed by the level that enforces each reason (kernels/dtypes.py REASON_LEVEL)."""
+    by_level = {}
+    for r, c in enumerate(counts):
+        if c:
+            level = REASON_LEVEL[REASON_NAMES[r]]
+            by_level[level] = by_level.get(level, 0) + int(c)
+    return by_level
 
 
 def _lookup(ids: dict[str, int], name: str, what: str) -> int:

@@ -96,13 +96,30 @@ REASONS = (
     ("R_SELF_MATCH", "order would cross a working order of the same account"),
     ("R_ORDER_TABLE_FULL", "engine open-order table is full"),
     ("R_MARK_STALE", "no market data for the instrument within its max_mark_age_ms (or none yet)"),
-    ("R_SIDE_BLOCKED", "the order's side is blocked for the strategy or its account (buy_only, sell_only) and it "
-                       "does not reduce the position"),
+    ("R_SIDE_BLOCKED", "the order's side is blocked for the strategy (buy_only, sell_only) and it does not reduce "
+                       "the position"),
     ("R_DUPLICATE_ORDER", "same side, quantity and price as the strategy's last order, within duplicate_window_ms"),
+    ("R_SIDE_BLOCKED_ACCOUNT", "the order's side is blocked for the strategy's account (buy_only, sell_only) and it "
+                               "does not reduce the position"),
 )
 N_REASONS = len(REASONS)
 REASON_NAMES = tuple(name[2:].lower() for name, _ in REASONS)
 REASON_TEXT = tuple(text for _, text in REASONS)
+# Who enforces each rule (docs/risk.md): the signal's own validity, the strategy's limits, its account's, the
+# engine's and instruments' rules that hold for everyone (global), or an operator's decision (lifecycle state,
+# kill switches). A rule has one level, so a denial's levels are its reasons' levels.
+LEVELS = ("signal", "strategy", "account", "global", "operator")
+REASON_LEVEL = {
+    "not_active": "operator", "kill_switch": "operator", "not_tradable": "global", "restricted": "strategy",
+    "qty_invalid": "signal", "qty_lot": "global", "not_finite": "signal", "signal_range": "signal",
+    "price_invalid": "signal", "qty_max": "strategy", "notional_max": "strategy", "price_collar": "global",
+    "no_reference": "global", "position_max": "strategy", "gross_max": "account", "net_max": "account",
+    "rate": "strategy", "open_orders_max": "strategy", "duplicate": "signal", "out_of_order": "signal",
+    "stale": "signal", "loss_strategy": "strategy", "loss_account": "account", "self_match": "account",
+    "order_table_full": "global", "mark_stale": "global", "side_blocked": "strategy", "duplicate_order": "strategy",
+    "side_blocked_account": "account",
+}
+assert set(REASON_LEVEL) == set(REASON_NAMES) and set(REASON_LEVEL.values()) <= set(LEVELS)
 for _bit, (_name, _) in enumerate(REASONS):
     globals()[_name] = np.uint32(1 << _bit)
 
@@ -146,6 +163,10 @@ COUNTERS = (
     ("C_FILL_OFF_BAND", "fills priced outside the instrument's band around its mark (applied, flagged)"),
     ("C_REPORT_INVALID", "execution reports with an unknown type or a NaN, infinite or negative value"),
     ("C_FILLS", "fills applied"),
+    ("C_ORDERS_ACKED", "orders the OMS acknowledged"),
+    ("C_ORDERS_REJECTED", "orders the OMS rejected"),
+    ("C_ORDERS_CANCELED", "orders that ended canceled (by the OMS, or in the books when never sent)"),
+    ("C_ORDERS_FILLED", "orders that ended filled"),
     ("C_FILL_RING_FULL", "fill records not written: fills ring full (the fills themselves were applied)"),
     ("C_BREAKER_TRIPS", "circuit breaker trips"),
     ("C_BATCH_STOPS", "batches that stopped at an event for want of room (order or fills ring, tx): the rest waited"),

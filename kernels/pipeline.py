@@ -20,11 +20,12 @@ from kernels.arena import (
 )
 from kernels.breakers import check_fills, check_pnl, cool_down, record_outcome
 from kernels.dtypes import (
-    C_FILLS, C_FILL_OFF_BAND, C_FILL_RING_FULL, C_ORDERS, C_REJECTS, C_REJECT_RING_FULL, C_REPORT_INVALID,
-    C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS, C_SIGNAL_NO_CHANGE,
-    C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL,
-    EXEC_PARTIAL_FILL, EXEC_REJECT, FILL_OFF_BAND, FILL_OVERFILL, N_REASONS, ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_ACTIVE,
-    R_NOT_FINITE, R_OUT_OF_ORDER, R_QTY_LOT, R_SIGNAL_RANGE, R_STALE, SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
+    C_FILLS, C_FILL_OFF_BAND, C_FILL_RING_FULL, C_ORDERS, C_ORDERS_ACKED, C_ORDERS_CANCELED, C_ORDERS_FILLED,
+    C_ORDERS_REJECTED, C_REJECTS, C_REJECT_RING_FULL, C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL,
+    C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID,
+    C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL,
+    EXEC_REJECT, FILL_OFF_BAND, FILL_OVERFILL, N_REASONS, ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_ACTIVE, R_NOT_FINITE,
+    R_OUT_OF_ORDER, R_QTY_LOT, R_SIGNAL_RANGE, R_STALE, SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
 )
 from kernels.positions import apply_fill, finite_positive, link_order, refresh_exposure, release_order, remark, slot_of
 from kernels.rings import NO_ROOM, claim, head, publish, release, room, tail
@@ -318,9 +319,12 @@ def apply_report(state, rep, now):
         return 0
     kind = rep["exec_type"]
     if kind == EXEC_ACK:
+        if not o["acked"]:
+            counters[C_ORDERS_ACKED] += 1
         o["acked"] = 1
         return 0
     if kind == EXEC_REJECT or kind == EXEC_CANCELED:
+        counters[C_ORDERS_REJECTED if kind == EXEC_REJECT else C_ORDERS_CANCELED] += 1
         release_order(state, slot)
         return 0
     if (kind != EXEC_FILL and kind != EXEC_PARTIAL_FILL) or rep["qty"] <= 0 \
@@ -346,6 +350,7 @@ def apply_report(state, rep, now):
     realized = apply_fill_report(state, slot, qty, px, rep["fee"])
     record_fill(state, o, rep, qty, realized, flags, now)
     if o["leaves"] == 0 or kind == EXEC_FILL:
+        counters[C_ORDERS_FILLED] += 1
         release_order(state, slot)
     check_fills(state, s, flags & FILL_OFF_BAND != 0, now)
     check_pnl(state, s, now)

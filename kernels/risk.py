@@ -5,7 +5,8 @@ from kernels.dtypes import (
     ACTIVE, NO_PRICE, ORDER_MARKET, REDUCING, R_DUPLICATE_ORDER, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT,
     R_LOSS_STRATEGY, R_MARK_STALE, R_NET_MAX, R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_TRADABLE, R_NO_REFERENCE,
     R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT,
-    R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, R_SIDE_BLOCKED, SIDES_BUY, SIDES_SELL, SIDE_BUY,
+    R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, R_SIDE_BLOCKED, R_SIDE_BLOCKED_ACCOUNT, SIDES_BUY, SIDES_SELL,
+    SIDE_BUY,
 )
 from kernels.positions import exposure_of, money_per_unit, pnl_of
 
@@ -44,8 +45,10 @@ def order_reasons(strategy, account, instrument, position, exposure, side, qty, 
     if not position["allowed"]:
         r |= R_RESTRICTED
     side_bit = SIDES_BUY if side == SIDE_BUY else SIDES_SELL
-    if not reducing and (not strategy["sides"] & side_bit or not account["sides"] & side_bit):
+    if not reducing and not strategy["sides"] & side_bit:
         r |= R_SIDE_BLOCKED
+    if not reducing and not account["sides"] & side_bit:
+        r |= R_SIDE_BLOCKED_ACCOUNT
     if 0 < strategy["duplicate_window_ns"] and now_ns - strategy["last_order_ns"] < strategy["duplicate_window_ns"] \
             and strategy["last_side"] == side and strategy["last_qty"] == qty and strategy["last_px_ticks"] == px_ticks:
         r |= R_DUPLICATE_ORDER

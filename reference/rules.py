@@ -31,17 +31,18 @@ from kernels.arena import (
     S_ORDER_GEN,
 )
 from kernels.dtypes import (
-    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_FILL_OFF_BAND, C_FILL_RING_FULL, C_ORDERS, C_REJECTS,
-    C_REJECT_RING_FULL, C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS,
-    C_SHADOW_REJECTS, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE,
-    EV_COOLDOWN, EV_TRIP_HALT, EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT,
-    FILL_OFF_BAND, FILL_OVERFILL, NO_PRICE, NO_TRIP, N_REASONS, ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE,
+    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_FILL_OFF_BAND, C_FILL_RING_FULL, C_ORDERS,
+    C_ORDERS_ACKED, C_ORDERS_CANCELED, C_ORDERS_FILLED, C_ORDERS_REJECTED, C_REJECTS, C_REJECT_RING_FULL,
+    C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS,
+    C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_COOLDOWN,
+    EV_TRIP_HALT, EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, FILL_OFF_BAND,
+    FILL_OVERFILL, NO_PRICE, NO_TRIP, N_REASONS, ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE,
     R_DUPLICATE_ORDER, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT, R_LOSS_STRATEGY, R_MARK_STALE, R_NET_MAX,
     R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NO_REFERENCE, R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL,
     R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE,
-    R_RESTRICTED, R_SELF_MATCH, R_SIDE_BLOCKED, R_SIGNAL_RANGE, R_STALE, SIDES_BUY, SIDES_SELL, SIDE_BUY, SIDE_SELL,
-    SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_FILL_RATE, TRIP_LOSS,
-    TRIP_OFF_BAND_FILLS, TRIP_REJECT_RATIO,
+    R_RESTRICTED, R_SELF_MATCH, R_SIDE_BLOCKED, R_SIDE_BLOCKED_ACCOUNT, R_SIGNAL_RANGE, R_STALE, SIDES_BUY, SIDES_SELL,
+    SIDE_BUY, SIDE_SELL, SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_FILL_RATE,
+    TRIP_LOSS, TRIP_OFF_BAND_FILLS, TRIP_REJECT_RATIO,
 )
 from kernels.rings import HEAD, TAIL
 from reference.records import (
@@ -273,8 +274,10 @@ class Reference:
         if not p.allowed:
             r |= R_RESTRICTED
         side_bit = SIDES_BUY if side == SIDE_BUY else SIDES_SELL
-        if not reducing and not (st.sides & side_bit and account.sides & side_bit):
+        if not reducing and not st.sides & side_bit:
             r |= R_SIDE_BLOCKED
+        if not reducing and not account.sides & side_bit:
+            r |= R_SIDE_BLOCKED_ACCOUNT
         if st.duplicate_window_ns > 0 and now_ns - st.last_order_ns < st.duplicate_window_ns \
                 and (st.last_side, st.last_qty, st.last_px_ticks) == (side, qty, px_ticks):
             r |= R_DUPLICATE_ORDER
@@ -580,9 +583,12 @@ class Reference:
             self.counters[C_REPORT_MISMATCH] += 1
             return 0
         if rep.exec_type == EXEC_ACK:
+            if not o.acked:
+                self.counters[C_ORDERS_ACKED] += 1
             o.acked = 1
             return 0
         if rep.exec_type in (EXEC_REJECT, EXEC_CANCELED):
+            self.counters[C_ORDERS_REJECTED if rep.exec_type == EXEC_REJECT else C_ORDERS_CANCELED] += 1
             self.release(slot)
             return 0
         s, i, a = o.strategy, o.instrument, o.account
@@ -624,6 +630,7 @@ class Reference:
                                          o.px_ticks, o.arrival_mark_ticks)) is False:
             self.counters[C_FILL_RING_FULL] += 1
         if o.leaves == 0 or rep.exec_type == EXEC_FILL:
+            self.counters[C_ORDERS_FILLED] += 1
             self.release(slot)
         self.check_fills(s, flags & FILL_OFF_BAND != 0, now_ns)
         self.check_pnl(s, now_ns)

@@ -89,6 +89,11 @@ class Oms(_Config, kw_only=True):
     tcp: TcpClientConfig = _default(TcpClientConfig, {"port": 47200})
     sim: SimOmsConfig = _default(SimOmsConfig)
     on_disconnect: Literal["halt", "reduce"] = "halt"
+    # the link is watched: more than max_unacked orders without an acknowledgement after ack_timeout_ms, or orders
+    # it has refused to take for stall_ms, and it is treated as lost (on_disconnect applies, it is dropped)
+    ack_timeout_ms: Milliseconds = 2_000
+    max_unacked: Annotated[int, Meta(ge=0, le=INT32_MAX)] = 8
+    stall_ms: Milliseconds = 2_000
     reconnect_backoff_min_ms: Milliseconds = 100
     reconnect_backoff_max_ms: Milliseconds = 5_000
 

@@ -28,6 +28,19 @@ def test_risk_when_a_strategy_is_sell_only_then_a_buy_is_denied_and_a_sell_goes(
     assert reasons(report) == {"side_blocked": 1} and report["counters"]["orders"] == 1
 
 
+def test_risk_when_an_account_is_buy_only_then_a_sell_is_denied_at_the_account_level(procs, tmp_path):
+    config = derive_config(tmp_path / "config", keep=["momentum"], accounts={"futures": {"sides": "buy_only"}})
+    engine = procs.engine(config)
+    udp = procs.udp(engine)
+    udp.send(market_data_frame(ESZ5))
+    udp.send(signal_frame(1, value=1.0, price=6000.25), signal_frame(2, value=-2.0, price=6000.5))
+    report = engine.wait_status(lambda r: r["counters"]["signals"] == 2, "two signals")
+
+    # the sell of 2 against a long of at most 1 adds short risk: the account's rule, not the strategy's
+    assert reasons(report) == {"side_blocked_account": 1} and report["counters"]["orders"] == 1
+    assert report["strategies"]["momentum"]["rejects"]["by_level"] == {"account": 1}
+
+
 def test_risk_when_the_same_order_comes_twice_within_the_window_then_the_second_is_denied(procs, tmp_path):
     engine = procs.engine(momentum_only(tmp_path, {"limits": {"duplicate_window_ms": 60_000}}))
     udp = procs.udp(engine)
