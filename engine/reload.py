@@ -115,7 +115,8 @@ class Reloader:
         state = self.engine.state
         path = state.config.engine_file
         if not self._lock.acquire(blocking=False):
-            raise ReloadRefused(self._refused(actor, [], ["a reload is running already: try again once it is done"]))
+            raise ReloadRefused(self._refused(actor, [], ["a reload is running already: try again once it is done"],
+                                              keep=False))
         try:
             config, problems, restart = await asyncio.to_thread(_load, state.config, path)
             if problems:
@@ -163,12 +164,14 @@ class Reloader:
         except ReloadRefused as e:
             return e.result
 
-    def _refused(self, actor, changes, problems, why=None):
+    def _refused(self, actor, changes, problems, why=None, keep=True):
+        """The result of a refused reload (logged; kept as the last one unless `keep` is false)."""
         path = self.engine.state.config.engine_file
         result = ReloadResult(ok=False, config=path, actor=actor, at_ns=time.time_ns(), changes=changes,
                               problems=problems, error=f"reload refused, nothing changed: {why or problems[0]}"
                               + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-        self._done(result)
+        if keep:
+            self._done(result)
         return result
 
     def _done(self, result):
