@@ -5,7 +5,8 @@ tests/e2e/test_api.py and the benchmark note bench/results/latest/api.json.
 
 runs the real `orchestrator run` (the demo on loopback, the feed trading) once per driver and load, and writes
 the API's latency (a read route and a command, p50/p99 over 2,000 requests each) and what the load did to the
-engine (signal-to-order latency with and without 1,000 reads/s, the time reads held its thread, its CPU).
+engine (signal-to-order latency with no reads, 100 reads/s and 1,000 reads/s, the time reads held its thread, its
+CPU).
 
 The schedule is open loop: request k is due at start + k / rate, whatever became of the ones before it, and its
 latency is counted from its due time (so a stall is not hidden by the requests it held back: coordinated
@@ -95,6 +96,7 @@ def cpu_seconds(pid):
 # ---------------------------------------------------------------------------------------------- the note
 FEED_RATE = 2000     # signals/s while the API is loaded
 READ_RATE = 1000     # reads/s in the loaded run
+POLL_RATE = 100      # reads/s of a dashboard polling (issue 11's benchmark: the API polled 100/s vs off)
 LOADED_S = 4.0       # seconds of each run's feed
 REQUESTS = 2000      # per latency figure
 
@@ -129,8 +131,10 @@ def note(workdir):
     try:
         for driver in ("event", "spin"):
             runs.append(_engine_run(procs, config(f"{driver}-idle"), f"{driver}-idle", driver, None))
-            runs.append(_engine_run(procs, config(f"{driver}-reads"), f"{driver}-reads", driver, lambda url: paced(
-                url, "/strategies", rate=READ_RATE, count=int(READ_RATE * (LOADED_S - 0.5)))))
+            for rate, label in ((POLL_RATE, "polled"), (READ_RATE, "reads")):
+                runs.append(_engine_run(procs, config(f"{driver}-{label}"), f"{driver}-{label}", driver,
+                                        lambda url, rate=rate: paced(url, "/strategies", rate=rate,
+                                                                     count=int(rate * (LOADED_S - 0.5)))))
             engine = procs.engine(config(f"{driver}-latency"), "--driver", driver, name=f"{driver}-latency")
             url = engine.ready["api"]
             read = paced(url, "/strategies/momentum", rate=500, count=REQUESTS)
