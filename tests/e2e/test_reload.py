@@ -44,13 +44,16 @@ def test_reload_when_files_change_then_ctl_and_the_api_deploy_register_and_set_l
     pairs = (strategies / "pairs.toml").read_text()
     (strategies / "pairs2.toml").write_text(pairs.replace('name = "pairs"', 'name = "pairs2"'))
     _replace(strategies / "pairs.toml", "max_open_orders = ", "max_open_orders = 1")
+    _replace(config / "accounts.toml", "daily_loss_limit = 250_000.0", "daily_loss_limit = 200_000.0")
     status, result = api.post("/reload", key="reload-2")
     assert status == 200 and result["ok"], result
     assert [(c["command"], c["ok"], c["id"]) for c in result["commands"]] == [
-        ("set_limits", True, "reload-2.1"), ("register", True, "reload-2.2")]
+        ("set_limits", True, "reload-2.1"), ("set_limits", True, "reload-2.2"), ("register", True, "reload-2.3")]
     assert {(c["file"], c["key"], c["how"]) for c in result["changes"]} == {
+        ("accounts.toml", "accounts[futures].daily_loss_limit", "set_limits"),
         ("strategies/pairs.toml", "limits.max_open_orders", "set_limits"),
         ("strategies/pairs2.toml", "name", "identity")}
+    assert api.get("/accounts")["futures"]["limits"]["daily_loss_limit"] == 200_000.0
     assert api.get("/strategies")["pairs2"]["state"] == "READY"
     limit = result["changes"][[c["key"] for c in result["changes"]].index("limits.max_open_orders")]["after"]
     assert api.get("/strategies/pairs")["limits"]["limits"]["max_open_orders"] == limit
@@ -59,9 +62,10 @@ def test_reload_when_files_change_then_ctl_and_the_api_deploy_register_and_set_l
     code, out, err = ctl(procs, engine, "reload")  # what runs is what the files say now
     assert code == 0 and "nothing to change" in out, out + err
     assert [(type(c).__name__, c.actor) for c in applied(config)] == [
-        ("Deploy", "ops (operator)"), ("SetLimits", "ops (operator)"), ("Register", "ops (operator)")]
+        ("Deploy", "ops (operator)"), ("SetLimits", "ops (operator)"), ("SetLimits", "ops (operator)"),
+        ("Register", "ops (operator)")]
     status, answer = api.post("/reload", token=READ_SECRET)
-    assert status == 403 and len(applied(config)) == 3
+    assert status == 403 and len(applied(config)) == 4
     assert engine.report()["strategies"]["pairs2"]["state"] == "READY"
 
     # restarted, it recovers from its journal: what the reloads did runs, and it is what the files say
