@@ -210,8 +210,8 @@ def restart_changes(running, config):
     engine.toml, instruments.toml, the accounts' ids, names and kill switches. Each is restart-only."""
     changes, refusals = [], []
 
-    def refuse(file, key_path, before, after):
-        how, why = classify(file, key_path)
+    def refuse(file, key_path, before, after, kind=None):
+        how, why = classify(kind or file, key_path)
         if "token" in key_path:  # api.tokens holds secrets: neither side is shown
             before = after = "(not shown)"
         changes.append(Change(file=file, key=key_path, before=before, after=after, how=how))
@@ -219,7 +219,7 @@ def restart_changes(running, config):
                         f"engine to take it")
 
     for key_path, before, after in _diff(_plain(running.engine), _plain(config.engine)):
-        refuse(Path(running.engine_file).name, key_path, before, after)
+        refuse(Path(running.engine_file).name, key_path, before, after, kind="engine.toml")  # or engine-aeron.toml
     for key_path, before, after in _diff(_by(running.instruments, "symbol"), _by(config.instruments, "symbol")):
         refuse(INSTRUMENTS_FILE, f"instruments{key_path}", before, after)
     start = {spec.name: _plain(spec) for spec in running.accounts}
