@@ -88,6 +88,10 @@ def test_openapi_when_served_then_every_route_of_the_app_is_in_it_and_every_oper
     limits = doc["components"]["schemas"]["StrategyLimits"]
     assert set(limits["properties"]) == set(STRATEGY_KEYS) and limits["additionalProperties"] is False
     assert doc["paths"]["/health"]["get"]["security"] == []
+    reload = doc["paths"]["/reload"]["post"]
+    assert reload["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ReloadResult")
+    assert {"409", "422"} <= set(reload["responses"]) and "501" not in reload["responses"]
+    assert "Idempotency-Key" in [p["name"] for p in reload["parameters"]] and "Change" in doc["components"]["schemas"]
 
 
 # ------------------------------------------------------------------------------------------------- bodies
