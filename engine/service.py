@@ -22,6 +22,7 @@ from engine.api import ApiServer
 from engine.driver import Engine, run_event, run_spin, warm_up
 from engine.journal import EngineJournal
 from engine.metrics import LatencyRecorder
+from engine.mirror import MirrorFeed
 from engine.recovery import SNAPSHOTS, Recovered, recover
 from engine.order_ids import FILE_NAME as ORDER_IDS_FILE, OrderIds
 from engine.reload import Reloader, ReloadRefused
@@ -62,6 +63,8 @@ class Service:
                 engine.journal.close()
             for transport in self.transports:
                 transport.close()
+            if engine.mirror is not None:  # the Redis mirror's writer thread
+                engine.mirror.close()
             if self.api is not None:
                 self.api.close()
 
@@ -166,7 +169,25 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     if isinstance(oms, (TcpClient, AeronClient)):
         _connect(engine, oms, connect_timeout_s)
     warm_up(engine)
+    _start_mirror(engine, config)
     return Service(engine, latency, transports, clock(), recovered, snapshots, api)
+
+
+# ---------------------------------------------------------------------------------------------- the Redis mirror
+def _start_mirror(engine, config):
+    """[redis] enabled: a MirrorFeed listening to the batches and fed in housekeeping; its writer thread connects
+    in the background (a Redis that is down delays nothing here)."""
+    if config.engine.redis.enabled:
+        engine.mirror = MirrorFeed(engine.state, config.engine.redis, control=engine.control)
+        engine.listeners.append(engine.mirror)
+        engine.mirror.open()
+
+
+def _finish_mirror(service):
+    """After the driver stopped: the mirror's last records, and up to shutdown_flush_ms for Redis to have them."""
+    mirror = service.engine.mirror
+    if mirror is not None:
+        mirror.final(service.engine.clock(), mirror.settings.shutdown_flush_ms / 1000)
 
 
 def _aeron_config(struct_type, aeron, **streams):
@@ -225,6 +246,7 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         service.engine.finish()
+        _finish_mirror(service)
         return
 
     import uvloop
@@ -264,6 +286,7 @@ def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, c
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         loop.close()
+    _finish_mirror(service)
 
 
 async def _reload_async(service):
