@@ -33,21 +33,32 @@ from bench.frames import fill_signals
 from bench.test_service_loopback import INTERVAL_NS, POOL, Loopback
 from bench.workloads import SOURCE
 from engine.api import ApiServer
-from engine.config.schema import Api
+from engine.config.schema import Api, Redis
+from engine.driver import HEARTBEAT_NS
+from engine.mirror import MirrorFeed
 
 POLL_RATE = 100     # reads/s while the API engine runs a block
 POLL_PATH = "/strategies"
 
 
 class ApiLoopback(Loopback):
-    """The Loopback with (`api`) or without the REST API; reads served between steps as run_spin serves them."""
+    """The Loopback with (`api`) or without the REST API, and with the Redis mirror writing to `redis_url` (or
+    none); reads served between steps as run_spin serves them, the mirror fed every HEARTBEAT_NS as the spin
+    driver's housekeeping feeds it."""
 
-    def __init__(self, api):
+    def __init__(self, api, redis_url=None):
         super().__init__("udp")
         self.api = api
         if api:
             self.svc.api = ApiServer(msgspec.convert({"enabled": True, "host": "127.0.0.1", "port": 0}, Api))
             self.svc.api.start_thread(self.svc)
+        self.mirror = None
+        if redis_url:
+            settings = msgspec.convert({"enabled": True, "url": redis_url}, Redis)
+            self.mirror = self.engine.mirror = MirrorFeed(self.engine.state, settings, control=self.engine.control)
+            self.engine.listeners.append(self.mirror)  # its on_batch runs inside step: timed
+            self.mirror.open()
+        self.fed = 0
 
     def setup(self):
         """Untimed (Loopback.setup, with the reads served while it waits): the last order filled, the next
@@ -63,6 +74,9 @@ class ApiLoopback(Loopback):
         if self.next == 0 or now - self.next > 1_000_000_000:
             self.next = now
         engine = self.engine
+        if self.mirror is not None and now - self.fed >= HEARTBEAT_NS:  # housekeeping, between steps (untimed)
+            self.mirror.housekeeping(now)
+            self.fed = now
         while time.perf_counter_ns() < self.next:
             if engine.reads:
                 engine.serve_reads()
@@ -86,7 +100,7 @@ class ApiLoopback(Loopback):
     def close(self):
         if self.api:
             self.svc.api.stop_thread()
-        super().close()
+        super().close()  # the service closes the mirror
 
 
 def block(loopback, rounds, samples):
@@ -107,8 +121,9 @@ def poller_main(url):
         print(json.dumps(paced(url, POLL_PATH, rate=POLL_RATE, count=count, connections=1)), flush=True)
 
 
-def measure(blocks, rounds, warmup):
-    on, off = ApiLoopback(True), ApiLoopback(False)
+def measure(blocks, rounds, warmup, redis_url=None):
+    """`redis_url`: the API engine also mirrors to that Redis (issue 11's "API and mirror on vs both off")."""
+    on, off = ApiLoopback(True, redis_url), ApiLoopback(False)
     poller = subprocess.Popen([sys.executable, "-m", "bench.api_overhead", "--poller", on.svc.api.url],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -137,6 +152,8 @@ def measure(blocks, rounds, warmup):
                 block(loopback, rounds, samples["off"])
             gc.collect()
         stats = on.svc.api.stats.as_dict()
+        if on.mirror is not None:
+            stats = {**stats, "mirror": on.mirror.report()}
     finally:
         gc.enable()
         poller.stdin.close()
@@ -163,7 +180,11 @@ def summarize(samples, reads, stats):
         for code, n in r["statuses"].items():
             statuses[code] = statuses.get(code, 0) + n
     read_latency = sorted(x for r in reads for x in [r["latency_us"].get("p50")] if x is not None)
+    raw = {name: hist.summary(hist.of(values)) for name, values in samples.items()}
+    raw_us = {name: {k: round(v / 1000, 2) for k, v in s.items() if k in ("p50", "p90", "p99", "p99.9", "max")}
+              for name, s in raw.items()}
     return {"signal_to_order_us": us,
+            "uncorrected_us": raw_us,  # each round as timed: what a stall did to the round it hit, no more
             "p50_change_pct": round(100 * (sides["on"]["p50"] / sides["off"]["p50"] - 1), 1),
             "p99_change_pct": round(100 * (sides["on"]["p99"] / sides["off"]["p99"] - 1), 1),
             "reads": {"sent": sum(r["count"] for r in reads), "statuses": statuses,
@@ -177,17 +198,32 @@ def main(argv=None):
     parser.add_argument("--blocks", type=int, default=10, help="blocks per side (default 10)")
     parser.add_argument("--rounds", type=int, default=3000, help="rounds per block (default 3000: 0.3 s)")
     parser.add_argument("--warmup", type=int, default=2000)
+    parser.add_argument("--no-redis", action="store_true",
+                        help="the API alone on the measured side (default: the API and the Redis mirror, writing to a "
+                             "redis-server this run starts)")
     parser.add_argument("--poller", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.poller:
         poller_main(args.poller)
         return 0
-    samples, reads, stats = measure(args.blocks, args.rounds, args.warmup)
+    if args.no_redis:
+        samples, reads, stats = measure(args.blocks, args.rounds, args.warmup)
+    else:
+        import tempfile
+
+        from tests.infra.servers import RedisServer
+        with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
+            server = RedisServer(tmp).start()
+            try:
+                samples, reads, stats = measure(args.blocks, args.rounds, args.warmup, server.url)
+            finally:
+                server.stop()
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform(), "load_average_1m": os.getloadavg()[0],
                           "taken": time.strftime("%Y-%m-%d %H:%M:%S")},
               "method": " ".join(__doc__.split("\n\n")[2].split()),
-              "poll_rate": POLL_RATE, "path": POLL_PATH, "blocks": args.blocks, "rounds_per_block": args.rounds,
+              "redis_mirror": not args.no_redis, "poll_rate": POLL_RATE, "path": POLL_PATH, "blocks": args.blocks,
+              "rounds_per_block": args.rounds,
               **summarize(samples, reads, stats)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
