@@ -107,6 +107,8 @@ def test_reload_when_a_file_is_broken_or_a_key_restart_only_then_refused_whole_a
     status, refused = api.post("/reload")
     assert status == 409 and "strategies/momentum.toml: retire momentum: cannot retire" in refused["error"]["message"]
 
+    status, bad = api.post("/reload", key="not a key")
+    assert (status, bad["error"]["field"]) == (400, "Idempotency-Key"), bad
     assert applied(config) == []
     after = api.get("/strategies")
     assert {n: (s["state"], s["version"], s["deploy"]) for n, s in after.items()} == {
