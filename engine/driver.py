@@ -9,6 +9,8 @@ import gc
 import logging
 import os
 import time
+from collections import deque
+from concurrent.futures import Future
 
 from adapters.base import TransportClosed
 from engine.commands import CancelUnsent, HaltAll
@@ -89,6 +91,7 @@ class Engine:
         self.mirror = None     # engine/mirror.py MirrorFeed ([redis]): fed in maintain(), between steps
         self.control = Control(self, journal)
         self.wake = lambda: None  # the driver's: run a step soon (a command was queued from another thread)
+        self.reads = deque()  # (fn, Future): reads of the state asked for by other threads, served between steps
         self._requests = bytearray()  # Cancel and StatusRequest frames for the OMS link, sent after the commit
         self.on_mismatch = on_mismatch
         self._mismatches = int(state.counters[C_RECONCILE_MISMATCH])  # acted on up to here (recovered ones too)
@@ -177,6 +180,25 @@ class Engine:
             self._flush(now)
             if not stopped or stuck or self._scalars.item(S_TX_LEN):  # done, or the OMS link holds the rest back
                 return placed
+
+    # ------------------------------------------------------------------------------------------ reads
+    def read(self, fn) -> Future:
+        """Run fn() between two steps on the spin driver's thread; the Future holds what it returns. How a thread
+        beside the spin driver (its REST API) reads the arena without racing a batch. (The event driver's loop
+        serves its API's reads itself, between callbacks.)"""
+        future = Future()
+        self.reads.append((fn, future))
+        return future
+
+    def serve_reads(self):
+        while self.reads:
+            fn, future = self.reads.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # the asker gave up
+            try:
+                future.set_result(fn())
+            except Exception as e:  # the asker hears of it; the engine goes on
+                future.set_exception(e)
 
     # ------------------------------------------------------------------------------------------ replaying
     def feed(self, time_ns, source, sizes, data):
@@ -565,6 +587,7 @@ def run_spin(engine, stop, cpu=None):
     gc.collect()
     gc.freeze()
     gc.disable()
+    reads = engine.reads
     try:
         last = maintained = clock()
         while not stop.is_set():
@@ -577,11 +600,14 @@ def run_spin(engine, stop, cpu=None):
                 if now - last >= HEARTBEAT_NS or (due is not None and now >= due):
                     engine.step(now)
                     last = now
+            if reads:
+                engine.serve_reads()
             if last - maintained >= HEARTBEAT_NS:  # busy or not: snapshots and reconnects keep their schedule
                 engine.maintain(last)
                 maintained = last
         engine.poll()
         engine.step()
+        engine.serve_reads()
     finally:
         gc.enable()
         gc.unfreeze()

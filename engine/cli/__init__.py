@@ -1,4 +1,5 @@
-"""`orchestrator`: run an engine, check a config, replay a journal, and the demo's feed and simulated OMS."""
+"""`orchestrator`: run an engine, operate a running one (ctl), check a config, replay a journal, and the demo's
+feed and simulated OMS."""
 import argparse
 import json
 import logging
@@ -170,7 +171,8 @@ def parser():
                          description="Load CONFIG, listen for signals, send orders to the OMS, show a live table "
                                      "of strategies; on SIGINT/SIGTERM (or after --duration) drain the rings and "
                                      "print the final report. Once ready, one line on stderr gives the bound "
-                                     "addresses (a port 0 in the config is the OS's pick). If the OMS link drops, "
+                                     "addresses and the REST API's URL (a port 0 in the config is the OS's pick; "
+                                     "`orchestrator ctl --url` takes that URL). If the OMS link drops, "
                                      "[oms] on_disconnect halts (or reduces) the strategies and the engine "
                                      "reconnects with backoff; the strategies stay so after the link is back. "
                                      "At start the engine recovers its state from the journal ([journal] dir): "
@@ -191,7 +193,8 @@ def parser():
                      help="also start the synthetic feed at RATE signals/s against this config (the demo)")
     run.add_argument("--bad-ratio", type=float, default=0.02, help="with --feed: share of deliberately bad signals")
     run.add_argument("--ready-file", metavar="FILE",
-                     help="once listening (and the OMS link tried), write the bound addresses to FILE as JSON")
+                     help="once listening (and the OMS link tried), write the bound addresses to FILE as JSON "
+                          "(the API's URL under \"api\")")
     run.add_argument("--status-file", metavar="FILE",
                      help="rewrite FILE every 0.1 s with the report so far (JSON, the same keys as --json)")
     run.set_defaults(handler=_run)
@@ -223,6 +226,9 @@ def parser():
     simulate.add_argument("--save", metavar="FILE", help="with --generate: also write the stream as Parquet")
     simulate.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     simulate.set_defaults(handler=_simulate)
+
+    from engine.cli import ctl
+    ctl.add_parser(sub)
 
     from engine.cli.peers import add_feed_arguments, add_sim_oms_arguments
     add_feed_arguments(sub.add_parser(

@@ -31,13 +31,13 @@ ESZ5 = 0  # the demo's instruments: ESZ5 0, NQZ5 1, AAPL 2, MSFT 3, NVDA 4, TSLA
 
 # ---------------------------------------------------------------------------------------------- configs
 def derive_config(dest, *, engine=None, strategies=None, accounts=None, keep=None):
-    """config/demo copied to `dest`, both listeners on 127.0.0.1 port 0, then `engine` deep-merged into
-    engine.toml, `strategies[name]` into that strategy's file and `accounts[name]` into that account (a value
+    """config/demo copied to `dest`, both listeners and the API on 127.0.0.1 port 0, then `engine` deep-merged
+    into engine.toml, `strategies[name]` into that strategy's file and `accounts[name]` into that account (a value
     of None deletes the key). `keep`: the names of the strategies to keep (default all)."""
     dest = Path(dest)
     shutil.copytree(DEMO, dest)
     merged = _merge(_load(dest / "engine.toml"), {"listen": {"udp": LOOPBACK_ANY, "tcp": LOOPBACK_ANY},
-                                                   **(engine or {})})
+                                                   "api": LOOPBACK_ANY, **(engine or {})})
     (dest / "engine.toml").write_text(toml(merged))
     for path in sorted((dest / "strategies").glob("*.toml")):
         doc = _load(path)
