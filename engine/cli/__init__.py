@@ -104,8 +104,9 @@ def _start_feed(args, addresses):
         command = [sys.executable, "-m", "engine.cli", "feed", "--config", args.config, "--transport", transport,
                    "--host", host, "--port", port]
     # the same content every run (seed 7), numbered above any earlier run's, which a recovered engine remembers
-    command += ["--rate", str(args.feed), "--bad-ratio", str(args.bad_ratio), "--seed", "7",
-                "--seq-base", str(time.time_ns() // 1000)]
+    command += ["--rate", str(args.feed), "--seed", "7", "--seq-base", str(time.time_ns() // 1000)]
+    if args.bad_ratio is not None:
+        command += ["--bad-ratio", str(args.bad_ratio)]
     if args.duration:
         command += ["--duration", str(args.duration)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, env=dict(os.environ))
@@ -189,7 +190,8 @@ def parser():
     run.add_argument("--force", action="store_true", help="with --fresh: move an existing journal aside")
     run.add_argument("--feed", type=float, default=0, metavar="RATE",
                      help="also start the synthetic feed at RATE signals/s against this config (the demo)")
-    run.add_argument("--bad-ratio", type=float, default=0.02, help="with --feed: share of deliberately bad signals")
+    run.add_argument("--bad-ratio", type=float, default=None,
+                     help="with --feed: share of deliberately bad signals (default: the config's feed.toml, else 0)")
     run.add_argument("--ready-file", metavar="FILE",
                      help="once listening (and the OMS link tried), write the bound addresses to FILE as JSON")
     run.add_argument("--status-file", metavar="FILE",
