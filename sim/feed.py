@@ -23,7 +23,8 @@ the same signals (seq, ids, values, prices) and the same market data, only stamp
   `aggression_bps` toward the side a strategy following it most likely trades: up if the value rose since
   the last signal of the same id and instrument (a buy crosses the ask), down if it fell; rounded to the tick.
   ts_ns is the wall clock when its batch is sent; ttl_ns is `ttl_ms`;
-- with `bad_ratio`, that share of signals is replaced by one of `bad_kinds` (drawn evenly):
+- with `bad_ratio`, that share of signals is replaced by one of `bad_kinds` (drawn evenly); with `bad_every`
+  N, every N-th signal too, taking `bad_kinds` in turn (a few of each, however short the run):
   nan (NaN value), price_band (10 x mid), duplicate (repeats the previous seq), stale (ts_ns 1 s old with a
   1 ms ttl), unknown_signal / unknown_instrument (id UNKNOWN_ID), garbage (UDP: a datagram of random bytes
   whose header can never be valid; TCP: a frame whose header is valid and whose body is not msgpack, since
@@ -108,6 +109,7 @@ class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     aggression_bps: NonNegative = 5.0
     bad_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
     bad_kinds: Annotated[tuple[BadKind, ...], msgspec.Meta(min_length=1)] = BAD_KINDS
+    bad_every: Annotated[int, msgspec.Meta(ge=0)] = 0  # every N-th signal bad, bad_kinds in turn (0: none)
     frames_per_datagram: Annotated[int, msgspec.Meta(ge=1, le=UDP_MAX_PAYLOAD // 70)] = 16
     to_sim_oms: str | None = None   # "host:port": market data also goes there over UDP
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 4096  # signals per pass
@@ -367,6 +369,11 @@ class Feed:
             value = 2.0 * u[:, 2] - 1.0
         bad = u[:, 3] < c.bad_ratio
         kind = np.where(bad, self._bad_kinds[(u[:, 4] * len(self._bad_kinds)).astype(np.int64)], _GOOD)
+        if c.bad_every:
+            turn, phase = np.divmod(np.arange(lo + 1, hi + 1), c.bad_every)
+            every = phase == 0
+            kind[every] = self._bad_kinds[(turn[every] - 1) % len(self._bad_kinds)]
+            bad |= every
         if lo == 0 and kind[0] == _DUPLICATE:  # nothing to repeat yet: the first signal goes out good
             kind[0], bad[0] = _GOOD, False
         garbage = (kind == _GARBAGE) | (kind == _OVERSIZE)

@@ -9,6 +9,7 @@ import time
 
 EXIT_CONFIG = 2  # the config is not valid: nothing was started
 EXIT_START = 3   # the config is valid but the engine could not start (an address in use, a host unknown)
+REPORT_WIDTH_NOT_TERMINAL = 1000  # columns of the human report when stdout is not a terminal: no table is cut
 
 
 def _run(args):
@@ -36,6 +37,8 @@ def _run(args):
     if svc.recovered is not None:
         print(f"orchestrator: {svc.recovered.summary()}", file=sys.stderr, flush=True)
     console = Console(stderr=args.json)
+    if not console.is_terminal:  # a log, a pipe, CI: the report whole, never cut to an assumed 80 columns
+        console = Console(stderr=args.json, width=REPORT_WIDTH_NOT_TERMINAL)
     driver = args.driver or config.engine.driver
     feed = live = None
 

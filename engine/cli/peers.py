@@ -61,6 +61,7 @@ _OPTIONS = (  # flag, FeedConfig key, type, help
     ("--spread-bps", "spread_bps", float, "quoted spread"),
     ("--aggression-bps", "aggression_bps", float, "signal price distance from mid, toward the value's side"),
     ("--bad-ratio", "bad_ratio", float, "share of signals replaced by bad ones"),
+    ("--bad-every", "bad_every", int, "every N-th signal bad too, --bad-kinds in turn (0: none)"),
     ("--bad-kinds", "bad_kinds", _list(str), "comma-separated subset of " + ",".join(ALL_BAD_KINDS)),
     ("--frames-per-datagram", "frames_per_datagram", int, "frames per UDP datagram or Aeron message"),
     ("--to-sim-oms", "to_sim_oms", str, "host:port: copy market data to the simulated OMS over UDP"),
