@@ -35,7 +35,7 @@ def test_demo_when_run_with_its_feed_then_every_strategy_trades_and_stays_active
     assert not set(by_reason) & CONFIG_REASONS, by_reason
 
 
-LONG_NAME = "index_arbitrage_with_a_name_as_long_as_a_config_allows_0123456789"  # 64 characters, the most
+LONG_NAME = "index_arbitrage_with_a_name_as_long_as_a_config_allows_012345678"  # 64 characters, the most
 
 
 def test_run_when_stdout_is_a_pipe_then_the_report_is_printed_full_width(procs, tmp_path):
