@@ -43,6 +43,8 @@ Aeron packs as many frames to a message, market data on its own stream (which th
 as well), through a media driver already running in `aeron_directory` (the engine's). The feed waits up to 5 s
 for the engine to subscribe; a publication that is back-pressured is retried until it takes the message (the
 wait shows as lag and is counted in `backpressure`); an engine that goes away stops the feed, as over TCP.
+Over UDP a datagram to a port nobody listens on is refused (the next send reports it): with `max_send_errors`
+the feed gives up after that many refusals (`gave_up`); a full socket buffer is not a refusal.
 """
 import math
 import select
@@ -113,7 +115,7 @@ class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     frames_per_datagram: Annotated[int, msgspec.Meta(ge=1, le=UDP_MAX_PAYLOAD // 70)] = 16
     to_sim_oms: str | None = None   # "host:port": market data also goes there over UDP
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 4096  # signals per pass
-    max_send_errors: Annotated[int, msgspec.Meta(ge=0)] = 0  # stop after this many refused sends (0: never)
+    max_send_errors: Annotated[int, msgspec.Meta(ge=0)] = 0  # UDP: stop after this many refused (0: never)
     aeron_directory: str = ""       # the running media driver's directory ("": Aeron's default)
     aeron_channel: Channel = "aeron:ipc"  # signals
     aeron_stream: StreamId = 1001
@@ -155,9 +157,10 @@ class FeedSummary:
     bytes: int = 0
     sim_oms_datagrams: int = 0
     send_errors: int = 0            # UDP sends refused (no listener, buffer full): those frames are lost
+    refused: int = 0                # of those, refused because nothing listens there (ICMP port unreachable)
     backpressure: int = 0           # Aeron offers refused (publication window full), retried until taken
     closed: bool = False            # TCP peer went away: the feed stopped early
-    gave_up: bool = False           # max_send_errors reached (nothing listening): the feed stopped early
+    gave_up: bool = False           # max_send_errors refusals reached (nothing listening): the feed stopped early
     elapsed_s: float = 0.0
     signal_rate: float = 0.0        # signal frames (good and bad) per second, achieved
     max_lag_ms: float = 0.0         # the latest an item went out after its due time
@@ -550,7 +553,8 @@ class Feed:
         while not sender.send(part):
             if isinstance(sender, UdpSender):
                 s.send_errors += 1
-                if self.config.max_send_errors and s.send_errors >= self.config.max_send_errors:
+                s.refused = sender.stats.send_errors  # refused, not merely a full buffer (back-pressure)
+                if self.config.max_send_errors and s.refused >= self.config.max_send_errors:
                     s.gave_up = self._stop = True
                 return
             if isinstance(sender, AeronSender):

@@ -87,7 +87,8 @@ def add_feed_arguments(parser):
         parser.add_argument(flag, dest=key, type=kind, default=None, metavar=flag[2:].upper().replace("-", "_"),
                             help=f"{text} (default {default})")
     parser.add_argument("--max-send-errors", type=int, default=100, metavar="N",
-                        help="stop and exit 1 after N sends refused (UDP: nothing listening); 0: never (default 100)")
+                        help="UDP: stop and exit 1 after N sends refused because nothing listens (a full buffer "
+                             "does not count); 0: never (default 100)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
@@ -172,8 +173,8 @@ def feed(args):
         return 1
     print(msgspec.json.encode(summary.as_dict()).decode() if args.json else summary.line(), flush=True)
     if summary.gave_up:
-        print(f"feed: gave up after {summary.send_errors} send errors: nothing is listening at {config.transport} "
-              f"{config.host}:{config.port}? (--max-send-errors {config.max_send_errors})", file=sys.stderr)
+        print(f"feed: gave up after {summary.refused} sends refused: nothing is listening at {config.transport} "
+              f"{config.host}:{config.port} (--max-send-errors {config.max_send_errors})", file=sys.stderr)
     elif summary.send_errors:
         print(f"feed: {summary.send_errors} sends refused by {config.transport} {config.host}:{config.port}: "
               f"those frames were lost", file=sys.stderr)
