@@ -78,7 +78,8 @@ def add_feed_arguments(parser):
     """The `orchestrator feed` options; each defaults to FeedConfig's default (or to --config's value)."""
     parser.add_argument("--config", default=None,
                         help="engine config dir or file: its listen address, instruments (ids, reference prices, "
-                             "tick sizes) and strategies' signal ids become the defaults")
+                             "tick sizes), strategies' signal ids and routes become the defaults, and the keys of "
+                             f"its {FEED_FILE} if it has one")
     defaults = FeedConfig()
     for flag, key, kind, text in _OPTIONS:
         default = getattr(defaults, key)
