@@ -22,11 +22,12 @@ MOVED = {"halt": "HALTED", "reduce": "REDUCING"}
 
 
 def tcp_oms_config(tmp_path, port, policy="halt", backoff_ms=(50, 200), **engine):
-    """momentum (enabled; trades ESZ5 on signal 0) and pairs (starts READY: the policy leaves it alone)."""
+    """momentum (enabled; trades ESZ5 on signal 0) and pairs (disabled here, so it starts READY: the policy leaves
+    it alone)."""
     oms = {"kind": "tcp", "tcp": {"host": "127.0.0.1", "port": port}, "on_disconnect": policy,
            "reconnect_backoff_min_ms": backoff_ms[0], "reconnect_backoff_max_ms": backoff_ms[1]}
     return derive_config(tmp_path / "config", engine={"oms": oms, **engine}, keep={"momentum", "pairs"},
-                         strategies={"momentum": ROOMY})
+                         strategies={"momentum": ROOMY, "pairs": {"enabled": False}})
 
 
 def sells(source, n):

@@ -1,6 +1,7 @@
 """engine/config/: TOML decoded into frozen Structs; every problem names the file, the key path and what was
 expected. Broken configs are built in tmp_path from config/test/minimal, never kept in config/."""
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -369,6 +370,23 @@ def test_load_config_when_a_file_is_binary_then_error_says_it_is_not_text(config
     assert load_error(config_dir).errors == [
         f"{config_dir / 'strategies' / 'solo.toml'}: not a text file: byte 0xff at offset 14 is not UTF-8 "
         f"(TOML files are UTF-8 text)"]
+
+
+def test_load_config_when_a_file_cannot_be_read_then_error_names_it_and_why(config_dir):
+    """Unreadable (here a directory where a file belongs; a file without read permission reads the same way),
+    the problem is one line naming the file, never an OSError traceback."""
+    (config_dir / "accounts.toml").unlink()
+    (config_dir / "accounts.toml").mkdir()
+
+    assert load_error(config_dir).errors == [f"{config_dir / 'accounts.toml'}: cannot read: Is a directory"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its permissions")
+def test_load_config_when_a_file_has_no_read_permission_then_error_names_it(config_dir):
+    solo = config_dir / "strategies" / "solo.toml"
+    solo.chmod(0)
+
+    assert load_error(config_dir).errors == [f"{solo}: cannot read: Permission denied"]
 
 
 @pytest.mark.parametrize("version", ["1.2", "v1.2.0", "1.2.0.4", ""])
