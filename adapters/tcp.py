@@ -29,7 +29,7 @@ from typing import Annotated
 import msgspec
 import numpy as np
 
-from adapters.base import BufferBytes, Host, Port, Transport, TransportClosed
+from adapters.base import AllowList, BufferBytes, Host, Port, Transport, TransportClosed
 from kernels._jit import entry_point
 from kernels.codec import HEADER_OK
 from kernels.dtypes import C_FRAME_BAD_VERSION, C_FRAME_OVERSIZE
@@ -106,6 +106,7 @@ class TcpServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     port: Port = 0  # 0: the OS picks one; read it back from `address`
     backlog: Annotated[int, msgspec.Meta(ge=1)] = 128
     rcvbuf_bytes: BufferBytes = 0  # set on the listener, inherited by every accepted connection
+    allow: AllowList = ()  # peer IP addresses that may connect; empty: anyone (loopback binds keep it local)
 
 
 class TcpServer(Transport):
@@ -116,6 +117,7 @@ class TcpServer(Transport):
         self.config = config
         self._listener = self._epoll = None
         self._conns = {}  # fd -> _Connection
+        self._allow = frozenset(config.allow)
 
     def open(self):
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -175,12 +177,16 @@ class TcpServer(Transport):
     def _accept(self):
         while True:
             try:
-                sock, _ = self._listener.accept()
+                sock, (peer, _) = self._listener.accept()
             except (BlockingIOError, ConnectionAbortedError):
                 return
             except OSError:  # out of fds: keep serving who is connected; the listener stays readable, so retry
                 self.stats.connect_failures += 1
                 return
+            if self._allow and peer not in self._allow:
+                self.stats.not_allowed += 1  # closed before a byte is read: nothing it sent reaches rx
+                sock.close()
+                continue
             _tune(sock, 0, 0)
             self._conns[sock.fileno()] = _Connection(sock)
             self._epoll.register(sock.fileno(), select.EPOLLIN)

@@ -10,7 +10,9 @@ import logging
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,13 +28,15 @@ from kernels.arena import (
     S_TX_LEN,
 )
 from kernels.batch import carry_over, run_batch
+from kernels.codec import ORDER_FRAME_SIZE
 from kernels.dtypes import (
-    C_ORDERS, C_ORDERS_CANCELED, C_ORDERS_FILLED, C_ORDERS_REJECTED, EXEC_CANCELED, MSG_ORDER, ORDER_SLOT_BITS,
+    C_ORDERS, C_ORDERS_CANCELED, C_ORDERS_FILLED, C_ORDERS_REJECTED, C_RECONCILE_FILLS, C_RECONCILE_MISMATCH,
+    EXEC_CANCELED, MSG_CANCEL, MSG_ORDER, ORDER_SLOT_BITS,
 )
 from kernels.pipeline import apply_reports
 from kernels.venue import venue_cancel
 from wire.frames import encode_frame, iter_frames
-from wire.schema import Cancel
+from wire.schema import Cancel, StatusRequest
 
 log = logging.getLogger("orchestrator.engine")
 # The cursor cells _drain reads and writes, as flat indexes of the (ring, HEAD/TAIL) table; it reads the cells of
@@ -53,8 +57,11 @@ class EngineStats:
         self.oms_sends = 0
         self.oms_backpressure = 0
         self.oms_disconnects = 0
+        self.orders_sent = 0    # orders the OMS link took (less those it gave back unsent when a connection ended)
         self.orders_unsent = 0  # orders that never reached the OMS; each is canceled in the engine's books
         self.cancels_sent = 0   # cancel requests that went to the OMS link (kill switches)
+        self.reconciliations = 0  # times the engine asked the OMS for the status of its working orders
+        self.status_requests = 0  # StatusRequest frames that went to the OMS link
         self.oms_given_up = 0   # times the watched link was treated as lost (unacknowledged orders, refused tx)
         self.journal_failures = 0  # commits the disk refused (see EngineJournal's policy)
 
@@ -71,7 +78,7 @@ class Engine:
     between batches (engine/control.py)."""
 
     def __init__(self, state, inbound, oms, *, on_disconnect="halt", clock=time.time_ns, listeners=(),
-                 backoff_ms=(100, 5000), journal=None, watch_ms=(2000, 8, 2000)):
+                 backoff_ms=(100, 5000), journal=None, watch_ms=(2000, 8, 2000), on_mismatch="report"):
         self.state = state
         self.inbound = list(inbound)
         self.oms = oms
@@ -104,9 +111,13 @@ class Engine:
         self.journal = journal
         self.snapshots = None  # engine/snapshot.py Snapshotter: taken in maintain(), between steps
         self.order_ids = None  # engine/order_ids.py OrderIds: generations reserved ahead in maintain()
+        self.mirror = None     # engine/mirror.py MirrorFeed ([redis]): fed in maintain(), between steps
         self.control = Control(self, journal)
         self.wake = lambda: None  # the driver's: run a step soon (a command was queued from another thread)
-        self._cancels = bytearray()  # Cancel frames for the OMS link, sent after the journal commit
+        self.reads = deque()  # (fn, Future): reads of the state asked for by other threads, served between steps
+        self._requests = bytearray()  # Cancel and StatusRequest frames for the OMS link, sent after the commit
+        self.on_mismatch = on_mismatch
+        self._mismatches = int(state.counters[C_RECONCILE_MISMATCH])  # acted on up to here (recovered ones too)
         self._journal_halted = False
         self.backoff_ns = (backoff_ms[0] * 1_000_000, backoff_ms[1] * 1_000_000)
         self._backoff_ns = self.backoff_ns[0]
@@ -204,6 +215,25 @@ class Engine:
             if not stopped or stuck or self._scalars.item(S_TX_LEN):  # done, or the OMS link holds the rest back
                 return placed
 
+    # ------------------------------------------------------------------------------------------ reads
+    def read(self, fn) -> Future:
+        """Run fn() between two steps on the spin driver's thread; the Future holds what it returns. How a thread
+        beside the spin driver (its REST API) reads the arena without racing a batch. (The event driver's loop
+        serves its API's reads itself, between callbacks.)"""
+        future = Future()
+        self.reads.append((fn, future))
+        return future
+
+    def serve_reads(self):
+        while self.reads:
+            fn, future = self.reads.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # the asker gave up
+            try:
+                future.set_result(fn())
+            except Exception as e:  # the asker hears of it; the engine goes on
+                future.set_exception(e)
+
     # ------------------------------------------------------------------------------------------ replaying
     def feed(self, time_ns, source, sizes, data):
         """Replays: put journaled chunks in rx as a poll would have (deciding what waits first if they do not
@@ -252,8 +282,8 @@ class Engine:
                 self._send(now)
             else:
                 self._cancel_tx(now)
-        if self._cancels and sendable:
-            self._send_cancels()
+        if self._requests and sendable:
+            self._send_requests()
         self._drain(now)
 
     def _commit(self, now):
@@ -285,6 +315,7 @@ class Engine:
             self.oms_down(now)
             sent = False
         if sent:
+            self.stats.orders_sent += len(frames) // ORDER_FRAME_SIZE  # tx holds Order frames only
             scalars[S_TX_LEN] = 0
             self.stats.oms_sends += 1
         elif self._oms_up:
@@ -299,25 +330,56 @@ class Engine:
         self._scalars[S_TX_LEN] = 0
         self._cancel_unsent(frames, now)
 
-    def _cancel_unsent(self, frames, now):
+    def _cancel_unsent(self, frames, now, taken=False):
         """Cancel in the books the orders of whole frames that never reached the OMS (tx, or what the link held
-        when its connection ended), as a journaled command."""
+        when its connection ended: `taken`, counted sent until now), as a journaled command."""
         order_ids = [order.order_id for msg_type, order in iter_frames(frames) if msg_type == MSG_ORDER]
         if order_ids:
             self.control.apply(CancelUnsent(actor="engine", order_ids=order_ids), now)
             self.stats.orders_unsent += len(order_ids)
+            if taken:
+                self.stats.orders_sent -= len(order_ids)
 
-    def _send_cancels(self):
+    def _send_requests(self):
         if not self._oms_up:
             return  # the orders' fate is the OMS's now: reconciliation asks when the link is back
         try:
-            sent = self.oms.send(self._cancels)
+            sent = self.oms.send(self._requests)
         except TransportClosed:
             self.oms_down(self.clock())
             return
         if sent:
-            self.stats.cancels_sent += sum(1 for _ in iter_frames(bytes(self._cancels)))
-            self._cancels.clear()
+            for msg_type, _ in iter_frames(bytes(self._requests)):
+                if msg_type == MSG_CANCEL:
+                    self.stats.cancels_sent += 1
+                else:
+                    self.stats.status_requests += 1
+            self._requests.clear()
+
+    def reconcile(self, now):
+        """Ask the OMS how it sees every order working in the books (after a reconnect, and at start with a
+        recovered state): each answer, an EXEC_STATUS report, is applied by the batch like any report (missed
+        fills applied and flagged, orders the OMS no longer works released, differences counted)."""
+        o = self.state.open_orders
+        for slot in (o["live"] != 0).nonzero()[0]:
+            order = o[slot]
+            self._requests += encode_frame(StatusRequest(order_id=int(order["order_id"]),
+                                                         strategy=int(order["strategy"]),
+                                                         deploy=int(order["deploy"]), ts_ns=now))
+        self.stats.reconciliations += 1
+
+    def _act_on_mismatches(self, now):
+        """New reconciliation differences: logged, and with on_mismatch = "reduce" every trading strategy goes
+        reduce-only (a journaled command) until an operator has looked."""
+        seen = int(self.state.counters[C_RECONCILE_MISMATCH])
+        if seen == self._mismatches:
+            return
+        new, self._mismatches = seen - self._mismatches, seen
+        log.error("reconciliation: %d orders differ from the OMS's view (%d missed fills applied, flagged)", new,
+                  int(self.state.counters[C_RECONCILE_FILLS]))
+        if self.on_mismatch == "reduce":
+            self.control.apply(HaltAll(actor="engine", policy="reduce",
+                                       reason=f"reconciliation: {new} orders differ from the OMS"), now)
 
     def request_cancel(self, slot, now, live):
         """Ask for the working order in `slot` to be canceled (a kill switch): the in-batch venue takes it at
@@ -326,8 +388,8 @@ class Engine:
             self._venue_cancel(self._arena, self._layout, slot, now)
         elif live:
             o = self.state.open_orders[slot]
-            self._cancels += encode_frame(Cancel(order_id=int(o["order_id"]), strategy=int(o["strategy"]),
-                                                 deploy=int(o["deploy"]), ts_ns=now))
+            self._requests += encode_frame(Cancel(order_id=int(o["order_id"]), strategy=int(o["strategy"]),
+                                                  deploy=int(o["deploy"]), ts_ns=now))
 
     def cancel_locally(self, order_ids, now):
         """CANCELED reports for `order_ids`, applied to the books at `now` (orders that never reached the OMS);
@@ -387,7 +449,7 @@ class Engine:
         log.error("%s: %d strategies moved by policy %r; orders not sent are canceled locally", reason,
                   len(result.detail.get("moved", ())), self.on_disconnect)
         if hasattr(self.oms, "take_unsent"):  # what the link held when the connection ended
-            self._cancel_unsent(self.oms.take_unsent(), now)
+            self._cancel_unsent(self.oms.take_unsent(), now, taken=True)
 
     def watch_link(self, now):
         """Give up on an OMS link that takes orders and answers nothing, or takes nothing: too many orders past
@@ -445,7 +507,7 @@ class Engine:
             time.sleep(0.001)
         if getattr(self.oms, "pending_bytes", 0) and hasattr(self.oms, "disconnect"):
             self.oms.disconnect()  # the held frames go nowhere once the process ends
-            self._cancel_unsent(self.oms.take_unsent(), self.clock())
+            self._cancel_unsent(self.oms.take_unsent(), self.clock(), taken=True)
         if self._scalars.item(S_TX_LEN):
             self._cancel_tx(self.clock())
 
@@ -463,12 +525,15 @@ class Engine:
         return self._oms_up
 
     def maintain(self, now_ns):
-        """Housekeeping between batches: a snapshot when one is due, order ids reserved ahead, the OMS link
-        watched, a lost one reconnected with backoff."""
+        """Housekeeping between batches: a snapshot when one is due, order ids reserved ahead, the Redis mirror fed,
+        the OMS link watched, a lost one reconnected with backoff."""
         if self.snapshots is not None:
             self.snapshots.maybe_take(self, now_ns)
         if self.order_ids is not None:
             self.order_ids.maintain(self._scalars)
+        if self.mirror is not None:
+            self.mirror.housekeeping(now_ns)
+        self._act_on_mismatches(now_ns)
         self.watch_link(now_ns)
         if self._oms_up or self.oms is None or not hasattr(self.oms, "connect") or now_ns < self._next_connect_ns:
             return
@@ -483,6 +548,7 @@ class Engine:
             self.links += 1
             self._up_since = now_ns
             self._backoff_ns = self.backoff_ns[0]
+            self.reconcile(now_ns)
             log.warning("OMS connection restored; strategies stay %s until an operator activates them",
                         "halted" if self.on_disconnect == "halt" else "reduce-only")
         # else the attempt is under way: look again at the next housekeeping, not after a backoff
@@ -512,9 +578,10 @@ def run_spin(engine, stop, cpu=None, services=()):
     A pass: one epoll_wait(0) over every transport's descriptor (engine/wait.py), a read of each ready one (the OMS
     link first) and of each transport without a descriptor (Aeron); a step when anything is waiting in rx or a
     command is queued, when the in-batch venue has a report due, or when no step ran for HEARTBEAT_NS (that one
-    after a read of every transport, each asking its own readiness, so nothing is missed for long); then the
-    between-step `services` that are due: `Engine.maintain` (snapshots, reconnects) every HEARTBEAT_NS, busy or
-    not, followed by a new look at the transports' descriptors, and the caller's (a list of Periodic).
+    after a read of every transport, each asking its own readiness, so nothing is missed for long); then the reads
+    other threads asked for (`Engine.read`: the REST API's), and the between-step `services` that are due:
+    `Engine.maintain` (snapshots, reconnects) every HEARTBEAT_NS, busy or not, followed by a new look at the
+    transports' descriptors, and the caller's (a list of Periodic).
     The garbage collector is frozen and paused while spinning: a collection is a latency spike, and the steady
     state allocates nothing that lives past one pass."""
     if cpu is not None:
@@ -531,6 +598,7 @@ def run_spin(engine, stop, cpu=None, services=()):
     gc.collect()
     gc.freeze()
     gc.disable()
+    reads = engine.reads
     try:
         now = last_step = clock()
         for service in between:
@@ -557,6 +625,8 @@ def run_spin(engine, stop, cpu=None, services=()):
             elif venue_due is not None and now >= venue_due:
                 engine.step(now)
             else:
+                if reads:
+                    engine.serve_reads()
                 if now >= next_service:
                     next_service = _serve(between, now)
                 continue
@@ -564,10 +634,13 @@ def run_spin(engine, stop, cpu=None, services=()):
             waiting = engine.pending_input()[0]
             if venue:
                 venue_due = engine.venue_due_ns()
+            if reads:
+                engine.serve_reads()
             if now >= next_service:
                 next_service = _serve(between, clock())
         engine.poll()
         engine.step()
+        engine.serve_reads()
     finally:
         gc.enable()
         gc.unfreeze()

@@ -8,7 +8,9 @@ Cross-references between files (account names, instrument symbols, dense ids) ar
 Every transport is set the same way: its table in engine.toml is its adapter's own config Struct
 (adapters/udp.py, tcp.py, aeron.py), so every setting an adapter has can be set here, and none it lacks.
 """
+import ipaddress
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -17,8 +19,9 @@ from adapters.aeron import (
     CHANNEL_PATTERN, CHANNEL_TEXT, AeronDriverConfig, AeronStreamConfig, FragmentLimit, MessageBytes, OfferAttempts,
     PollIntervalUs,
 )
-from adapters.base import HOST_PATTERN
+from adapters.base import HOST_PATTERN, IPV4_PATTERN, Host, Port
 from adapters.journal import JournalConfig
+from adapters.redis_mirror import KEY_PART_PATTERN, RedisMirrorConfig
 from adapters.tcp import TcpClientConfig, TcpServerConfig
 from adapters.udp import UdpReceiverConfig
 from engine.config.errors import fail, show, unsupported
@@ -42,6 +45,8 @@ PATTERN_TEXT = {  # what a pattern means, for error messages
     VERSION_PATTERN: 'a version "major.minor.patch" like "1.2.0"',
     CHANNEL_PATTERN: CHANNEL_TEXT,
     HOST_PATTERN: 'a host name or IP address like "127.0.0.1"',
+    IPV4_PATTERN: 'an IPv4 address like "10.0.0.7" (a peer as the socket sees it: no host names)',
+    KEY_PART_PATTERN: 'a Redis key part of letters, digits, "_", "." or "-"',
 }
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
@@ -88,6 +93,9 @@ class Oms(_Config, kw_only=True):
     tcp: TcpClientConfig = _default(TcpClientConfig, {"port": 47200})
     sim: SimOmsConfig = _default(SimOmsConfig)
     on_disconnect: Literal["halt", "reduce"] = "halt"
+    # what a reconciliation difference (the OMS sees an order otherwise than the books) does beyond the log and
+    # the counters: "reduce" moves every trading strategy to reduce-only until an operator acts
+    on_mismatch: Literal["report", "reduce"] = "report"
     # the link is watched: more than max_unacked orders without an acknowledgement after ack_timeout_ms, or orders
     # it has refused to take for stall_ms, and it is treated as lost (on_disconnect applies, it is dropped)
     ack_timeout_ms: Milliseconds = 2_000
@@ -143,6 +151,109 @@ class Journal(JournalConfig, kw_only=True):
     snapshots_kept: Annotated[int, Meta(ge=1, le=1000)] = 3
 
 
+# ------------------------------------------------------------------------------------------------- api
+TokenName = Annotated[str, Meta(min_length=1, max_length=48, pattern=NAME_PATTERN)]  # + " (operator)" fits an actor
+EnvName = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+SECRET_CHARS = (16, 256)  # a bearer token's length; printable ASCII without spaces (it travels in a header)
+
+
+def secret_problem(secret: str) -> str | None:
+    """What is wrong with a token's secret, in words that never repeat it; None when it will do."""
+    low, high = SECRET_CHARS
+    if not low <= len(secret) <= high or not all("!" <= c <= "~" for c in secret):
+        return f"Expected {low} to {high} printable ASCII characters without spaces (the value is not shown)"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ApiToken(_Config, kw_only=True):
+    """One bearer token of the REST API: `name` is who acts (a command is journaled with the actor
+    "name (role)"), `role` what it may do ("read": every GET; "operator": every command too), and the secret
+    itself is in the file (`token`) or, better, in an environment variable named by `token_env`, read at start."""
+    name: TokenName
+    role: Literal["read", "operator"]
+    token: str | None = None  # never shown in an error message
+    token_env: EnvName | None = None
+
+    def __post_init__(self):
+        if (self.token is None) == (self.token_env is None):
+            raise ValueError("Expected exactly one of token, token_env")
+        if self.token is not None and (problem := secret_problem(self.token)):
+            raise ValueError(f"`token`: {problem}")
+
+
+class Api(_Config, kw_only=True):
+    """[api]: the REST management API (docs/api.md), served by the engine process (on the event driver's own loop,
+    or a thread of its own beside the spin driver). Without tokens every caller is an operator, so a host beyond
+    loopback needs tokens."""
+    enabled: bool = False
+    host: Host = "127.0.0.1"
+    port: Port = 47300  # 0: the OS picks one (`orchestrator run` prints it)
+    tokens: tuple[ApiToken, ...] = ()
+
+    def __post_init__(self):
+        names = [t.name for t in self.tokens]
+        secrets = [t.token for t in self.tokens if t.token is not None]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"`tokens`: Expected each name once, got {show(repeated[0])} again")
+        if len(set(secrets)) < len(secrets):
+            raise ValueError("`tokens`: Expected a different token for each name, got one token twice (not shown)")
+        if self.enabled and not self.tokens and not is_loopback(self.host):
+            raise ValueError(f"`tokens`: Expected at least one token: without tokens anyone who reaches "
+                             f"{self.host} could trade; list tokens, or listen on a loopback address")
+
+
+# ------------------------------------------------------------------------------------------------- redis mirror
+class Redis(RedisMirrorConfig, kw_only=True):
+    """[redis]: the optional mirror of strategy states, versions, positions, P&L and a stream of state changes and
+    fills in Redis (adapters/redis_mirror.py has the writer's keys: host, port, db, key_prefix, queue_size,
+    stream_max_length, backoff_min_ms, backoff_max_ms, timeout_ms, batch_records), fed between batches by
+    engine/mirror.py (docs/redis.md). `url` ("redis://host:port/db") instead of host, port and db."""
+    enabled: bool = False
+    url: str | None = None
+    snapshot_interval_ms: Milliseconds = 1_000  # a changed strategy's hash is rewritten at most this late
+    replay_records: Annotated[int, Meta(ge=0, le=1 << 22)] = 65_536  # recent records kept for the catch-up
+    shutdown_flush_ms: Annotated[int, Meta(ge=0, le=60_000)] = 2_000  # a clean stop waits this long for Redis
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.url is not None:
+            if (self.host, self.port, self.db) != ("127.0.0.1", 6379, 0):
+                fail("url", "Expected url or host/port/db, not both", self.url)
+            parse_redis_url(self.url)
+
+    def mirror_config(self) -> RedisMirrorConfig:
+        """The writer's own config: its keys from this table, host, port and db from `url` when it is given."""
+        fields = {name: getattr(self, name) for name in RedisMirrorConfig.__struct_fields__}
+        if self.url is not None:
+            fields["host"], fields["port"], fields["db"] = parse_redis_url(self.url)
+        return msgspec.convert(fields, RedisMirrorConfig)
+
+
+def parse_redis_url(url):
+    """(host, port, db) of "redis://host[:port][/db]"; anything else (a password, a query, another scheme) is
+    refused with the key named."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 6379
+        db = int(parts.path.lstrip("/") or 0)
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme != "redis" or not parts.hostname or parts.username or parts.password
+            or parts.query or parts.fragment or not 0 <= db <= 1 << 16):
+        fail("url", 'Expected "redis://host[:port][/db]"', url)
+    return parts.hostname, port, db
+
+
 class EngineConfig(_Config, kw_only=True):
     name: Name
     driver: Literal["event", "spin"] = "event"
@@ -160,6 +271,8 @@ class EngineConfig(_Config, kw_only=True):
     max_subscriptions: Annotated[int, Meta(ge=1, le=1 << 20)] = 4096  # (signal id, strategy) pairs
     aeron: Aeron = _default(Aeron)  # used only by listen.aeron and oms.kind = "aeron"
     journal: Journal = _default(Journal)
+    api: Api = _default(Api)
+    redis: Redis = _default(Redis)  # the Redis mirror: off unless enabled
     metrics: dict | None = None  # refused until it does something (below)
 
     def __post_init__(self):
