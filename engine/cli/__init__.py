@@ -42,15 +42,18 @@ def _run(args):
     def on_ready(svc):
         nonlocal feed
         addresses = svc.addresses()
+        served = svc.monitoring_addresses()  # metrics, dashboard
         oms = config.engine.oms
         print(f"orchestrator: engine {config.engine.name!r} ready: {len(config.strategies)} strategies, "
               f"{len(config.instruments)} instruments, driver {driver}, "
               + ", ".join(f"{kind} {address}" for kind, address in addresses.items())
               + f", oms {oms.kind}{f' {oms.tcp.host}:{oms.tcp.port}' if oms.kind == 'tcp' else ''} "
-              f"{'up' if svc.engine.oms_up else 'DOWN'}", file=sys.stderr, flush=True)
+              f"{'up' if svc.engine.oms_up else 'DOWN'}"
+              + "".join(f", {kind} http://{address}/{'metrics' if kind == 'metrics' else ''}"
+                        for kind, address in served.items()), file=sys.stderr, flush=True)
         if args.ready_file:
             _write_atomically(args.ready_file, json.dumps(
-                {"pid": os.getpid(), "engine": config.engine.name, "driver": driver, **addresses,
+                {"pid": os.getpid(), "engine": config.engine.name, "driver": driver, **addresses, **served,
                  "oms": {"kind": oms.kind, "up": svc.engine.oms_up}}))
         if args.feed:
             feed = _start_feed(args, addresses)
