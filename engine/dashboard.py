@@ -200,7 +200,8 @@ PAGE = r"""<!doctype html>
   </tr></thead><tbody></tbody></table></section>
  <div class="row2">
   <section><h2>Rejects by reason</h2><table id="rejects"><tbody></tbody></table></section>
-  <section><h2>Latency (&micro;s)</h2><table id="latency"><thead><tr><th>strategy</th><th>signal&rarr;order p50</th>
+  <section><h2>Latency <span style="text-transform: none">(&micro;s)</span></h2>
+   <table id="latency"><thead><tr><th>strategy</th><th>signal&rarr;order p50</th>
    <th>p99</th><th>p99.9</th><th>signal&rarr;fill p50</th><th>p99</th></tr></thead><tbody></tbody></table></section>
  </div>
  <section><h2>Alerts</h2><table id="alerts"><tbody></tbody></table></section>

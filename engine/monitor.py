@@ -79,6 +79,8 @@ class Monitor:
                 self.dashboard.open()
             if self.alerts is not None:
                 self.alerts.open()
+            if self.interval_ns is not None:  # once ready, /metrics and the dashboard serve (never a 503)
+                self.maintain(self.clock(), service.engine if service is not None else None, force=True)
         except BaseException:
             self.close(final=False)
             raise
