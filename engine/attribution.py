@@ -85,7 +85,8 @@ class PnlAttribution:
         return out
 
     def measures(self):
-        return {"realized": self.realized.copy(), "unrealized": self.unrealized(), "fees": self.fees.copy()}
+        return {"realized": self.realized.copy(), "unrealized": self.unrealized(), "fees": self.fees.copy(),
+                "fills": self.fills.copy()}
 
     # ------------------------------------------------------------------------------------------ the day
     def _open_day(self, now_ns):
@@ -103,7 +104,7 @@ class PnlAttribution:
         """Each measure since the day started, by row."""
         now = now or self.measures()
         out = {}
-        for key in MEASURES:
+        for key in MEASURES + ("fills",):
             base = self._day_base[key]
             padded = np.zeros_like(now[key])
             padded[:len(base)] = base
@@ -124,11 +125,12 @@ class PnlAttribution:
         for row, (s, deploy) in enumerate(self.keys):
             for i, symbol in enumerate(state.instrument_symbols):
                 values = {key: float(measures[key][row, i]) for key in MEASURES}
-                if not any(values.values()) and not self.fills[row, i]:
+                fills = int(measures["fills"][row, i])
+                if not any(values.values()) and not fills:
                     continue
                 values["net"] = values["realized"] + values["unrealized"] - values["fees"]
                 out.setdefault(state.strategy_names[s], {}).setdefault(symbol, {})[str(deploy)] = {
-                    "version": self.version(s, deploy), "fills": int(self.fills[row, i]), **values}
+                    "version": self.version(s, deploy), "fills": fills, **values}
         return out
 
     def version(self, s, deploy):
