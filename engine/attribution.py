@@ -20,7 +20,10 @@ from collections import deque
 
 import numpy as np
 
+from engine.quality import concat_fields
+
 MEASURES = ("realized", "unrealized", "fees")
+FIELDS = ("strategy", "deploy", "instrument", "realized", "fee")
 
 
 class PnlAttribution:
@@ -59,13 +62,14 @@ class PnlAttribution:
 
     # ------------------------------------------------------------------------------------------ engine thread
     def on_batch(self, orders, rejects, fills, now_ns):
+        """Keep copies of the batch's fills (the ring's slots are written again by later batches)."""
         for chunk in fills:
-            self._staged.append(chunk[["strategy", "deploy", "instrument", "realized", "fee"]].copy())
+            self._staged.append({name: chunk[name].copy() for name in FIELDS})
 
     def maintain(self, now_ns, engine=None):
         if self._staged:
             staged, self._staged = self._staged, []
-            f = np.concatenate(staged)
+            f = concat_fields(staged, FIELDS)
             keys = f["strategy"].astype(np.int64) << 32 | f["deploy"].astype(np.int64)
             unique, inverse = np.unique(keys, return_inverse=True)
             rows = np.array([self._row(int(k) >> 32, int(k) & 0xFFFF_FFFF) for k in unique], np.int64)[inverse]

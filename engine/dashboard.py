@@ -138,7 +138,7 @@ class DashboardServer:
         loop = self._loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._start())
-        except OSError as e:
+        except Exception as e:  # OSError (the address in use), or anything else: open() raises it, never hangs
             self._error = e
             self._ready.set()
             loop.close()
@@ -151,9 +151,9 @@ class DashboardServer:
             loop.close()
 
     async def _start(self):
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, shutdown_timeout=0.5)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
         try:
             await site.start()
         except OSError:

@@ -36,6 +36,17 @@ _EMPTY_F8 = np.zeros(0)
 _EMPTY_I8 = np.zeros(0, np.int64)
 
 
+def concat_fields(chunks, names):
+    """{field: one plain array} of structured chunks, field by field: np.concatenate of structured arrays
+    promotes their dtypes first, which costs ~20 us a chunk; of plain columns, nothing."""
+    return {name: np.concatenate([c[name] for c in chunks]) for name in names}
+
+
+ORDER_FIELDS = ("order_id", "strategy", "instrument", "side", "qty")
+FILL_FIELDS = ("order_id", "strategy", "instrument", "side", "qty", "price", "fee", "arrival_mark_ticks",
+               "order_px_ticks", "signal_ts_ns", "ts_ns", "order_ts_ns", "report_ts_ns")
+
+
 def log_buckets(values_ns):
     """The kernels' log-linear bucket (kernels/latency.py bucket_of) of each value, vectorised."""
     mantissa, exponent = np.frexp(np.maximum(values_ns, 1).astype(np.float64))
@@ -97,20 +108,20 @@ class ExecutionQuality:
 
     def _add_orders(self):
         staged, self._staged_orders = self._staged_orders, []
-        orders = np.concatenate([o for o, _ in staged])
+        orders = concat_fields([o for o, _ in staged], ORDER_FIELDS)
         arrival = np.concatenate([a for _, a in staged]).astype(np.int64)
         s, i, qty = orders["strategy"].astype(np.int64), orders["instrument"].astype(np.int64), orders["qty"]
         np.add.at(self.sums["orders"], (s, i), 1.0)
         np.add.at(self.sums["ordered_units"], (s, i), qty.astype(np.float64))
-        zeros = np.zeros(len(orders))
+        zeros = np.zeros(len(qty))
         new = {"id": orders["order_id"], "s": s, "i": i, "side": orders["side"].astype(np.int64),
-               "qty": qty.astype(np.int64), "arrival": arrival, "filled": np.zeros(len(orders), np.int64),
+               "qty": qty.astype(np.int64), "arrival": arrival, "filled": np.zeros(len(qty), np.int64),
                "cost": zeros, "fees": zeros.copy()}
         self._open = {key: np.concatenate([self._open[key], new[key]]) for key in self._open}
 
     def _add_fills(self):
         staged, self._staged_fills = self._staged_fills, []
-        f = np.concatenate(staged)
+        f = concat_fields(staged, FILL_FIELDS)
         ins = self.state.instruments
         s, i = f["strategy"].astype(np.int64), f["instrument"].astype(np.int64)
         tick, mult = ins["tick_size"][i], ins["multiplier"][i]
@@ -140,7 +151,7 @@ class ExecutionQuality:
         # markouts: one per fill and horizon, due h after the fill was applied
         h = len(self.horizons_ns)
         if h:
-            n = len(f)
+            n = len(qty)
             new = {"due": (f["ts_ns"][:, None] + self.horizons_ns[None, :]).ravel(), "s": np.repeat(s, h),
                    "i": np.repeat(i, h), "h": np.tile(np.arange(h), n), "signed": np.repeat(side * units_mult, h),
                    "price": np.repeat(price, h)}
