@@ -37,7 +37,7 @@ class TransportStats:
     chunks: int = 0             # chunks written to rx
     bytes_in: int = 0           # bytes in those chunks
     sent: int = 0               # send() calls that took their frames
-    bytes_out: int = 0
+    bytes_out: int = 0          # bytes written (a TCP link's held bytes once they are written)
     backpressure: int = 0       # send() calls that returned False
     oversize: int = 0           # datagram > max_datagram_bytes, TCP header > MAX_FRAME_BODY
     bad_version: int = 0        # TCP header with an unknown wire version (connection dropped)

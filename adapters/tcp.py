@@ -188,6 +188,8 @@ class TcpClient(Transport):
 
     send() may write only part of a frame run; the rest is held (`pending_bytes`) and goes first. While bytes
     are held and still cannot go, send() returns False; `flush()` pushes them (e.g. from loop.add_writer).
+    When the connection ends with bytes held, the frames they belong to never reached the peer whole:
+    `take_unsent()` hands them to the engine, which cancels their orders in its books.
     """
 
     def __init__(self, config):
@@ -197,7 +199,9 @@ class TcpClient(Transport):
         self._address = None
         self._conn = None
         self._ready = select.poll()  # watches the connected socket
-        self._out = bytearray()
+        self._out = bytearray()  # held: whole frames, the first `_out_sent` bytes of which are on the wire
+        self._out_sent = 0
+        self._unsent = bytearray()  # frames held when a connection ended: never sent whole
 
     def open(self):
         # Resolve now, so a later connect never waits on DNS; the first attempt starts at connect().
@@ -212,7 +216,12 @@ class TcpClient(Transport):
 
     @property
     def pending_bytes(self):
-        return len(self._out)
+        return len(self._out) - self._out_sent
+
+    def take_unsent(self):
+        """The whole frames that were held when a connection ended (none reached the peer whole); cleared."""
+        frames, self._unsent = bytes(self._unsent), bytearray()
+        return frames
 
     def connect(self):
         self._check_open()
@@ -238,6 +247,12 @@ class TcpClient(Transport):
         self._conn = None
         self.stats.connect_failures += 1
         raise TransportClosed(f"connect to {self._address}: {os.strerror(err)}")
+
+    def disconnect(self):
+        """Drop the current connection or attempt (counted): the engine gave up on this peer (it stopped
+        answering); `connect()` starts a new one."""
+        self._check_open()
+        self._drop(FRAME_OK)
 
     def reconnect(self):
         """Drop the current connection or attempt (counted) and start a new one; returns connect()."""
@@ -281,17 +296,24 @@ class TcpClient(Transport):
         except OSError as e:  # EPIPE, ECONNRESET: Python ignores SIGPIPE, so these arrive as errors
             self._drop(_EOF)
             raise TransportClosed(f"send to {self._address}: {e}") from e
-        if sent < len(frames):
-            self._out += memoryview(frames)[sent:]  # taken: the stream must carry the rest before anything else
+        if sent < len(frames):  # taken: the stream must carry the rest before anything else
+            start = scan_frames(frames, 0, sent)[0]  # the frame the send cut: held whole, its head marked sent
+            self._out += memoryview(frames)[start:]
+            self._out_sent = sent - start
         self.stats.sent += 1
-        self.stats.bytes_out += len(frames)
+        self.stats.bytes_out += sent  # on the wire: held bytes count once written (or never, if the link ends)
         return True
 
     def flush(self):
         """Send held bytes; True when nothing is held."""
         if self._out and self.connected:
             try:
-                del self._out[:self._conn.sock.send(self._out)]
+                written = self._conn.sock.send(self._out[self._out_sent:])
+                self._out_sent += written
+                self.stats.bytes_out += written
+                sent_whole = scan_frames(self._out, 0, self._out_sent)[0]
+                del self._out[:sent_whole]
+                self._out_sent -= sent_whole
             except BlockingIOError:
                 pass
             except OSError as e:
@@ -312,7 +334,9 @@ class TcpClient(Transport):
         self._conn, self.connected = None, False
         if self._out:
             self.stats.held_discarded += 1
+            self._unsent += self._out
             self._out.clear()
+            self._out_sent = 0
 
     def _raise_if_gone(self):
         self._check_open()

@@ -16,6 +16,10 @@ E2E_US = {
 TCP_STREAM_SIGNALS_PER_S = 1_000_000   # TCP frames, one engine core
 UDP_DATAGRAM_SIGNALS_PER_S = 300_000   # one signal per UDP datagram
 
+# issue 13: the trading loop, in process: decode -> checks -> order -> venue fill -> position and P&L per event
+LOOP_EVENTS_PER_S = 5_000_000    # compiled run_batch, the venue in the batch
+LOOP_SPEEDUP_OVER_PLAIN = 15     # over reference/stream.py (plain Python) on the same stream
+
 # issue 4: Aeron (no transport yet: the slot is kept in bench/e2e.py)
 AERON_IPC_US = {"p50": 3.0, "p99": 10.0}
 AERON_UDP_US = {"p50": 15.0}

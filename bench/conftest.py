@@ -5,9 +5,24 @@ micro` does it for you); `python -m pytest bench --benchmark-disable` runs every
 they all still work. bench/ is not under `testpaths`, so the plain `pytest` of `make test` never
 collects it; its smoke gate lives in tests/bench/.
 """
+import os
+from pathlib import Path
+
 import pytest
 
-from bench import hist, machine
+from bench import BENCH_DIR, hist, machine
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` benches (the million-event loop, bench/test_loop.py) run only when asked for, with BENCH_SLOW=1 or a
+    -m expression that names them, so the quick runs (`python -m bench micro`, the smoke gate's run-once) stay
+    quick."""
+    if os.environ.get("BENCH_SLOW") or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow bench: BENCH_SLOW=1 runs it")
+    for item in items:
+        if item.get_closest_marker("slow") and BENCH_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(skip)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -1,4 +1,5 @@
-"""The plain-Python reference (bench/plain_python.py): the same work a user would write without this project.
+"""The plain-Python reference (bench/plain_python.py over reference/stream.py): the same work a user would write
+without this project.
 
 Two checks that it does the same work (the kernels' orders and reject reasons on the bench workload and on a
 random demo workload full of bad signals), then the two figures every report sets against the engine's:
@@ -32,12 +33,18 @@ from wire.records import SIGNAL_FRAME_SIZE
 DEMO = BENCH_DIR / "config_mixed"  # a copy of config/demo: tight limits, shared signals
 
 
+def _with_oms_link(config):
+    """The config with its orders going to an OMS link (tx), not to the venue in the batch: these tests compare
+    decisions, so no fill may move a position between them (tests/kernels/test_stream_reference.py holds the
+    reference to the kernels with the venue trading)."""
+    oms = msgspec.structs.replace(config.engine.oms, kind="tcp")
+    return msgspec.structs.replace(config, engine=msgspec.structs.replace(config.engine, oms=oms))
+
+
 def _kernel_orders(config, frames, batches=1, step_ns=0, per_chunk=16):
     """The engine's orders (engine.wire.Order) and reasons per strategy for `frames` cut into `batches` batches,
-    batch b run at NOW_NS + b x step_ns. Orders go to an OMS link (tx), not the in-batch venue: the plain engine
-    has no venue, so no fill may move a position between its decisions."""
-    oms = msgspec.structs.replace(config.engine.oms, kind="tcp")
-    state = EngineState.build(msgspec.structs.replace(config, engine=msgspec.structs.replace(config.engine, oms=oms)))
+    batch b run at NOW_NS + b x step_ns."""
+    state = EngineState.build(_with_oms_link(config))
     batch = entry_point(run_batch)
     tx = b""
     for b, part in enumerate(np.array_split(frames, batches)):
@@ -48,6 +55,7 @@ def _kernel_orders(config, frames, batches=1, step_ns=0, per_chunk=16):
         for k in range(chunks):
             state.rx_sizes[k] = min(per_chunk, n - k * per_chunk) * SIGNAL_FRAME_SIZE
         state.rx_times[:chunks] = NOW_NS + b * step_ns
+        state.rx_sources[:chunks] = A.FIRST_LISTENER  # signals come on a listener
         batch(state.arena, state.layout, chunks)
         tx += bytes(state.tx[:int(state.scalars[A.S_TX_LEN])])
         state.scalars[A.S_TX_LEN] = 0
@@ -58,11 +66,12 @@ def _kernel_orders(config, frames, batches=1, step_ns=0, per_chunk=16):
     return [o for _, o in iter_frames(tx)], reasons
 
 
-def _plain_orders(config_dir, frames, batches=1, step_ns=0):
-    engine = PlainEngine(config_dir)
+def _plain_orders(config, frames, batches=1, step_ns=0):
+    engine = PlainEngine(_with_oms_link(config))
     out = b"".join(engine.on_bytes(part.tobytes(), NOW_NS + b * step_ns)
                    for b, part in enumerate(np.array_split(frames, batches)))
-    return [o for _, o in iter_frames(out)], {st.name: st.reasons for st in engine.strategies}
+    return [o for _, o in iter_frames(out)], {name: s["rejects"]["by_reason"]
+                                              for name, s in engine.report()["strategies"].items()}
 
 
 def _key(o):
@@ -72,7 +81,7 @@ def _key(o):
 def test_plain_python_when_bench_workload_then_same_orders_as_kernels():
     frames = fill_signals(signal_frames(4096), Instruments(bench_config()), 0, 1, SOURCE, NOW_NS)
     kernel, _ = _kernel_orders(bench_config(), frames)
-    plain, reasons = _plain_orders(CONFIG_DIR, frames)
+    plain, reasons = _plain_orders(bench_config(), frames)
     assert len(kernel) == 4096
     assert [_key(o) for o in plain] == [_key(o) for o in kernel]
     assert not any(reasons.values())
@@ -108,7 +117,7 @@ def _demo_mix(n=4096, seed=1, batches=32, step_ns=50_000_000):
 def test_plain_python_when_demo_mix_of_bad_signals_then_same_orders_and_reasons_as_kernels():
     config, frames = _demo_mix(batches=32, step_ns=50_000_000)
     kernel, kernel_reasons = _kernel_orders(config, frames, 32, 50_000_000)
-    plain, plain_reasons = _plain_orders(DEMO, frames, 32, 50_000_000)
+    plain, plain_reasons = _plain_orders(config, frames, 32, 50_000_000)
     assert len(kernel) >= 10 and sum(sum(r.values()) for r in kernel_reasons.values()) > 1000
     assert [_key(o) for o in plain] == [_key(o) for o in kernel]
     assert plain_reasons == kernel_reasons

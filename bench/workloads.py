@@ -28,7 +28,7 @@ from kernels.rings import HEAD, TAIL
 from wire.records import SIGNAL_FRAME_SIZE
 
 NOW_NS = 1_767_225_600_000_000_000  # 2026-01-01: the clock every in-process round runs at
-SOURCE = 0
+SOURCE = 0  # the signal frames' source field (the Signal Engine's id)
 FRAMES_PER_CHUNK = 16  # rx chunks as UDP datagrams of 16 signal frames (the feed's default)
 
 # The tables a batch writes: their snapshot is the state every round starts from. Of the free-slot stack only the
@@ -87,6 +87,7 @@ class Workload:
         for k in range(chunks):
             self.state.rx_sizes[k] = min(per_chunk, n - k * per_chunk) * size
         self.state.rx_times[:chunks] = NOW_NS
+        self.state.rx_sources[:chunks] = A.FIRST_LISTENER
         return chunks
 
     def signals(self, n, seq0=1):
@@ -143,6 +144,7 @@ class OneSignal(Workload):
         self.snapshot()
         self.state.rx_sizes[0] = SIGNAL_FRAME_SIZE
         self.state.rx_times[0] = NOW_NS
+        self.state.rx_sources[0] = A.FIRST_LISTENER
         self.kernel, self.fn = run_batch, entry_point(run_batch)
         self.args = (self.state.arena, self.state.layout, 1)
         self.k = pool

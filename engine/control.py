@@ -45,11 +45,12 @@ _BREAKER_STATES = (HALTED, REDUCING)
 # a live-settable strategy key -> the section of the strategy file it lives in
 STRATEGY_KEYS = {**{k: "sizing" for k in ("max_position",)},
                  **{k: "limits" for k in ("max_order_qty", "max_order_notional", "max_open_orders", "rate_per_second",
-                                          "burst", "daily_loss_limit")},
+                                          "burst", "daily_loss_limit", "sides", "duplicate_window_ms")},
                  **{k: "breakers" for k in ("max_consecutive_rejects", "max_reject_ratio", "ratio_window_ms",
                                             "ratio_min_orders", "max_drawdown", "loss_limit", "action",
-                                            "cooldown_ms")}}
-ACCOUNT_KEYS = ("max_gross_notional", "max_net_notional", "daily_loss_limit")
+                                            "cooldown_ms", "max_fills_per_window", "fill_window_ms",
+                                            "max_off_band_fills")}}
+ACCOUNT_KEYS = ("max_gross_notional", "max_net_notional", "daily_loss_limit", "sides")
 
 
 class CommandError(ValueError):

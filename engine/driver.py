@@ -15,16 +15,19 @@ from engine.commands import CancelUnsent, HaltAll
 from engine.control import Control
 from kernels import rings
 from kernels._jit import entry_point
-from kernels.arena import RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, S_STOP_CHUNK, S_STOP_POS, S_TX_LEN
+from kernels.arena import (
+    FIRST_LISTENER, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, SOURCE_OMS, S_STOP_CHUNK, S_STOP_POS, S_TX_LEN,
+)
 from kernels.batch import carry_over, run_batch
-from kernels.dtypes import EXEC_CANCELED, MSG_ORDER, ORDER_SLOT_BITS
+from kernels.dtypes import (
+    C_ORDERS, C_ORDERS_CANCELED, C_ORDERS_FILLED, C_ORDERS_REJECTED, EXEC_CANCELED, MSG_ORDER, ORDER_SLOT_BITS,
+)
 from kernels.pipeline import apply_reports
 from kernels.venue import venue_cancel
 from wire.frames import encode_frame, iter_frames
 from wire.schema import Cancel
 
 log = logging.getLogger("orchestrator.engine")
-SOURCE_OMS = 0  # rx_sources of a chunk from the OMS link (and of a tick); the listeners are 1, 2, ...
 
 
 class EngineStats:
@@ -37,6 +40,7 @@ class EngineStats:
         self.oms_disconnects = 0
         self.orders_unsent = 0  # orders that never reached the OMS; each is canceled in the engine's books
         self.cancels_sent = 0   # cancel requests that went to the OMS link (kill switches)
+        self.oms_given_up = 0   # times the watched link was treated as lost (unacknowledged orders, refused tx)
         self.journal_failures = 0  # commits the disk refused (see EngineJournal's policy)
 
     def as_dict(self):
@@ -52,7 +56,7 @@ class Engine:
     between batches (engine/control.py)."""
 
     def __init__(self, state, inbound, oms, *, on_disconnect="halt", clock=time.time_ns, listeners=(),
-                 backoff_ms=(100, 5000), journal=None):
+                 backoff_ms=(100, 5000), journal=None, watch_ms=(2000, 8, 2000)):
         self.state = state
         self.inbound = list(inbound)
         self.oms = oms
@@ -74,12 +78,13 @@ class Engine:
         self._cursors = state.cursors
         # where each chunk came from: 0 the OMS link, 1.. the listeners in order (rx_sources)
         self._sources = ([] if oms is None else [(oms, SOURCE_OMS)]) + [
-            (t, SOURCE_OMS + 1 + k) for k, t in enumerate(self.inbound)]
+            (t, FIRST_LISTENER + k) for k, t in enumerate(self.inbound)]
         self._offset = 0
         self._chunks = 0
         self._oms_up = True
         self.journal = journal
         self.snapshots = None  # engine/snapshot.py Snapshotter: taken in maintain(), between steps
+        self.order_ids = None  # engine/order_ids.py OrderIds: generations reserved ahead in maintain()
         self.control = Control(self, journal)
         self.wake = lambda: None  # the driver's: run a step soon (a command was queued from another thread)
         self._cancels = bytearray()  # Cancel frames for the OMS link, sent after the journal commit
@@ -87,6 +92,15 @@ class Engine:
         self.backoff_ns = (backoff_ms[0] * 1_000_000, backoff_ms[1] * 1_000_000)
         self._backoff_ns = self.backoff_ns[0]
         self._next_connect_ns = 0
+        # the watched link: (ack timeout, unacknowledged orders tolerated, how long tx may stay refused)
+        self.ack_timeout_ns, self.max_unacked, self.stall_ns = watch_ms[0] * 1_000_000, watch_ms[1], \
+            watch_ms[2] * 1_000_000
+        self._stuck_since = 0    # since when orders wait for the OMS link with no byte written (0: none)
+        self._written = 0        # bytes the link had written at the last watch
+        self._up_since = 0        # when the link last came up: orders from before are not this connection's
+        self._watched_ns = 0      # when the order table was last scanned for late acknowledgements
+        self.unacked = 0          # orders past the ack timeout at the last watch
+        self.down_reason = None
 
     # ------------------------------------------------------------------------------------------ the step
     def poll(self):
@@ -252,12 +266,18 @@ class Engine:
 
     def _cancel_tx(self, now):
         """The orders encoded in tx will never be sent (the OMS link is gone, the journal cannot be written):
-        cancel each in the engine's books, as a journaled command."""
+        cancel each in the engine's books."""
         frames = bytes(self.state.tx[:self._scalars.item(S_TX_LEN)])
-        order_ids = [order.order_id for msg_type, order in iter_frames(frames) if msg_type == MSG_ORDER]
         self._scalars[S_TX_LEN] = 0
-        self.control.apply(CancelUnsent(actor="engine", order_ids=order_ids), now)
-        self.stats.orders_unsent += len(order_ids)
+        self._cancel_unsent(frames, now)
+
+    def _cancel_unsent(self, frames, now):
+        """Cancel in the books the orders of whole frames that never reached the OMS (tx, or what the link held
+        when its connection ended), as a journaled command."""
+        order_ids = [order.order_id for msg_type, order in iter_frames(frames) if msg_type == MSG_ORDER]
+        if order_ids:
+            self.control.apply(CancelUnsent(actor="engine", order_ids=order_ids), now)
+            self.stats.orders_unsent += len(order_ids)
 
     def _send_cancels(self):
         if not self._oms_up:
@@ -320,27 +340,104 @@ class Engine:
         rings.release(cursors, RING_FILLS, fills_head)
 
     # ------------------------------------------------------------------------------------------ OMS link policy
-    def oms_down(self, now=None):
-        """The OMS link is gone: apply the disconnect policy once (a journaled command), and start reconnecting
-        with backoff."""
+    def oms_down(self, now=None, reason="OMS link lost"):
+        """The OMS link is gone (or given up on): apply the disconnect policy once (a journaled command), and start
+        reconnecting with backoff."""
         if not self._oms_up:
             return
         now = self.clock() if now is None else now
         self._oms_up = False
+        self.down_reason = reason
+        self._stuck_since = 0
         self._next_connect_ns = now + self._backoff_ns
         self.stats.oms_disconnects += 1
-        result = self.control.apply(HaltAll(actor="engine", policy=self.on_disconnect, reason="OMS link lost"), now)
-        log.error("OMS connection lost: %d strategies moved by policy %r; orders not sent are canceled locally",
+        result = self.control.apply(HaltAll(actor="engine", policy=self.on_disconnect, reason=reason), now)
+        log.error("%s: %d strategies moved by policy %r; orders not sent are canceled locally", reason,
                   len(result.detail.get("moved", ())), self.on_disconnect)
+        if hasattr(self.oms, "take_unsent"):  # what the link held when the connection ended
+            self._cancel_unsent(self.oms.take_unsent(), now)
+
+    def watch_link(self, now):
+        """Give up on an OMS link that takes orders and answers nothing, or takes nothing: too many orders past
+        the ack timeout, or orders waiting (in tx or held by the link) with no byte written for stall_ms.
+        Between batches."""
+        if self.oms is None or not self._oms_up:
+            return
+        written = self.oms.stats.bytes_out
+        if not getattr(self.oms, "pending_bytes", 0) and not self._scalars.item(S_TX_LEN) or \
+                written != self._written:
+            self._stuck_since = 0
+        elif not self._stuck_since:
+            self._stuck_since = now
+        self._written = written
+        # the order table scan (~0.2 ms at 65k rows) runs a few times per ack timeout, and only when enough
+        # orders are working to go past the threshold at all
+        if now - self._watched_ns >= self.ack_timeout_ns // 4 and \
+                int(self.state.strategies["open_orders"].sum()) > self.max_unacked:
+            self._watched_ns = now
+            o = self.state.open_orders
+            late = (o["live"] != 0) & (o["acked"] == 0) & (o["ts_ns"] >= self._up_since) & \
+                (o["ts_ns"] < now - self.ack_timeout_ns)
+            self.unacked = int(late.sum())
+        if self.unacked > self.max_unacked:
+            why = (f"OMS link given up: {self.unacked} orders unacknowledged after {self.ack_timeout_ns // 1_000_000} "
+                   f"ms (more than max_unacked = {self.max_unacked})")
+        elif self._stuck_since and now - self._stuck_since > self.stall_ns:
+            why = f"OMS link given up: it has taken no orders for {(now - self._stuck_since) // 1_000_000} ms"
+        else:
+            return
+        self.stats.oms_given_up += 1
+        self.unacked = 0
+        if hasattr(self.oms, "disconnect"):
+            self.oms.disconnect()
+        self.oms_down(now, why)
+        self._cancel_tx(now)  # what it never took will not go: canceled in the books
+
+    def finish(self, timeout_s=1.0):
+        """The run ends: give the OMS link up to timeout_s to take the orders still waiting in tx, then cancel
+        what it did not take in the books (counted unsent), so no order ends the run neither sent nor canceled."""
+        if self.oms is None:
+            return  # the in-batch venue took every order in the batch
+        deadline = time.monotonic() + timeout_s
+
+        def waiting():
+            return self._scalars.item(S_TX_LEN) or getattr(self.oms, "pending_bytes", 0)
+        while waiting() and self._oms_up and time.monotonic() < deadline:
+            try:
+                if self._scalars.item(S_TX_LEN):
+                    self._send(self.clock())
+                else:
+                    self.oms.flush()
+            except TransportClosed:
+                self.oms_down(self.clock())
+            time.sleep(0.001)
+        if getattr(self.oms, "pending_bytes", 0) and hasattr(self.oms, "disconnect"):
+            self.oms.disconnect()  # the held frames go nowhere once the process ends
+            self._cancel_unsent(self.oms.take_unsent(), self.clock())
+        if self._scalars.item(S_TX_LEN):
+            self._cancel_tx(self.clock())
+
+    def order_fates(self):
+        """Every order the engine placed, by what became of it (the counts add up to `placed`)."""
+        c, o = self.state.counters, self.state.open_orders
+        open_ = o["live"] != 0
+        return {"placed": int(c[C_ORDERS]), "filled": int(c[C_ORDERS_FILLED]), "canceled": int(c[C_ORDERS_CANCELED]),
+                "rejected": int(c[C_ORDERS_REJECTED]), "working": int((open_ & (o["acked"] != 0)).sum()),
+                "unacknowledged": int((open_ & (o["acked"] == 0)).sum()),
+                "unsent": self.stats.orders_unsent}
 
     @property
     def oms_up(self):
         return self._oms_up
 
     def maintain(self, now_ns):
-        """Housekeeping between batches: a snapshot when one is due, a lost OMS link reconnected with backoff."""
+        """Housekeeping between batches: a snapshot when one is due, order ids reserved ahead, the OMS link
+        watched, a lost one reconnected with backoff."""
         if self.snapshots is not None:
             self.snapshots.maybe_take(self, now_ns)
+        if self.order_ids is not None:
+            self.order_ids.maintain(self._scalars)
+        self.watch_link(now_ns)
         for keeper in self.housekeepers:
             keeper.maintain(now_ns, self)
         if self._oms_up or self.oms is None or not hasattr(self.oms, "connect") or now_ns < self._next_connect_ns:
@@ -353,6 +450,7 @@ class Engine:
             return
         if connected:
             self._oms_up = True
+            self._up_since = now_ns
             self._backoff_ns = self.backoff_ns[0]
             log.warning("OMS connection restored; strategies stay %s until an operator activates them",
                         "halted" if self.on_disconnect == "halt" else "reduce-only")

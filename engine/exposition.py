@@ -27,6 +27,7 @@ def snapshot(state, now_ns, engine=None, **monitoring) -> MetricsSnapshot:
     counters, the OMS link state and every transport's stats; `monitoring`: the fields engine/monitor.py adds
     (batch sizes, journal, venue, quality, P&L, alerts...). Call it between batches only."""
     free_top = int(state.scalars[A.S_FREE_TOP])
+    rows = len(state.strategy_names)
     capacity = len(state.open_orders)
     extra = {}
     if engine is not None:
@@ -34,17 +35,17 @@ def snapshot(state, now_ns, engine=None, **monitoring) -> MetricsSnapshot:
                  "transports": transport_stats(engine)}
     return MetricsSnapshot(
         taken_ns=int(now_ns),
-        strategy_names=state.strategy_names,
+        strategy_names=tuple(state.strategy_names),
         strategy_versions=tuple(deploys[-1].version for deploys in state.deploys),
         instrument_symbols=state.instrument_symbols,
         account_names=state.account_names,
-        strategies=state.strategies.copy(),
-        positions=state.positions.copy(),
+        strategies=state.strategies[:rows].copy(),  # the rows in use (the table has room for more)
+        positions=state.positions[:rows].copy(),
         accounts=state.accounts.copy(),
         instruments=state.instruments.copy(),
         counters=state.counters.copy(),
-        reason_counts=state.reason_counts.copy(),
-        trip_counts=state.trip_counts.copy(),
+        reason_counts=state.reason_counts[:rows].copy(),
+        trip_counts=state.trip_counts[:rows].copy(),
         ring_names=A.RING_NAMES,
         ring_cursors=np.array(state.cursors, copy=True),
         ring_capacities=tuple(len(getattr(state, ring)) for ring in A.RING_NAMES),

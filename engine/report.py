@@ -6,7 +6,7 @@ import msgspec
 from rich.table import Table
 
 from adapters.udp import UdpReceiver
-from kernels.arena import S_TX_LEN
+from kernels.arena import FIRST_LISTENER, MAX_SOURCES, ROLE_DATA_ON_OMS, ROLE_REPORT_OFF_OMS, S_TX_LEN, SOURCE_OMS
 from kernels.codec import ORDER_FRAME_SIZE
 from kernels.dtypes import COUNTER_NAMES, REASON_NAMES, STATE_NAMES
 
@@ -35,10 +35,17 @@ def final_report(service):
                 **engine.stats.as_dict(),
                 # encoded orders the OMS link has not taken yet (back-pressure at the end of the run)
                 "orders_pending": int(state.scalars[S_TX_LEN]) // ORDER_FRAME_SIZE,
+                # what became of every order placed: filled + canceled (unsent ones included) + rejected + working
+                # + unacknowledged = placed
+                "orders": engine.order_fates(),
+                "watch": {"ack_timeout_ms": oms_config.ack_timeout_ms, "max_unacked": oms_config.max_unacked,
+                          "stall_ms": oms_config.stall_ms, "unacked_late": engine.unacked,
+                          "down_reason": engine.down_reason},
                 **({"venue": venue_report(state)} if engine.oms is None else
-                   {"transport": {**engine.oms.stats.as_dict(),
+                   {"transport": {**engine.oms.stats.as_dict(), **_role_drops(state, SOURCE_OMS),
                                   "pending_bytes": int(getattr(engine.oms, "pending_bytes", 0))}})},
-        "transports": {kind: _transport(t) for kind, t in _inbound(engine)},
+        "transports": {kind: {**_transport(t), **_role_drops(state, source)}
+                       for source, (kind, t) in enumerate(_inbound(engine), start=FIRST_LISTENER)},
         "journal": None if engine.journal is None else journal_report(service),
         "instruments": _instruments(state),
         "signal_to_order_us": {"p50": latency.percentile(50) / 1000, "p99": latency.percentile(99) / 1000,
@@ -78,6 +85,14 @@ def strategies_report(state):
 def _inbound(engine):
     kinds = {"UdpReceiver": "udp", "TcpServer": "tcp", "AeronReceiver": "aeron"}
     return [(kinds.get(type(t).__name__, type(t).__name__), t) for t in engine.inbound]
+
+
+def _role_drops(state, source):
+    """Frames a source sent off its role (kernels/batch.py): execution reports not on the OMS link, signals and
+    market data on it; all dropped."""
+    row = state.role_drops[min(source, MAX_SOURCES - 1)]
+    return {"reports_dropped_by_role": int(row[ROLE_REPORT_OFF_OMS]),
+            "data_dropped_by_role": int(row[ROLE_DATA_ON_OMS])}
 
 
 def _transport(t):

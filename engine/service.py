@@ -23,6 +23,7 @@ from engine.journal import EngineJournal
 from engine.metrics import LatencyRecorder
 from engine.monitor import Monitor
 from engine.recovery import SNAPSHOTS, Recovered, recover
+from engine.order_ids import FILE_NAME as ORDER_IDS_FILE, OrderIds
 from engine.snapshot import Snapshotter
 from engine.state import EngineState
 
@@ -104,8 +105,10 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     TransportClosed (sockets, Aeron), ValueError (an alert rule over no exported series) before anything
     trades."""
     state, recovered, results = start_state(config, fresh=fresh, force=force)
+    new_state = recovered is None or (recovered.last_seq == 0 and not recovered.snapshot_file)
+    order_ids = OrderIds(journal_directory(config).parent / ORDER_IDS_FILE)
+    order_ids.start(state.scalars, new_state)
     journal = snapshots = None
-    fresh_journal = False
     settings = config.engine.journal
     if settings.enabled:
         directory = journal_directory(config)
@@ -113,7 +116,6 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
                                 on_error=settings.on_error)
         journal.open()
         snapshots = Snapshotter(directory / SNAPSHOTS, settings.snapshot_interval_s, settings.snapshots_kept)
-        fresh_journal = recovered is None or (recovered.last_seq == 0 and not recovered.snapshot_file)
     inbound = []
     listen = config.engine.listen
     if listen.udp:
@@ -146,10 +148,12 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
         raise
     engine = Engine(state, inbound, oms, on_disconnect=oms_config.on_disconnect, clock=clock,
                     listeners=[latency] + (monitor.listeners if monitor else []), journal=journal,
-                    backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms))
+                    backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms),
+                    watch_ms=(oms_config.ack_timeout_ms, oms_config.max_unacked, oms_config.stall_ms))
     engine.control.results = results
     engine.snapshots = snapshots
-    if snapshots is not None and fresh_journal:
+    engine.order_ids = order_ids
+    if snapshots is not None and new_state:
         snapshots.take(engine, clock(), wait=True)  # genesis: the state the journal starts from, for replays
     if isinstance(oms, (TcpClient, AeronClient)):
         _connect(engine, oms, connect_timeout_s)
@@ -226,6 +230,7 @@ def _drive(service, driver, duration_s, on_tick, tick_s, cpu, on_ready):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        service.engine.finish()
         return
 
     import uvloop
@@ -246,6 +251,7 @@ def _drive(service, driver, duration_s, on_tick, tick_s, cpu, on_ready):
                 await asyncio.gather(ticker, return_exceptions=True)
 
         loop.run_until_complete(main())
+        service.engine.finish()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -32,7 +32,7 @@ from engine.config.schema import Account, Strategy
 from kernels import arena as A
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_NAMES, C_BATCH_STOPS, KILL_ACCOUNT, NO_PRICE, NO_SLOT, NO_TRIP, ORDER_TYPE_NAMES, READY,
-    REASON_NAMES, RETIRED, STATE_NAMES, TRIP_NAMES,
+    REASON_LEVEL, REASON_NAMES, RETIRED, SIDES_NAMES, STATE_NAMES, TRIP_NAMES,
 )
 from kernels.breakers import NEVER
 from kernels.lifecycle import TRANSITIONS
@@ -147,6 +147,7 @@ class EngineState:
             ref_ticks = round(spec.reference_price / spec.tick_size)
             row["tick_size"], row["lot_size"], row["multiplier"] = spec.tick_size, spec.lot_size, spec.multiplier
             row["band_pct"], row["tradable"] = spec.price_band_pct, spec.tradable
+            row["max_mark_age_ns"] = spec.max_mark_age_ms * MS_NS
             row["ref_px_ticks"] = row["mark_ticks"] = ref_ticks
 
         for a, spec in enumerate(config.accounts):
@@ -197,6 +198,11 @@ class EngineState:
         row["ratio_window_ns"] = breakers.ratio_window_ms * MS_NS
         row["max_drawdown"], row["loss_limit"] = breakers.max_drawdown, breakers.loss_limit
         row["cooldown_ns"] = breakers.cooldown_ms * MS_NS
+        row["max_fills_per_window"], row["fill_window_ns"] = breakers.max_fills_per_window, \
+            breakers.fill_window_ms * MS_NS
+        row["max_off_band_fills"] = breakers.max_off_band_fills
+        row["sides"] = SIDES_NAMES[limits.sides]
+        row["duplicate_window_ns"] = limits.duplicate_window_ms * MS_NS
         allowed = {self.instrument_ids[symbol] for symbol in spec.instruments}
         for i in range(len(self.instruments)):
             self.positions[s, i]["allowed"] = int(i in allowed)
@@ -226,6 +232,7 @@ class EngineState:
         row = self.accounts[a]
         row["max_gross_notional"], row["max_net_notional"] = spec.max_gross_notional, spec.max_net_notional
         row["daily_loss_limit"] = spec.daily_loss_limit
+        row["sides"] = SIDES_NAMES[spec.sides]
 
     # ------------------------------------------------------------------------------------------- names
     def strategy_id(self, name: str) -> int:
@@ -296,7 +303,7 @@ class EngineState:
                 "fills": int(row["fills"]),
                 "filled_qty": int(row["filled_qty"]),
                 "rejects": {"total": int(row["rejects"]),
-                            "by_reason": _reasons(self.reason_counts[s])},
+                            "by_reason": _reasons(self.reason_counts[s]), "by_level": _levels(self.reason_counts[s])},
                 "breaker": {"trip_cause": None if cause == NO_TRIP else TRIP_NAMES[cause],
                             "trips": {TRIP_NAMES[t]: int(c) for t, c in enumerate(self.trip_counts[s]) if c},
                             "consecutive_rejects": int(row["consecutive_rejects"])},
@@ -326,6 +333,16 @@ class EngineState:
 
 def _reasons(counts) -> dict[str, int]:
     return {REASON_NAMES[r]: int(c) for r, c in enumerate(counts) if c}
+
+
+def _levels(counts) -> dict[str, int]:
+    """Reason counts summed by the level that enforces each reason (kernels/dtypes.py REASON_LEVEL)."""
+    by_level = {}
+    for r, c in enumerate(counts):
+        if c:
+            level = REASON_LEVEL[REASON_NAMES[r]]
+            by_level[level] = by_level.get(level, 0) + int(c)
+    return by_level
 
 
 def _lookup(ids: dict[str, int], name: str, what: str) -> int:

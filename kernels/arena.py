@@ -32,6 +32,13 @@ ALIGN = 64
 # Ring ids: the cursors region is (N_RINGS, 2) of (head, tail) sequences (kernels/rings.py). Signals and reports
 # are inbound: the batch decodes a frame into its ring and consumes it at once. Orders, rejects and fills are
 # outbound: the batch writes them, the engine's Python side reads and releases them after the batch.
+# Chunk sources (rx_sources): the OMS link (and the ticks of time passing) is 0, the listeners 1, 2, ... in
+# config order. A source's role decides what it may send: the OMS link execution reports only, a listener signals
+# and market data only (kernels/batch.py); what breaks its role is counted per source in role_drops and dropped.
+SOURCE_OMS = 0
+FIRST_LISTENER = SOURCE_OMS + 1
+MAX_SOURCES = 16  # role_drops rows; a source number beyond is counted in the last row
+ROLE_REPORT_OFF_OMS, ROLE_DATA_ON_OMS = 0, 1  # role_drops columns: the cause
 RING_NAMES = ("signals", "orders", "rejects", "reports", "fills")  # by ring id; each is also its records' region
 RING_SIGNALS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_FILLS = range(len(RING_NAMES))
 N_RINGS = len(RING_NAMES)
@@ -84,6 +91,7 @@ REGIONS = (
     Region("rx_sizes",      I4,            lambda z: z.rx_chunks),                # their lengths
     Region("rx_times",      I8,            lambda z: z.rx_chunks),                # when each arrived (stream time)
     Region("rx_sources",    U1,            lambda z: z.rx_chunks),                # which transport it came from
+    Region("role_drops",    I8,            lambda z: MAX_SOURCES,         lambda z: 2),  # by source and cause
     Region("tx",            U1,            lambda z: z.tx_bytes),                 # order frames for the OMS link
     Region("signals",       SIGNAL_T,      lambda z: z.signal_ring),
     Region("orders",        ORDER_T,       lambda z: z.order_ring),

@@ -5,6 +5,9 @@ stream time moves there (due venue reports are applied, cool-downs run), then it
 a signal is decoded into its ring and turned into orders at once, market data moves its instrument's mark and
 everything marked by it, an execution report is applied. So every event sees exactly the market and the fills
 that came before it, and any split of a stream into batches decides the same (a property test holds it).
+Each frame keeps to its chunk's source's role (kernels/arena.py SOURCE_OMS): execution reports only on the OMS
+link (none at all while the simulated venue runs here: it makes its own), signals and market data only on the
+listeners; a frame off its role is counted (per source in role_drops) and dropped.
 
 Back-pressure stops the walk, never an overwrite or a drop: before a signal the order and reject rings (and, when
 orders go to an OMS link, tx) must have room for the most subscribers a signal has (S_MAX_FANOUT); before a
@@ -12,18 +15,20 @@ report, and before each venue report, the fills ring must have room for one fill
 event (S_STOP_CHUNK and S_STOP_POS say where), and `carry_over` moves the rest of rx to its front for the next
 batch to take first: nothing is decided twice, nothing skipped.
 """
+import numpy as np
 from numba import types
 
 from kernels._jit import kernel
 from kernels.arena import (
-    ARENA, LAYOUT, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_MAX_FANOUT, S_STOP_CHUNK,
-    S_STOP_POS, S_TX_LEN, views,
+    ARENA, LAYOUT, MAX_SOURCES, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, ROLE_DATA_ON_OMS,
+    ROLE_REPORT_OFF_OMS, SOURCE_OMS, S_MAX_FANOUT, S_STOP_CHUNK, S_STOP_POS, S_TX_LEN, views,
 )
 from kernels.codec import (
     HEADER_OK, ORDER_FRAME_SIZE, encode_to_tx, read_header, take_market_data, take_report, take_signal,
 )
 from kernels.dtypes import (
-    C_BATCH_STOPS, C_FRAMES, C_FRAME_BAD_TYPE, FRAME_HEADER_SIZE, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_SIGNAL,
+    C_BATCH_STOPS, C_FRAMES, C_FRAME_BAD_TYPE, C_ROLE_DATA_ON_OMS, C_ROLE_REPORT_OFF_OMS, FRAME_HEADER_SIZE,
+    MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_SIGNAL,
 )
 from kernels.pipeline import apply_report, on_mark, on_signal, release_due, set_clock
 from kernels.rings import head, release, room
@@ -34,7 +39,7 @@ def run_batch(arena, layout, n_chunks):
     """Decide the events of rx's first n_chunks chunks in arrival order; append the new orders' frames to tx
     (unless the simulated venue takes them in this call). Return the orders placed."""
     state = views(arena, layout)
-    rx, rx_sizes, rx_times = state.rx, state.rx_sizes, state.rx_times
+    rx, rx_sizes, rx_times, rx_sources = state.rx, state.rx_sizes, state.rx_times, state.rx_sources
     scalars, cursors, counters = state.scalars, state.cursors, state.counters
     to_venue = state.venue[0]["on"] != 0
     first = head(cursors, RING_ORDERS)
@@ -51,6 +56,8 @@ def run_batch(arena, layout, n_chunks):
             stop_chunk, stop_pos = k, start
             break
         now = set_clock(state, rx_times[k])
+        source = np.int64(rx_sources[k])
+        on_oms_link = source == SOURCE_OMS and not to_venue  # the in-batch venue's reports come from the venue
         pos = start
         blocked = False
         while pos < end:
@@ -58,6 +65,14 @@ def run_batch(arena, layout, n_chunks):
             if status != HEADER_OK:
                 counters[status] += 1
                 break
+            if (msg_type == MSG_EXECUTION_REPORT or msg_type == MSG_SIGNAL or msg_type == MSG_MARKET_DATA) and \
+                    (msg_type == MSG_EXECUTION_REPORT) != on_oms_link:  # off its role: only the OMS moves positions
+                cause = ROLE_REPORT_OFF_OMS if msg_type == MSG_EXECUTION_REPORT else ROLE_DATA_ON_OMS
+                counters[C_ROLE_REPORT_OFF_OMS if cause == ROLE_REPORT_OFF_OMS else C_ROLE_DATA_ON_OMS] += 1
+                state.role_drops[min(source, MAX_SOURCES - 1), cause] += 1
+                counters[C_FRAMES] += 1
+                pos = frame_end
+                continue
             if msg_type == MSG_SIGNAL:
                 if room(cursors, RING_ORDERS, len(state.orders)) < fanout or \
                         room(cursors, RING_REJECTS, len(state.rejects)) < fanout or \

@@ -6,7 +6,7 @@ from kernels._jit import helper
 from kernels.arena import S_NEXT_COOLDOWN_NS, S_STRATEGIES
 from kernels.dtypes import (
     BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, EV_COOLDOWN, EV_TRIP_HALT, EV_TRIP_REDUCE, NO_TRIP,
-    TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
+    TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_FILL_RATE, TRIP_LOSS, TRIP_OFF_BAND_FILLS, TRIP_REJECT_RATIO,
 )
 from kernels.lifecycle import apply_event
 from kernels.positions import pnl_of
@@ -49,6 +49,22 @@ def record_outcome(state, s, rejected, now_ns):
 
 
 @helper
+def check_fills(state, s, off_band, now_ns):
+    """Count a fill in the fill-rate breaker's window, and an off-band one; trip when over threshold."""
+    st = state.strategies[s]
+    if now_ns - st["fill_window_start_ns"] >= st["fill_window_ns"]:
+        st["fill_window_start_ns"] = now_ns
+        st["window_fills"] = 0
+    st["window_fills"] += 1
+    if off_band:
+        st["off_band_fills"] += 1
+    if 0 < st["max_fills_per_window"] < st["window_fills"]:
+        trip(state, s, TRIP_FILL_RATE, now_ns)
+    elif 0 < st["max_off_band_fills"] <= st["off_band_fills"] and off_band:
+        trip(state, s, TRIP_OFF_BAND_FILLS, now_ns)
+
+
+@helper
 def check_pnl(state, s, now_ns):
     """Track the P&L peak and trip on drawdown from it or on the loss limit."""
     st = state.strategies[s]
@@ -72,6 +88,9 @@ def reset_breakers(strategies, s, now_ns):
     st["window_start_ns"] = now_ns
     st["window_orders"] = 0
     st["window_rejects"] = 0
+    st["fill_window_start_ns"] = now_ns
+    st["window_fills"] = 0
+    st["off_band_fills"] = 0
     st["peak_pnl"] = pnl_of(st)
 
 

@@ -46,6 +46,11 @@ EXEC_FILL = 3
 EXEC_CANCELED = 4
 EXEC_TYPE_NAMES = ("ack", "reject", "partial_fill", "fill", "canceled")
 
+SIDES_BUY, SIDES_SELL = 1, 2  # STRATEGY_T / ACCOUNT_T `sides` bits
+SIDES_BOTH = SIDES_BUY | SIDES_SELL
+SIDES_NAMES = {"both": SIDES_BOTH, "buy_only": SIDES_BUY, "sell_only": SIDES_SELL}
+FILL_OVERFILL, FILL_OFF_BAND = 1, 2  # FILL_T flags: a fill larger than the leaves (clamped), priced off the band
+
 KILL_ACCOUNT = 1  # ACCOUNT_T.kill bits: the account's own switch ...
 KILL_GLOBAL = 2   # ... and the global one, set on every account (so either can be turned off alone)
 
@@ -90,10 +95,31 @@ REASONS = (
     ("R_LOSS_ACCOUNT", "account daily loss limit reached"),
     ("R_SELF_MATCH", "order would cross a working order of the same account"),
     ("R_ORDER_TABLE_FULL", "engine open-order table is full"),
+    ("R_MARK_STALE", "no market data for the instrument within its max_mark_age_ms (or none yet)"),
+    ("R_SIDE_BLOCKED", "the order's side is blocked for the strategy (buy_only, sell_only) and it does not reduce "
+                       "the position"),
+    ("R_DUPLICATE_ORDER", "same side, quantity and price as the strategy's last order, within duplicate_window_ms"),
+    ("R_SIDE_BLOCKED_ACCOUNT", "the order's side is blocked for the strategy's account (buy_only, sell_only) and it "
+                               "does not reduce the position"),
 )
 N_REASONS = len(REASONS)
 REASON_NAMES = tuple(name[2:].lower() for name, _ in REASONS)
 REASON_TEXT = tuple(text for _, text in REASONS)
+# Who enforces each rule (docs/risk.md): the signal's own validity, the strategy's limits, its account's, the
+# engine's and instruments' rules that hold for everyone (global), or an operator's decision (lifecycle state,
+# kill switches). A rule has one level, so a denial's levels are its reasons' levels.
+LEVELS = ("signal", "strategy", "account", "global", "operator")
+REASON_LEVEL = {
+    "not_active": "operator", "kill_switch": "operator", "not_tradable": "global", "restricted": "strategy",
+    "qty_invalid": "signal", "qty_lot": "global", "not_finite": "signal", "signal_range": "signal",
+    "price_invalid": "signal", "qty_max": "strategy", "notional_max": "strategy", "price_collar": "global",
+    "no_reference": "global", "position_max": "strategy", "gross_max": "account", "net_max": "account",
+    "rate": "strategy", "open_orders_max": "strategy", "duplicate": "signal", "out_of_order": "signal",
+    "stale": "signal", "loss_strategy": "strategy", "loss_account": "account", "self_match": "account",
+    "order_table_full": "global", "mark_stale": "global", "side_blocked": "strategy", "duplicate_order": "strategy",
+    "side_blocked_account": "account",
+}
+assert set(REASON_LEVEL) == set(REASON_NAMES) and set(REASON_LEVEL.values()) <= set(LEVELS)
 for _bit, (_name, _) in enumerate(REASONS):
     globals()[_name] = np.uint32(1 << _bit)
 
@@ -104,8 +130,8 @@ def reason_names(mask):
 
 
 # ---------------------------------------------------------------------------------------------- breakers
-TRIP_CONSECUTIVE_REJECTS, TRIP_REJECT_RATIO, TRIP_DRAWDOWN, TRIP_LOSS = range(4)
-TRIP_NAMES = ("consecutive_rejects", "reject_ratio", "drawdown", "loss")
+TRIP_CONSECUTIVE_REJECTS, TRIP_REJECT_RATIO, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_FILL_RATE, TRIP_OFF_BAND_FILLS = range(6)
+TRIP_NAMES = ("consecutive_rejects", "reject_ratio", "drawdown", "loss", "fill_rate", "off_band_fills")
 N_TRIPS = len(TRIP_NAMES)
 NO_TRIP = 255
 
@@ -133,13 +159,21 @@ COUNTERS = (
     ("C_REPORT_RING_FULL", "execution reports dropped: report ring full (likewise only a decode without the batch)"),
     ("C_REPORT_UNKNOWN_ORDER", "execution reports for an order id the engine does not know"),
     ("C_REPORT_MISMATCH", "execution reports whose strategy or deploy differ from the order's"),
-    ("C_REPORT_OVERFILL", "fills larger than the order's leaves quantity (clamped)"),
+    ("C_REPORT_OVERFILL", "fills larger than the order's leaves quantity (clamped, flagged)"),
+    ("C_FILL_OFF_BAND", "fills priced outside the instrument's band around its mark (applied, flagged)"),
     ("C_REPORT_INVALID", "execution reports with an unknown type or a NaN, infinite or negative value"),
     ("C_FILLS", "fills applied"),
+    ("C_ORDERS_ACKED", "orders the OMS acknowledged"),
+    ("C_ORDERS_REJECTED", "orders the OMS rejected"),
+    ("C_ORDERS_CANCELED", "orders that ended canceled (by the OMS, or in the books when never sent)"),
+    ("C_ORDERS_FILLED", "orders that ended filled"),
     ("C_FILL_RING_FULL", "fill records not written: fills ring full (the fills themselves were applied)"),
     ("C_BREAKER_TRIPS", "circuit breaker trips"),
     ("C_BATCH_STOPS", "batches that stopped at an event for want of room (order or fills ring, tx): the rest waited"),
     ("C_SHADOW_ORDERS", "orders a shadow version would have placed (checked, never sent)"),
+    ("C_ROLE_REPORT_OFF_OMS", "execution reports that did not come on the OMS link (a listener, or any while the "
+                              "venue runs in the batch): dropped"),
+    ("C_ROLE_DATA_ON_OMS", "signals and market data that came on the OMS link: dropped"),
     ("C_SHADOW_REJECTS", "orders a shadow version would have had rejected"),
 )
 N_COUNTERS = len(COUNTERS)
@@ -176,24 +210,32 @@ INSTRUMENT_T = _record(
     ("ref_px_ticks", i8),  # configured reference, used until market data arrives
     ("bid_ticks", i8), ("ask_ticks", i8), ("last_ticks", i8), ("md_ts_ns", i8),
     ("mark_ticks", i8),  # mid if both sides are known, else last, else ref_px_ticks
+    ("marked_ns", i8),         # stream time of the last market data applied (0: none yet)
+    ("max_mark_age_ns", i8),   # orders need market data this fresh (0: no such rule)
 )
 
 STRATEGY_T = _record(
     ("state", u1), ("breaker_action", u1), ("trip_cause", u1), ("order_type", u1), ("kill", u1),
     ("deploy", u4), ("account", u4),  # deploy: the number of the strategy's running deploy (1, 2, ...)
     ("shadow_of", u4),  # 0: a strategy; s + 1: a shadow version of strategy s (its orders are never placed)
+    ("sides", u1),      # SIDES_* bits: the sides new risk may take (an order that reduces the position always may)
     # limits
     ("max_position", i8), ("max_order_qty", i8), ("max_order_notional", f8), ("max_open_orders", i4),
     ("rate_per_s", f8), ("burst", f8), ("daily_loss_limit", f8),
     # breaker thresholds
     ("max_consecutive_rejects", i4), ("ratio_min_orders", i4), ("max_reject_ratio", f8), ("ratio_window_ns", i8),
     ("max_drawdown", f8), ("loss_limit", f8), ("cooldown_ns", i8),
+    ("max_fills_per_window", i4), ("fill_window_ns", i8),  # the fill-rate breaker (0: off)
+    ("max_off_band_fills", i4),   # trip after this many fills priced outside the instrument's band (0: off)
+    ("duplicate_window_ns", i8),  # the duplicate-order rule's window (0: off)
     # live state
     ("tokens", f8), ("tokens_ts_ns", i8), ("open_orders", i4), ("consecutive_rejects", i4),
     ("window_orders", i4), ("window_rejects", i4), ("window_start_ns", i8), ("tripped_at_ns", i8),
     ("realized", f8), ("unrealized", f8), ("fees", f8), ("peak_pnl", f8),
     ("signals", i8), ("orders", i8), ("rejects", i8), ("fills", i8), ("filled_qty", i8),
     ("ordered_buy", i8), ("ordered_sell", i8),  # units of the orders accepted, by side (shadows compare them)
+    ("fill_window_start_ns", i8), ("window_fills", i4), ("off_band_fills", i4),
+    ("last_side", i1), ("last_qty", i8), ("last_px_ticks", i8), ("last_order_ns", i8),  # the last order placed
 )
 
 POSITION_T = _record(  # one per (strategy, instrument)
@@ -202,7 +244,7 @@ POSITION_T = _record(  # one per (strategy, instrument)
 )
 
 ACCOUNT_T = _record(  # kill: KILL_ACCOUNT | KILL_GLOBAL bits (either blocks its orders)
-    ("kill", u1), ("max_gross_notional", f8), ("max_net_notional", f8), ("daily_loss_limit", f8),
+    ("kill", u1), ("sides", u1), ("max_gross_notional", f8), ("max_net_notional", f8), ("daily_loss_limit", f8),
     ("gross", f8), ("net", f8), ("realized", f8), ("unrealized", f8), ("fees", f8),
 )
 

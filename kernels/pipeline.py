@@ -18,13 +18,14 @@ from kernels.arena import (
     ARENA, LAYOUT, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_CLOCK_NS, S_FREE_TOP,
     S_NEXT_COOLDOWN_NS, S_ORDER_GEN, S_STRATEGIES, views,
 )
-from kernels.breakers import check_pnl, cool_down, record_outcome
+from kernels.breakers import check_fills, check_pnl, cool_down, record_outcome
 from kernels.dtypes import (
-    C_FILLS, C_FILL_RING_FULL, C_ORDERS, C_REJECTS, C_REJECT_RING_FULL, C_REPORT_INVALID, C_REPORT_MISMATCH,
-    C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS, C_SIGNAL_NO_CHANGE,
-    C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL,
-    EXEC_PARTIAL_FILL, EXEC_REJECT, N_REASONS, ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_ACTIVE, R_NOT_FINITE, R_OUT_OF_ORDER,
-    R_QTY_LOT, R_SIGNAL_RANGE, R_STALE, SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
+    C_FILLS, C_FILL_OFF_BAND, C_FILL_RING_FULL, C_ORDERS, C_ORDERS_ACKED, C_ORDERS_CANCELED, C_ORDERS_FILLED,
+    C_ORDERS_REJECTED, C_REJECTS, C_REJECT_RING_FULL, C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL,
+    C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID,
+    C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL,
+    EXEC_REJECT, FILL_OFF_BAND, FILL_OVERFILL, N_REASONS, ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_ACTIVE, R_NOT_FINITE,
+    R_OUT_OF_ORDER, R_QTY_LOT, R_SIGNAL_RANGE, R_STALE, SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
 )
 from kernels.positions import apply_fill, finite_positive, link_order, refresh_exposure, release_order, remark, slot_of
 from kernels.rings import NO_ROOM, claim, head, publish, release, room, tail
@@ -52,6 +53,7 @@ def set_clock(state, t):
 def on_mark(state, i, now):
     """Instrument i's mark moved (market data): exposure of every account and P&L of every strategy holding it
     follow at once, the P&L breakers judge it, and the simulated venue matches what now crosses."""
+    state.instruments[i]["marked_ns"] = now  # how fresh the mark is (max_mark_age_ms)
     positions = state.positions
     for a in range(len(state.accounts)):
         refresh_exposure(state, a, i)
@@ -163,13 +165,8 @@ def place_order(state, sig, s, side, qty, px_ticks, now_ns):
         state.positions[s, i]["open_sell"] += qty
         e["open_sell"] += qty
     refresh_exposure(state, a, i)
-    st["tokens"] -= 1.0
     st["open_orders"] += 1
-    st["orders"] += 1
-    if side == SIDE_BUY:
-        st["ordered_buy"] += qty
-    else:
-        st["ordered_sell"] += qty
+    count_order(st, side, qty, px_ticks, now_ns)
 
     out = state.orders[claim(state.cursors, RING_ORDERS, len(state.orders))]
     out["order_id"] = order_id
@@ -193,14 +190,25 @@ def place_order(state, sig, s, side, qty, px_ticks, now_ns):
 
 
 @helper
-def shadow_order(st, side, qty):
-    """An order a shadow version would have placed: counted on its row, its rate tokens spent, nothing booked."""
+def count_order(st, side, qty, px_ticks, now_ns):
+    """An accepted order on the strategy's row: its count, tokens, units by side, and what the duplicate-order
+    rule compares the next one with."""
     st["tokens"] -= 1.0
     st["orders"] += 1
     if side == SIDE_BUY:
         st["ordered_buy"] += qty
     else:
         st["ordered_sell"] += qty
+    st["last_side"] = side
+    st["last_qty"] = qty
+    st["last_px_ticks"] = px_ticks
+    st["last_order_ns"] = now_ns
+
+
+@helper
+def shadow_order(st, side, qty, px_ticks, now_ns):
+    """An order a shadow version would have placed: counted on its own row, nothing booked."""
+    count_order(st, side, qty, px_ticks, now_ns)
 
 
 @inline
@@ -253,9 +261,9 @@ def on_signal(state, sig, now):
         if bad == 0:
             refill_tokens(st, now)
             reasons = order_reasons(st, state.accounts[st["account"]], ins, p, state.exposures[st["account"], i],
-                                    side, qty, px, st["order_type"], state.scalars[S_FREE_TOP])
+                                    side, qty, px, st["order_type"], state.scalars[S_FREE_TOP], now)
         if reasons == 0 and live >= 0:
-            shadow_order(st, side, qty)
+            shadow_order(st, side, qty, px, now)
             counters[C_SHADOW_ORDERS] += 1
         elif reasons == 0:
             place_order(state, sig, s, side, qty, px, now)
@@ -311,9 +319,12 @@ def apply_report(state, rep, now):
         return 0
     kind = rep["exec_type"]
     if kind == EXEC_ACK:
+        if not o["acked"]:
+            counters[C_ORDERS_ACKED] += 1
         o["acked"] = 1
         return 0
     if kind == EXEC_REJECT or kind == EXEC_CANCELED:
+        counters[C_ORDERS_REJECTED if kind == EXEC_REJECT else C_ORDERS_CANCELED] += 1
         release_order(state, slot)
         return 0
     if (kind != EXEC_FILL and kind != EXEC_PARTIAL_FILL) or rep["qty"] <= 0 \
@@ -326,14 +337,23 @@ def apply_report(state, rep, now):
         counters[C_REPORT_INVALID] += 1
         return 0
     qty = rep["qty"]
+    flags = 0
     if qty > o["leaves"]:
         counters[C_REPORT_OVERFILL] += 1
+        flags |= FILL_OVERFILL
         qty = o["leaves"]
+    mark = ins["mark_ticks"]
+    if mark > 0 and abs(px - mark) * 100.0 > ins["band_pct"] * mark:  # the venue's fact, applied, but flagged
+        counters[C_FILL_OFF_BAND] += 1
+        flags |= FILL_OFF_BAND
+    s = o["strategy"]
     realized = apply_fill_report(state, slot, qty, px, rep["fee"])
-    record_fill(state, o, rep, qty, realized, now)
+    record_fill(state, o, rep, qty, realized, flags, now)
     if o["leaves"] == 0 or kind == EXEC_FILL:
+        counters[C_ORDERS_FILLED] += 1
         release_order(state, slot)
-    check_pnl(state, o["strategy"], now)
+    check_fills(state, s, flags & FILL_OFF_BAND != 0, now)
+    check_pnl(state, s, now)
     return 1
 
 
@@ -373,7 +393,7 @@ def apply_fill_report(state, slot, qty, px_ticks, fee):
 
 
 @inline
-def record_fill(state, o, rep, qty, realized, now):
+def record_fill(state, o, rep, qty, realized, flags, now):
     """The fill as a record of the fills ring (metrics, mirror); counted, not written, when the ring is full."""
     slot = claim(state.cursors, RING_FILLS, len(state.fills))
     if slot == NO_ROOM:
@@ -387,7 +407,7 @@ def record_fill(state, o, rep, qty, realized, now):
     f["instrument"] = o["instrument"]
     f["side"] = o["side"]
     f["exec_type"] = rep["exec_type"]
-    f["flags"] = 0
+    f["flags"] = flags
     f["qty"] = qty
     f["leaves"] = o["leaves"]
     f["price"] = rep["price"]

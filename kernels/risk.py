@@ -2,9 +2,10 @@
 reports every reason. Hot path: no allocation, no objects, no exceptions on data."""
 from kernels._jit import helper
 from kernels.dtypes import (
-    ACTIVE, NO_PRICE, ORDER_MARKET, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT, R_LOSS_STRATEGY, R_NET_MAX,
-    R_NO_REFERENCE, R_NOT_ACTIVE, R_NOT_TRADABLE, R_NOTIONAL_MAX, R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL, R_POSITION_MAX,
-    R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, REDUCING,
+    ACTIVE, NO_PRICE, ORDER_MARKET, REDUCING, R_DUPLICATE_ORDER, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT,
+    R_LOSS_STRATEGY, R_MARK_STALE, R_NET_MAX, R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_TRADABLE, R_NO_REFERENCE,
+    R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT,
+    R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, R_SIDE_BLOCKED, R_SIDE_BLOCKED_ACCOUNT, SIDES_BUY, SIDES_SELL,
     SIDE_BUY,
 )
 from kernels.positions import exposure_of, money_per_unit, pnl_of
@@ -29,7 +30,7 @@ def refill_tokens(strategy, now_ns):
 
 @helper
 def order_reasons(strategy, account, instrument, position, exposure, side, qty, px_ticks, order_type,
-                  free_slots_left):
+                  free_slots_left, now_ns):
     """The reason mask of one order (0 = accept). Reads state; changes only the strategy's token bucket."""
     r = 0
     held = position["qty"]
@@ -43,6 +44,14 @@ def order_reasons(strategy, account, instrument, position, exposure, side, qty, 
         r |= R_NOT_TRADABLE
     if not position["allowed"]:
         r |= R_RESTRICTED
+    side_bit = SIDES_BUY if side == SIDE_BUY else SIDES_SELL
+    if not reducing and not strategy["sides"] & side_bit:
+        r |= R_SIDE_BLOCKED
+    if not reducing and not account["sides"] & side_bit:
+        r |= R_SIDE_BLOCKED_ACCOUNT
+    if 0 < strategy["duplicate_window_ns"] and now_ns - strategy["last_order_ns"] < strategy["duplicate_window_ns"] \
+            and strategy["last_side"] == side and strategy["last_qty"] == qty and strategy["last_px_ticks"] == px_ticks:
+        r |= R_DUPLICATE_ORDER
     # quantity
     if qty <= 0:
         r |= R_QTY_INVALID
@@ -57,6 +66,9 @@ def order_reasons(strategy, account, instrument, position, exposure, side, qty, 
     if float(qty) * abs(float(px_ticks)) * unit_money > strategy["max_order_notional"]:
         r |= R_NOTIONAL_MAX
     ref = instrument["mark_ticks"]
+    if instrument["max_mark_age_ns"] > 0 and (instrument["marked_ns"] == 0 or
+                                              now_ns - instrument["marked_ns"] > instrument["max_mark_age_ns"]):
+        r |= R_MARK_STALE  # fail closed: a reference nobody has confirmed lately is not a reference
     if ref <= 0:
         r |= R_NO_REFERENCE
     elif abs(px_ticks - ref) * 100.0 > instrument["band_pct"] * ref:

@@ -1,14 +1,17 @@
 """What may import what (docs/design.md, "Rooms"): imports point down, engine -> sim -> adapters -> wire -> kernels,
-and nothing in the product imports bench/ or tests/. kernels/ imports nothing but numpy, numba and itself
+and nothing in the product imports bench/, tests/ or reference/ (the plain-Python rules: the kernels' oracle
+and the benches' baseline, not part of the product). kernels/ imports nothing but numpy, numba and itself
 (tests/kernels/test_source_rules.py holds it to that). Every import counts, a lazy one inside a function too."""
 import ast
+import importlib
+import inspect
 import pathlib
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = ("kernels", "wire", "adapters", "sim", "engine")  # each may import the ones before it, and itself
-OUTSIDE = ("bench", "tests")                                # the product never imports these
+OUTSIDE = ("bench", "tests", "reference")                   # the product never imports these
 
 
 def imported_packages(path):
@@ -40,3 +43,19 @@ def test_imports_when_the_rule_is_checked_then_it_sees_every_product_file():
     packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
     assert packages - set(OUTSIDE) == set(LAYERS)
     assert all(files_of(package) for package in LAYERS)
+
+
+def test_imports_when_reference_takes_from_kernels_then_only_the_contract_never_a_function():
+    """reference/ is the kernels' independent oracle: from kernels/ it takes the contract (constants, dtypes, region
+    and ring ids), never a function or a module to call one through, compiled or as Python."""
+    wrong = []
+    for path in files_of("reference"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = f"{path.relative_to(ROOT)}:{node.lineno}" if hasattr(node, "lineno") else ""
+            if isinstance(node, ast.Import):
+                wrong += [f"{where} imports {alias.name}" for alias in node.names if alias.name.startswith("kernels")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "kernels":
+                module = importlib.import_module(node.module)
+                wrong += [f"{where} imports {node.module}.{alias.name}" for alias in node.names
+                          if callable(getattr(module, alias.name)) or inspect.ismodule(getattr(module, alias.name))]
+    assert not wrong, "\n".join(wrong)

@@ -167,6 +167,17 @@ def _export(args):
     return 0
 
 
+def _simulate(args):
+    from engine.config import ConfigError, load_config
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"orchestrator: config not valid:\n{e}", file=sys.stderr)
+        return EXIT_CONFIG
+    from engine.cli.simulate import simulate
+    return simulate(config, args)
+
+
 def _feed(args):
     from engine.cli.peers import feed
     return feed(args)
@@ -237,6 +248,19 @@ def parser():
     export.add_argument("--journal", metavar="DIR", default=None, help="journal directory (default: the config's)")
     export.add_argument("--json", action="store_true", help="print the summary as JSON")
     export.set_defaults(handler=_export)
+
+    simulate = sub.add_parser("simulate", help="run a recorded stream through the kernels and the simulated venue",
+                              description="Run INPUT (an engine's journal directory, or a Parquet stream of signals "
+                                          "and market data: docs/simulate.md) through a fresh engine on CONFIG with "
+                                          "the simulated venue in the batch, as fast as one core allows; print what "
+                                          "it traded, events/s and a digest (same input, same digest).")
+    simulate.add_argument("config")
+    simulate.add_argument("input", nargs="?", help="journal directory or .parquet file (or --generate)")
+    simulate.add_argument("--generate", type=int, metavar="N", help="a seeded stream of N events for CONFIG")
+    simulate.add_argument("--seed", type=int, default=0, help="with --generate (default 0)")
+    simulate.add_argument("--save", metavar="FILE", help="with --generate: also write the stream as Parquet")
+    simulate.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    simulate.set_defaults(handler=_simulate)
 
     from engine.cli.peers import add_feed_arguments, add_sim_oms_arguments
     add_feed_arguments(sub.add_parser(

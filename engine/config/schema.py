@@ -59,6 +59,7 @@ Quantity = Annotated[int, Meta(ge=1, le=MAX_QTY)]
 Count = Annotated[int, Meta(ge=1, le=INT32_MAX)]
 Milliseconds = Annotated[int, Meta(ge=1, le=MAX_MS)]
 RingSize = Annotated[int, Meta(ge=2, le=1 << 24)]
+Sides = Literal["both", "buy_only", "sell_only"]
 
 
 class _Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -92,6 +93,11 @@ class Oms(_Config, kw_only=True):
     tcp: TcpClientConfig = _default(TcpClientConfig, {"port": 47200})
     sim: SimOmsConfig = _default(SimOmsConfig)
     on_disconnect: Literal["halt", "reduce"] = "halt"
+    # the link is watched: more than max_unacked orders without an acknowledgement after ack_timeout_ms, or orders
+    # it has refused to take for stall_ms, and it is treated as lost (on_disconnect applies, it is dropped)
+    ack_timeout_ms: Milliseconds = 2_000
+    max_unacked: Annotated[int, Meta(ge=0, le=INT32_MAX)] = 8
+    stall_ms: Milliseconds = 2_000
     reconnect_backoff_min_ms: Milliseconds = 100
     reconnect_backoff_max_ms: Milliseconds = 5_000
 
@@ -247,6 +253,7 @@ class Instrument(_Config, kw_only=True):
     price_band_pct: Annotated[float, Meta(gt=0, le=100)]  # collar around the reference price, in percent
     tradable: bool = True
     reference_price: Positive  # currency; used until market data arrives
+    max_mark_age_ms: Annotated[int, Meta(ge=0, le=MAX_MS)] = 0  # orders need market data this fresh (0: no rule)
 
     def __post_init__(self):
         ticks = self.reference_price / self.tick_size
@@ -267,6 +274,7 @@ class Account(_Config, kw_only=True):
     max_net_notional: Positive    # currency
     daily_loss_limit: Positive    # currency
     kill_switch: bool = False
+    sides: Sides = "both"         # the sides new risk may take; an order that reduces a position always may
 
 
 class AccountsFile(_Config, kw_only=True):
@@ -285,6 +293,8 @@ class Limits(_Config, kw_only=True):
     rate_per_second: Positive               # order tokens refilled per second
     burst: Annotated[float, Meta(ge=1, le=1e9)]  # bucket size in orders
     daily_loss_limit: Positive              # currency
+    sides: Sides = "both"                   # the sides new risk may take; reducing orders always may
+    duplicate_window_ms: Annotated[int, Meta(ge=0, le=MAX_MS)] = 0  # deny a repeat of the last order (0: off)
 
 
 class Breakers(_Config, kw_only=True):
@@ -296,6 +306,9 @@ class Breakers(_Config, kw_only=True):
     loss_limit: Positive                    # currency
     action: Literal["halt", "reduce"] = "halt"
     cooldown_ms: Annotated[int, Meta(ge=0, le=MAX_MS)] = 0  # 0: only an explicit reset re-arms the strategy
+    max_fills_per_window: Annotated[int, Meta(ge=0, le=INT32_MAX)] = 0  # more fills in fill_window_ms trip (0: off)
+    fill_window_ms: Milliseconds = 1_000
+    max_off_band_fills: Annotated[int, Meta(ge=0, le=INT32_MAX)] = 0  # this many fills off the band trip (0: off)
 
 
 class Strategy(_Config, kw_only=True):

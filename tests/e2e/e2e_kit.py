@@ -340,6 +340,10 @@ def orders_sent(report):
     return oms["venue"]["orders"] if "venue" in oms else oms["transport"]["bytes_out"] // ORDER_FRAME_SIZE
 
 
+# the counters of what the OMS made of the orders: they move whenever orders trade
+ORDER_FATES = {"orders_acked", "orders_rejected", "orders_canceled", "orders_filled"}
+
+
 def nonzero(counters):
     return {k for k, v in counters.items() if v}
 

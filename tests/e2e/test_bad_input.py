@@ -6,7 +6,9 @@ from collections import Counter
 import pytest
 
 from kernels.dtypes import MSG_SIGNAL, SIDE_BUY, SIGNAL_TARGET, WIRE_VERSION
-from tests.e2e.e2e_kit import ESZ5, derive_config, market_data_frame, nonzero, now_ns, reasons, signal_frame
+from tests.e2e.e2e_kit import (
+    ESZ5, ORDER_FATES, derive_config, market_data_frame, nonzero, now_ns, reasons, signal_frame,
+)
 from wire.frames import HEADER, encode_frame
 from wire.schema import Order
 
@@ -126,7 +128,7 @@ def test_engine_when_bad_input_then_counts_each_cause_and_keeps_serving(procs, c
     decoded = sum(counters[k] for k in ("signals", "signal_ring_full", "market_data", "market_data_invalid",
                                         "market_data_unknown_instrument", "reports", "report_ring_full"))
     assert counters["frames"] == decoded + counters["frame_bad_type"] + counters["frame_malformed"]
-    oms_side = {"frames", "reports", "fills"}
+    oms_side = {"frames", "reports", "fills"} | ORDER_FATES
     assert {k: v for k, v in counters.items() if k not in oms_side} == \
            {k: expect.get(k, 0) for k in counters if k not in oms_side}
     assert nonzero(counters) - oms_side <= set(expect)
@@ -172,4 +174,4 @@ def test_engine_when_flooded_then_counts_what_it_dropped_and_recovers(procs, tmp
     assert counters["signal_ring_full"] == 0  # the ring holds one signal at a time: it can never be full
     assert counters["orders"] == 5  # good signals after the flood still trade
     assert nonzero(counters) <= {"frames", "signals", "signal_ring_full", "signal_no_change", "market_data",
-                                 "orders", "reports", "fills"}, counters
+                                 "orders", "reports", "fills"} | ORDER_FATES, counters

@@ -6,13 +6,14 @@ import signal
 import pytest
 
 from tests.e2e.e2e_kit import (
-    assert_books_balance, assert_pnl_consistent, derive_config, market_data_frame, nonzero, reasons, target_frame,
+    ORDER_FATES, assert_books_balance, assert_pnl_consistent, derive_config, market_data_frame, nonzero, reasons,
+    target_frame,
 )
 
 FEE_PER_UNIT = 0.5
 BAD_KINDS = "nan,stale,duplicate,price_band,garbage"  # unknown ids: see test_bad_input
 EXPECTED_COUNTERS = {"frames", "signals", "signal_no_change", "market_data", "orders", "rejects", "reports",
-                     "fills", "breaker_trips"}
+                     "fills", "breaker_trips"} | ORDER_FATES
 GARBAGE_COUNTERS = {"udp": {"frame_truncated", "frame_bad_version"}, "tcp": {"frame_malformed"}}
 
 

@@ -552,8 +552,8 @@ def test_validate_command_when_config_is_broken_then_prints_problems_and_returns
     assert out.getvalue().splitlines() == [
         f"{config_dir}: INVALID, 1 problem",
         f"  {config_dir / 'strategies' / 'solo.toml'}: at $.limits.burts: unknown key; expected one of: "
-        f"max_order_qty, max_order_notional, max_open_orders, rate_per_second, burst, daily_loss_limit; "
-        f'did you mean "burst"?',
+        f"max_order_qty, max_order_notional, max_open_orders, rate_per_second, burst, daily_loss_limit, sides, "
+        f'duplicate_window_ms; did you mean "burst"?',
     ]
 
 

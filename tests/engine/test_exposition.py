@@ -61,7 +61,7 @@ def test_snapshot_when_taken_then_names_versions_rings_and_order_table_come_from
 
     snap = snapshot(state, 42)
 
-    assert snap.taken_ns == 42 and snap.strategy_names == state.strategy_names
+    assert snap.taken_ns == 42 and snap.strategy_names == tuple(state.strategy_names)
     assert snap.strategy_versions == tuple(d[-1].version for d in state.deploys)
     assert (snap.instrument_symbols, snap.account_names) == (state.instrument_symbols, state.account_names)
     assert A.RING_NAMES[A.RING_SIGNALS] == "signals" and A.RING_NAMES[A.RING_FILLS] == "fills"

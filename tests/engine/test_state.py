@@ -40,7 +40,7 @@ def test_build_when_basic_config_then_every_region_has_its_configured_shape(stat
         "accounts": (2,), "exposures": (2, 2), "open_orders": (8,), "free_slots": (8,), "sub_ptr": (7,),
         "sub_strategy": (8,), "source_seq": (3,), "counters": (N_COUNTERS,), "reason_counts": (4, N_REASONS),
         "trip_counts": (4, N_TRIPS), "transitions": (N_STATES, N_EVENTS), "scalars": (A.N_SCALARS,),
-        "rx_times": (64,), "rx_sources": (64,), "fills": (4096,),
+        "rx_times": (64,), "rx_sources": (64,), "role_drops": (A.MAX_SOURCES, 2), "fills": (4096,),
         "venue": (1,), "venue_orders": (0,), "venue_events": (0,), "venue_books": (0, 2),  # an OMS over TCP
     }
     assert set(expected) == set(A.REGION_NAMES)
@@ -211,7 +211,7 @@ def test_snapshot_when_built_then_each_strategy_reports_its_configured_identity(
     assert report["alpha"]["config_hash"] == load_config(BASIC).strategy_hashes[ALPHA]
     assert report["beta"]["account"] == "equities"
     assert list(report["beta"]["positions"]) == ["ESZ5", "AAPL"]
-    assert report["alpha"]["rejects"] == {"total": 0, "by_reason": {}}
+    assert report["alpha"]["rejects"] == {"total": 0, "by_reason": {}, "by_level": {}}
     assert report["alpha"]["breaker"] == {"trip_cause": None, "trips": {}, "consecutive_rejects": 0}
 
 
@@ -236,7 +236,7 @@ def test_snapshot_when_activity_recorded_then_it_reports_names_and_currency(stat
                                           "realized": 0.0, "unrealized": 0.0, "fees": 0.0, "allowed": False}
     assert alpha["pnl"] == {"realized": 125.0, "unrealized": -50.0, "fees": 0.0}
     assert alpha["orders"] == 11
-    assert alpha["rejects"] == {"total": 4, "by_reason": {"qty_max": 3, "rate": 2}}
+    assert alpha["rejects"] == {"total": 4, "by_reason": {"qty_max": 3, "rate": 2}, "by_level": {"strategy": 5}}
     assert alpha["breaker"]["trip_cause"] == TRIP_NAMES[TRIP_DRAWDOWN] == "drawdown"
     assert alpha["breaker"]["trips"] == {"drawdown": 1}
 

@@ -19,7 +19,7 @@ import pytest
 
 from kernels import arena as A  # kernels before numba: kernels/__init__ points numba's cache at .numba_cache
 from kernels import rings
-from kernels.dtypes import ACTIVE, NO_PRICE, NO_SLOT, NO_TRIP
+from kernels.dtypes import ACTIVE, NO_PRICE, NO_SLOT, NO_TRIP, SIDES_BOTH
 from kernels.lifecycle import TRANSITIONS
 from kernels.pipeline import apply_mark, apply_reports, process_signals
 from sim.venue import SimOmsConfig, configure_venue
@@ -30,8 +30,9 @@ INSTRUMENT_DEFAULTS = dict(tick_size=0.01, lot_size=100, multiplier=1.0, band_pc
                            ref_px_ticks=10_000, mark_ticks=10_000)
 STRATEGY_DEFAULTS = dict(state=ACTIVE, trip_cause=NO_TRIP, max_position=10_000, max_order_qty=5_000,
                          max_order_notional=1e6, max_open_orders=10, rate_per_s=100.0, burst=10.0, tokens=10.0,
-                         tokens_ts_ns=NOW_NS, daily_loss_limit=1e4, ratio_window_ns=10**9)
-ACCOUNT_DEFAULTS = dict(max_gross_notional=1e7, max_net_notional=1e7, daily_loss_limit=1e5)
+                         tokens_ts_ns=NOW_NS, daily_loss_limit=1e4, ratio_window_ns=10**9, sides=SIDES_BOTH,
+                         fill_window_ns=10**9)
+ACCOUNT_DEFAULTS = dict(max_gross_notional=1e7, max_net_notional=1e7, daily_loss_limit=1e5, sides=SIDES_BOTH)
 POSITION_DEFAULTS = dict(allowed=1)
 
 

@@ -1,13 +1,16 @@
 """Events in arrival order: any split of a stream into batches decides the same (kernels/batch.py).
 
 A random stream is a run of chunks, each with its arrival time: signals (targets and orders, near and far from
-the market, some odd), market data moving the marks, ticks (empty chunks: time passing), reports for orders
-nobody knows, a malformed frame now and then; the simulated venue runs in the batch (latencies, partial fills,
-random rejects, resting orders, a TTL, fees), so the stream trades: orders, fills, positions, P&L, breakers.
+the market, some odd), market data moving the marks (now and then one-sided, off the tick, void, or for an
+unknown instrument), ticks (empty chunks: time passing), reports for orders nobody knows, a malformed frame now
+and then; the simulated venue runs in the batch (latencies, partial fills, random rejects, resting orders, a
+TTL, fees), so the stream trades: orders, fills, positions, P&L, breakers.
 The same stream is fed whole, and cut into batches of 1 to 4096 chunks (with small rings, so that batches
 also stop for want of room and hand the rest on): the orders, rejects and fills that come out and every table
 at the end are the same, bit for bit. Both engines: the compiled kernels and their Python source.
 """
+import math
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -79,10 +82,16 @@ def streams(draw, n_instruments):
                     instrument=i, kind=kind, value=value, price=price,
                     ts_ns=t - draw(st.sampled_from([0, 0, 10**9])), ttl_ns=draw(st.sampled_from([0, 10**8])))))
             elif what == "market":
-                marks[i] = max(100, marks[i] + draw(st.integers(-40, 40)))
-                half = draw(st.integers(1, 5))
-                frames.append(encode_frame(MarketData(instrument=i, bid=(marks[i] - half) * 0.01,
-                                                      ask=(marks[i] + half) * 0.01, last=marks[i] * 0.01, ts_ns=t)))
+                mark = max(100, marks[i] + draw(st.integers(-40, 40)))
+                bid, ask = mark - draw(st.integers(0, 5)), mark + draw(st.integers(1, 5))
+                bid, ask, last = draw(st.sampled_from(
+                    [(bid, ask, mark)] * 8 + [(0, ask, mark), (bid, 0, 0), (0, 0, mark), (0, 0, 0),  # one side, none
+                                              (bid + 0.5, ask - 0.25, mark + 0.4),                   # off the tick
+                                              (math.nan, ask, mark), (bid, ask, -mark)]))             # void
+                if math.isfinite(bid) and last >= 0:
+                    marks[i] = mark
+                frames.append(encode_frame(MarketData(instrument=draw(st.sampled_from([i] * 15 + [n_instruments])),
+                                                      bid=bid * 0.01, ask=ask * 0.01, last=last * 0.01, ts_ns=t)))
             elif what == "report":
                 frames.append(encode_frame(ExecutionReport(
                     order_id=(draw(st.integers(1, 50)) << 24) | draw(st.integers(0, 31)), strategy=0, deploy=0,

@@ -1,4 +1,4 @@
-"""process_signals, apply_mark and apply_reports == tests/reference.py, on random tables and sessions.
+"""process_signals, apply_mark and apply_reports == reference/rules.py, on random tables and sessions.
 
 A session is a random table (tight and loose limits, several strategies on the same instruments, several
 accounts, strategies ACTIVE/REDUCING/PAUSED/HALTED/READY, kill switches, non-tradable and restricted
@@ -10,24 +10,21 @@ bit: orders, rejects with their reasons, reason and trip counts, counters, posit
 exposure, strategy states. Every session runs on the compiled kernels and on their Python source.
 """
 import math
-import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernels.arena import (
-    RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_CLOCK_NS, S_FREE_TOP, S_NEXT_COOLDOWN_NS,
-    S_ORDER_GEN,
-)
+from kernels.arena import RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_HALT, BREAKER_ACTION_REDUCE, EV_ACTIVATE, EV_DEACTIVATE, EV_HALT, EV_PAUSE, EV_REDUCE,
     EV_RESET, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, HALTED, ORDER_IOC, ORDER_LIMIT,
-    ORDER_MARKET, PAUSED, READY, REDUCING, SIGNAL_ORDER, SIGNAL_TARGET,
+    ORDER_MARKET, PAUSED, READY, REDUCING, SIDES_BOTH, SIDES_BUY, SIDES_SELL, SIGNAL_ORDER, SIGNAL_TARGET,
 )
 from kernels.lifecycle import TRANSITIONS
 from kernels.rings import HEAD, TAIL
-from tests.reference import ORDER_FIELDS, Reference
+from reference.compare import records_differences, table_differences
+from reference.rules import Reference
 
 NOW_NS = 1_700_000_000_000_000_000
 NAN, INF = math.nan, math.inf
@@ -66,6 +63,7 @@ def tables(draw, make_state, tightness=None, holdings_rate=0.25, binding_limits=
         band_pct=rows(n_instruments, 5.0, 50.0, 0.5, 0.0),
         tradable=rows(n_instruments, 1, 0),
         ref_px_ticks=ref_px, mark_ticks=ref_px,
+        max_mark_age_ns=rows(n_instruments, 0, 10**6),
     )
     strategies = dict(
         state=rows(n_strategies, ACTIVE, REDUCING, PAUSED, HALTED, READY),
@@ -91,11 +89,16 @@ def tables(draw, make_state, tightness=None, holdings_rate=0.25, binding_limits=
         loss_limit=[draw(st.sampled_from([0.0, 0.0, 1e3, 10.0])) for _ in range(n_strategies)],
         cooldown_ns=[draw(st.sampled_from([10**6, 10**9, 0])) for _ in range(n_strategies)],
         kill=rows(n_strategies, 0, 1),
+        sides=rows(n_strategies, SIDES_BOTH, SIDES_BUY, SIDES_SELL),
+        duplicate_window_ns=rows(n_strategies, 0, 10**9),
+        max_fills_per_window=[draw(st.sampled_from([0, 0, 1, 3])) for _ in range(n_strategies)],
+        max_off_band_fills=[draw(st.sampled_from([0, 0, 1])) for _ in range(n_strategies)],
         # now and then a shadow version of a strategy (s + 1): sized against that one's position, never placed
         shadow_of=rows(n_strategies, 0, *range(1, n_strategies + 1)),
     )
     accounts = dict(
         kill=rows(n_accounts, 0, 1),
+        sides=rows(n_accounts, SIDES_BOTH, SIDES_BUY, SIDES_SELL),
         daily_loss_limit=rows(n_accounts, 1e9, 1e3, 10.0),
     )
     allowed = [rows(n_instruments, 1, 0) for _ in range(n_strategies)]
@@ -274,71 +277,19 @@ class Session:
 
 
 # -------------------------------------------------------------------------------------------- comparison
-def same_value(kernel, reference):
-    if isinstance(kernel, float):
-        reference = float(reference)
-        if math.isnan(kernel) and math.isnan(reference):
-            return True
-        return struct.pack("<d", kernel) == struct.pack("<d", reference)
-    return kernel == reference
-
-
-def record_differences(where, row, record, names):
-    return [f"{where}.{name}: kernel {row[name].item()!r}, reference {getattr(record, name)!r}"
-            for name in names if not same_value(row[name].item(), getattr(record, name))]
+RINGS = [(RING_SIGNALS, "signals"), (RING_ORDERS, "orders"), (RING_REJECTS, "rejects"), (RING_REPORTS, "reports"),
+         (RING_FILLS, "fills")]
 
 
 def state_differences(k, ref):
-    out = []
-    n_strategies, n_instruments = k.positions.shape
-    for i in range(n_instruments):
-        out += record_differences(f"instruments[{i}]", k.instruments[i], ref.instruments[i],
-                                  k.instruments.dtype.names)
-    for s in range(n_strategies):
-        out += record_differences(f"strategies[{s}]", k.strategies[s], ref.strategies[s], k.strategies.dtype.names)
-        for i in range(n_instruments):
-            out += record_differences(f"positions[{s}, {i}]", k.positions[s, i], ref.positions[s, i],
-                                      k.positions.dtype.names)
-    for a in range(len(k.accounts)):
-        out += record_differences(f"accounts[{a}]", k.accounts[a], ref.accounts[a], k.accounts.dtype.names)
-        for i in range(n_instruments):
-            e = k.exposures[a, i]
-            out += record_differences(f"exposures[{a}, {i}]", e, ref.exposures[a, i],
-                                      ("qty", "open_buy", "open_sell", "gross", "net"))
-            best = ((int(e["best_buy_ticks"]), int(e["best_buy_count"])),
-                    (int(e["best_sell_ticks"]), int(e["best_sell_count"])))
-            if best != ref.best_prices(a, i):
-                out.append(f"exposures[{a}, {i}] (best, count) buy, sell: kernel {best}, "
-                           f"reference {ref.best_prices(a, i)}")
-    live = set(k.live_orders())
-    if live != set(ref.working):
-        out.append(f"working order slots: kernel {sorted(live)}, reference {sorted(ref.working)}")
-    for slot in live & set(ref.working):
-        out += record_differences(f"open_orders[{slot}]", k.open_orders[slot], ref.working[slot], ORDER_FIELDS)
-    top = int(k.scalars[S_FREE_TOP])
-    if [int(x) for x in k.free_slots[:top]] != ref.free:
-        out.append(f"free slots: kernel {k.free_slots[:top].tolist()}, reference {ref.free}")
-    if int(k.scalars[S_ORDER_GEN]) != ref.order_gen:
-        out.append(f"order gen: kernel {int(k.scalars[S_ORDER_GEN])}, reference {ref.order_gen}")
-    if (int(k.scalars[S_CLOCK_NS]), int(k.scalars[S_NEXT_COOLDOWN_NS])) != (ref.clock_ns, ref.next_cooldown_ns):
-        out.append(f"clock, next cool-down: kernel {k.scalars[[S_CLOCK_NS, S_NEXT_COOLDOWN_NS]].tolist()}, "
-                   f"reference {(ref.clock_ns, ref.next_cooldown_ns)}")
-    for ring, name, rows, model in [(RING_SIGNALS, "signals", k.signals, ref.signals),
-                                    (RING_ORDERS, "orders", k.orders, ref.orders),
-                                    (RING_REJECTS, "rejects", k.rejects, ref.rejects),
-                                    (RING_REPORTS, "reports", k.reports, ref.reports),
-                                    (RING_FILLS, "fills", k.fills, ref.fills)]:
+    """Every table (reference/compare.py), and the five rings: their cursors and every slot's record."""
+    out = table_differences(k, ref)
+    for ring, name in RINGS:
+        model = getattr(ref, name)
         cursors = (int(k.cursors[ring, HEAD]), int(k.cursors[ring, TAIL]))
         if cursors != (model.head, model.tail):
             out.append(f"{name} ring head, tail: kernel {cursors}, reference {(model.head, model.tail)}")
-        for slot, row in enumerate(rows):
-            out += record_differences(f"{name}[{slot}]", row, model.slots[slot], rows.dtype.names)
-    for name, kernel_table, ref_table in [("source_seq", k.source_seq.tolist(), ref.last_seq),
-                                          ("counters", k.counters.tolist(), ref.counters),
-                                          ("reason_counts", k.reason_counts.tolist(), ref.reason_counts),
-                                          ("trip_counts", k.trip_counts.tolist(), ref.trip_counts)]:
-        if kernel_table != ref_table:
-            out.append(f"{name}: kernel {kernel_table}, reference {ref_table}")
+        out += records_differences(name, getattr(k, name), model.slots)
     return out
 
 

@@ -12,12 +12,13 @@ import pytest
 from kernels import lifecycle
 from kernels.arena import RING_ORDERS, RING_REJECTS, RING_SIGNALS, S_FREE_TOP
 from kernels.dtypes import (
-    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_ORDERS, C_REJECTS, C_REPORT_INVALID, C_REPORT_MISMATCH,
-    C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT,
-    C_SIGNAL_UNKNOWN_SOURCE, EV_ACTIVATE, EV_COOLDOWN, EV_DEACTIVATE, EV_HALT, EV_PAUSE, EV_REDUCE, EV_RESET, EV_RETIRE,
-    EV_TRIP_HALT, EV_TRIP_REDUCE, EV_VALIDATE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT,
-    HALTED, NO_PRICE, NO_TRIP, ORDER_MARKET, PAUSED, READY, REDUCING, REGISTERED, RETIRED, SIDE_BUY, SIDE_SELL,
-    SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO, reason_names,
+    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_ORDERS, C_ORDERS_ACKED, C_REJECTS, C_REPORT_INVALID,
+    C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID,
+    C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_ACTIVATE, EV_COOLDOWN, EV_DEACTIVATE, EV_HALT, EV_PAUSE,
+    EV_REDUCE, EV_RESET, EV_RETIRE, EV_TRIP_HALT, EV_TRIP_REDUCE, EV_VALIDATE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL,
+    EXEC_PARTIAL_FILL, EXEC_REJECT, HALTED, NO_PRICE, NO_TRIP, ORDER_MARKET, PAUSED, READY, REDUCING, REGISTERED,
+    RETIRED, SIDE_BUY, SIDE_SELL, SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS,
+    TRIP_REJECT_RATIO, reason_names,
 )
 from kernels.lifecycle import TRANSITIONS, IllegalTransition, next_state
 from kernels.rings import HEAD, TAIL
@@ -493,7 +494,11 @@ def test_report_when_ack_then_only_the_order_is_marked_acknowledged(desk):
     assert d.k.open_orders[slot]["acked"] == 0
     assert d.report(EXEC_ACK) == 0
     assert d.k.open_orders[slot]["acked"] == 1
+    assert d.k.counters[C_ORDERS_ACKED] == before.counters[C_ORDERS_ACKED] + 1
+    assert d.report(EXEC_ACK) == 0  # a second ack of the same order is not a second acknowledged order
+    assert d.k.counters[C_ORDERS_ACKED] == before.counters[C_ORDERS_ACKED] + 1
     d.k.open_orders[slot]["acked"] = 0
+    d.k.counters[C_ORDERS_ACKED] -= 1
     for name in ("strategies", "positions", "accounts", "exposures", "open_orders", "free_slots", "counters"):
         assert getattr(d.k, name).tobytes() == getattr(before, name).tobytes(), name
 

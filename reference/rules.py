@@ -1,10 +1,15 @@
-"""Plain-Python reference of the event kernels: a signal (process_signals), a mark move (apply_mark) and an
-execution report (apply_reports), each at a time in stream time (the clock, and cool-downs that fall due).
+"""The rules in plain Python: a signal, a mark move and an execution report, each at a time in stream time (the
+clock, and cool-downs that fall due), over the engine's tables as Python objects. The test oracle of the event
+kernels (tests/kernels/test_pipeline_properties.py drives `process_signals`, `apply_mark` and `apply_reports` on
+both) and, under reference/stream.py, the plain-Python engine the benchmarks measure the kernels against.
 
-Written to be read, not to be fast: Python ints (they never overflow) and floats, records with attributes,
-dicts and lists. It shares nothing with `kernels/` but the contract in `kernels/dtypes.py` (constants) and the
-transition table the state carries. Money is computed in the kernels' operation order and running totals are
-kept the kernels' way (`total += new - old`), so kernel and reference agree bit for bit.
+Written to be read, and as fast as plain Python is when written with care: Python ints (they never overflow)
+and floats, table rows with __slots__ (reference/records.py), dicts and lists; what an event makes (a working
+order, an order, a reject, a fill) is one msgspec Struct each; a few small helpers are written out where they run
+for every order, and say so. It shares nothing with `kernels/` but the contract (the constants of
+`kernels/dtypes.py`, the region and ring ids) and the transition table the state carries. Money is computed
+in the kernels' operation order and running totals are kept the kernels' way (`total += new - old`), so kernel
+and reference agree bit for bit.
 
 Where a kernel rule is wrong for a trading system, this reference has the right rule, marked `RIGHT WAY:` with
 the reason, and the property tests fail until the kernel agrees. (None at present: the stale-timestamp
@@ -12,109 +17,128 @@ overflow, the NaN quantity, the int64 price overflow, the absurd fill price, the
 exposure check at stale marks were fixed in the kernels; tests/kernels/test_rules.py keeps an example of each.)
 
 The working-order table is modelled as {slot: order} with a LIFO free-slot stack (order ids carry their slot,
-so the slot choice is part of the contract); best working prices are found by scanning the working orders,
-not kept in linked lists.
+so the slot choice is part of the contract); the best working prices of an account on an instrument are the
+max and min of a multiset of its working prices ({price: orders}), not kept in linked lists with counts.
+
+Outputs: the orders, rejects and fills rings are modelled as the kernels' bounded rings copied from a state
+(`Ring`: full means dropped and counted), or, for a stream (`unbounded=True`), as lists the caller drains
+(`Outbox`: the batch never lets a ring fill, it stops and hands the rest on instead).
 """
 import math
-from types import SimpleNamespace
 
 from kernels.arena import (
     RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, RING_SIGNALS, S_CLOCK_NS, S_FREE_TOP, S_NEXT_COOLDOWN_NS,
     S_ORDER_GEN,
 )
 from kernels.dtypes import (
-    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_FILL_RING_FULL, C_ORDERS, C_REJECTS, C_REJECT_RING_FULL,
+    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_FILL_OFF_BAND, C_FILL_RING_FULL, C_ORDERS,
+    C_ORDERS_ACKED, C_ORDERS_CANCELED, C_ORDERS_FILLED, C_ORDERS_REJECTED, C_REJECTS, C_REJECT_RING_FULL,
     C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS,
     C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_COOLDOWN,
-    EV_TRIP_HALT, EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, NO_PRICE, NO_TRIP,
-    N_REASONS, ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT,
-    R_LOSS_STRATEGY, R_NET_MAX, R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NO_REFERENCE,
-    R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL, R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID,
-    R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH, R_SIGNAL_RANGE, R_STALE, SIDE_BUY,
-    SIDE_SELL, SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS, TRIP_REJECT_RATIO,
+    EV_TRIP_HALT, EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, FILL_OFF_BAND,
+    FILL_OVERFILL, NO_PRICE, NO_TRIP, N_REASONS, ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE,
+    R_DUPLICATE_ORDER, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT, R_LOSS_STRATEGY, R_MARK_STALE, R_NET_MAX,
+    R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NO_REFERENCE, R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL,
+    R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE,
+    R_RESTRICTED, R_SELF_MATCH, R_SIDE_BLOCKED, R_SIDE_BLOCKED_ACCOUNT, R_SIGNAL_RANGE, R_STALE, SIDES_BUY, SIDES_SELL,
+    SIDE_BUY, SIDE_SELL, SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_FILL_RATE,
+    TRIP_LOSS, TRIP_OFF_BAND_FILLS, TRIP_REJECT_RATIO,
 )
 from kernels.rings import HEAD, TAIL
+from reference.records import (
+    WORKING_FIELDS, Account, Exposure, FillRecord, Instrument, OrderRecord, Position, RejectRecord, ReportRecord,
+    SignalRecord, Strategy, WorkingOrder, row_record,
+)
 
 QTY_CLAMP = 1 << 62   # quantities and prices beyond this many units/ticks are clamped (and then rejected)
 SLOT_MASK = (1 << ORDER_SLOT_BITS) - 1
 NEVER = (1 << 63) - 1  # "no cool-down due"
-# what a working order is; the kernels' prev/next links are theirs
-ORDER_FIELDS = ("order_id", "strategy", "deploy", "account", "instrument", "side", "live", "order_type", "acked",
-                "qty", "leaves", "px_ticks", "ts_ns", "signal_ts_ns", "arrival_mark_ticks")
-
-
-class Record(SimpleNamespace):
-    """One row of a table: an attribute per field, Python int or float values."""
-
-
-def record_of(row):
-    """A numpy structured row -> Record."""
-    return Record(**{name: row[name].item() for name in row.dtype.names})
-
-
-def new_record(dtype, **values):
-    record = Record(**{name: 0.0 if dtype[name].kind == "f" else 0 for name in dtype.names})
-    record.__dict__.update(values)
-    return record
+ORDER_FIELDS = WORKING_FIELDS  # what a working order is (the kernels' prev/next links are theirs)
+# The contract's R_* bits are numpy uint32 scalars; rebound here as Python ints, so that a mask is a Python int
+# (numpy scalar arithmetic costs ~5x a Python int's, on every rule of every order).
+globals().update({name: int(value) for name, value in list(globals().items()) if name.startswith("R_")})
 
 
 class Ring:
-    """A ring of records with monotonic head/tail sequences: it holds head - tail records."""
+    """A bounded ring of records with monotonic head/tail sequences, as the kernels' (it holds head - tail)."""
 
-    def __init__(self, rows, head, tail):
-        self.dtype = rows.dtype
-        self.slots = [record_of(row) for row in rows]
+    def __init__(self, rows, cls, head, tail):
+        self.cls = cls
+        self.slots = [row_record(row, cls) for row in rows]
         self.head, self.tail = int(head), int(tail)
 
     def room(self):
         return len(self.slots) - (self.head - self.tail)
 
-    def push(self, **values):
-        """Append a record at the head; False (nothing written) when the ring is full."""
-        if self.room() <= 0:
+    def put(self, record):
+        """Append a record at the head; False (nothing written) when the ring is full, else True."""
+        if self.head - self.tail >= len(self.slots):
             return False
-        self.slots[self.head % len(self.slots)] = new_record(self.dtype, **values)
+        self.slots[self.head % len(self.slots)] = record
         self.head += 1
         return True
 
+    def push(self, **values):
+        """`put` a record of these field values (the others 0)."""
+        return self.put(self.cls(**values))
+
+
+class Outbox(list):
+    """An unbounded ring: records in the order they were made, for the caller to read and clear. `put` is the
+    list's own append (no Python call per record): it returns None, never False, as a ring that is never full."""
+    __slots__ = ()
+    put = list.append
+
 
 class Reference:
-    """The engine state as plain Python objects, and the three batch kernels over it."""
+    """The engine state as plain Python objects, and the event rules over it."""
 
-    def __init__(self, k):
-        """Copy a kernel state (anything with the arena's region names as attributes)."""
-        self.instruments = [record_of(row) for row in k.instruments]
-        self.strategies = [record_of(row) for row in k.strategies]
-        self.accounts = [record_of(row) for row in k.accounts]
+    def __init__(self, k, unbounded=False):
+        """Copy a kernel state (anything with the arena's region names as attributes: a tests KernelState, an
+        engine/state.py EngineState). `unbounded`: orders, rejects and fills go to `Outbox` lists and there are
+        no inbound rings (a stream feeds events one by one); else the five rings are copied as they are."""
+        self.instruments = [row_record(row, Instrument) for row in k.instruments]
+        self.strategies = [row_record(row, Strategy) for row in k.strategies]
+        self.accounts = [row_record(row, Account) for row in k.accounts]
         n_strategies, n_instruments = k.positions.shape
-        self.positions = {(s, i): record_of(k.positions[s, i])
+        self.positions = {(s, i): row_record(k.positions[s, i], Position)
                           for s in range(n_strategies) for i in range(n_instruments)}
-        self.exposures = {(a, i): record_of(k.exposures[a, i])
+        self.exposures = {(a, i): row_record(k.exposures[a, i], Exposure)
                           for a in range(len(self.accounts)) for i in range(n_instruments)}
-        self.working = {slot: Record(**{f: k.open_orders[slot][f].item() for f in ORDER_FIELDS})
-                        for slot in range(len(k.open_orders)) if k.open_orders[slot]["live"]}
-        self.free = [int(slot) for slot in k.free_slots[:int(k.scalars[S_FREE_TOP])]]
+        live = [int(slot) for slot in k.open_orders["live"].nonzero()[0]]
+        self.working = {slot: row_record(k.open_orders[slot], WorkingOrder, WORKING_FIELDS) for slot in live}
+        self.working_prices = {}  # (account, instrument, side) -> {px_ticks: working orders at it}
+        for o in self.working.values():
+            self.add_working_price(o)
+        self.free = k.free_slots[:int(k.scalars[S_FREE_TOP])].tolist()
         self.order_gen = int(k.scalars[S_ORDER_GEN])
-        ptr = [int(x) for x in k.sub_ptr]
-        self.subscribers = [[int(s) for s in k.sub_strategy[ptr[sid]:ptr[sid + 1]]] for sid in range(len(ptr) - 1)]
-        self.last_seq = [int(x) for x in k.source_seq]
-        self.counters = [int(x) for x in k.counters]
-        self.reason_counts = [[int(x) for x in row] for row in k.reason_counts]
-        self.trip_counts = [[int(x) for x in row] for row in k.trip_counts]
-        self.transitions = [[int(x) for x in row] for row in k.transitions]
+        ptr = k.sub_ptr.tolist()
+        self.subscribers = [k.sub_strategy[ptr[sid]:ptr[sid + 1]].tolist() for sid in range(len(ptr) - 1)]
+        self.last_seq = k.source_seq.tolist()
+        self.counters = k.counters.tolist()
+        self.reason_counts = k.reason_counts.tolist()
+        self.trip_counts = k.trip_counts.tolist()
+        self.transitions = k.transitions.tolist()
         self.clock_ns = int(k.scalars[S_CLOCK_NS])
         self.next_cooldown_ns = int(k.scalars[S_NEXT_COOLDOWN_NS])
-        rings = [(k.signals, RING_SIGNALS), (k.orders, RING_ORDERS), (k.rejects, RING_REJECTS),
-                 (k.reports, RING_REPORTS), (k.fills, RING_FILLS)]
+        self.venue = None  # where accepted orders go at once (on_order(order, now_ns)); None: an OMS link takes them
+        if unbounded:
+            self.signals = self.reports = None
+            self.orders, self.rejects, self.fills = Outbox(), Outbox(), Outbox()
+            return
+        rings = [(k.signals, SignalRecord, RING_SIGNALS), (k.orders, OrderRecord, RING_ORDERS),
+                 (k.rejects, RejectRecord, RING_REJECTS), (k.reports, ReportRecord, RING_REPORTS),
+                 (k.fills, FillRecord, RING_FILLS)]
         self.signals, self.orders, self.rejects, self.reports, self.fills = (
-            Ring(rows, k.cursors[ring, HEAD], k.cursors[ring, TAIL]) for rows, ring in rings)
+            Ring(rows, cls, k.cursors[ring, HEAD], k.cursors[ring, TAIL]) for rows, cls, ring in rings)
 
     # ================================================================================== the clock
     def set_clock(self, t):
         """Stream time moves to t (never back); tripped strategies whose cool-down is due come back. The batch
         looks for them only once the earliest cool-down it knows of is due (`next_cooldown_ns`, lowered by each
         trip): the same moments, so the same results."""
-        self.clock_ns = max(self.clock_ns, t)
+        if t > self.clock_ns:
+            self.clock_ns = t
         if self.clock_ns >= self.next_cooldown_ns:
             self.next_cooldown_ns = self.cool_down(self.clock_ns)
         return self.clock_ns
@@ -151,8 +175,12 @@ class Reference:
             self.counters[C_SIGNAL_UNKNOWN_INSTRUMENT] += 1
         else:
             bad = self.signal_reasons(sig, now_ns)
-            self.last_seq[sig.source] = max(self.last_seq[sig.source], sig.seq)
-            return sum(self.signal_to_strategy(sig, s, bad, now_ns) for s in self.subscribers[sig.signal_id])
+            if sig.seq > self.last_seq[sig.source]:
+                self.last_seq[sig.source] = sig.seq
+            placed = 0
+            for s in self.subscribers[sig.signal_id]:
+                placed += self.signal_to_strategy(sig, s, bad, now_ns)
+            return placed
         return 0
 
     def signal_reasons(self, sig, now_ns):
@@ -176,7 +204,7 @@ class Reference:
                 r |= R_QTY_LOT
         else:
             r |= R_SIGNAL_RANGE
-        return int(r)
+        return r
 
     def signal_to_strategy(self, sig, s, bad, now_ns):
         """One signal reaches strategy s: size it, check it, book it or reject it. Returns orders placed."""
@@ -197,12 +225,10 @@ class Reference:
         reasons = bad
         if bad == 0:
             refill_tokens(st, now_ns)
-            reasons = self.order_reasons(st, owner, i, side, qty, px_ticks)
+            reasons = self.order_reasons(st, i, p, side, qty, px_ticks, now_ns)
         placed = 0
         if reasons == 0 and live >= 0:
-            st.tokens -= 1.0
-            st.orders += 1
-            self.count_ordered(st, side, qty)
+            self.count_order(st, side, qty, px_ticks, now_ns)
             self.counters[C_SHADOW_ORDERS] += 1
         elif reasons == 0:
             self.place_order(sig, s, side, qty, px_ticks, now_ns)
@@ -210,29 +236,34 @@ class Reference:
             placed = 1
         else:
             st.rejects += 1
+            counts = self.reason_counts[s]
             for bit in range(N_REASONS):
                 if reasons >> bit & 1:
-                    self.reason_counts[s][bit] += 1
+                    counts[bit] += 1
             if live >= 0:
                 self.counters[C_SHADOW_REJECTS] += 1
             else:
                 self.counters[C_REJECTS] += 1
-                if not self.rejects.push(signal_seq=sig.seq, signal_source=sig.source, strategy=s, instrument=i,
-                                         side=side, qty=qty, px_ticks=px_ticks, reasons=reasons, ts_ns=now_ns):
+                reject = RejectRecord(sig.seq, sig.source, s, i, side, qty, px_ticks, reasons, now_ns)
+                if self.rejects.put(reject) is False:
                     self.counters[C_REJECT_RING_FULL] += 1
         if bad == 0 and not reasons & R_NOT_ACTIVE:  # signal or lifecycle rejects: no breaker input
             self.record_outcome(s, reasons != 0, now_ns)
         return placed
 
     # ---------------------------------------------------------------------------------- pre-trade risk
-    def order_reasons(self, st, owner, i, side, qty, px_ticks):
-        """Every pre-trade rule, each setting its own bit (0 = accept); `owner` holds the position (the strategy
-        itself, or the live version a shadow runs beside)."""
+    def order_reasons(self, st, i, p, side, qty, px_ticks, now_ns):
+        """Every pre-trade rule for an order of strategy st on instrument i (p: the position it sizes against: its
+        own, or the live version's for a shadow), each setting its own bit (0 = accept)."""
         account = self.accounts[st.account]
         ins = self.instruments[i]
-        p = self.positions[owner, i]
         e = self.exposures[st.account, i]
-        reducing = reduces(p.qty, p.open_buy, p.open_sell, side, qty)
+        held = p.qty
+        # reduces(), written out here and below (exposure_of, money_per_unit, pnl_of): this runs for every order
+        if side == SIDE_BUY:
+            reducing = held < 0 and held + p.open_buy + qty <= 0
+        else:
+            reducing = held > 0 and held - p.open_sell - qty >= 0
         r = 0
         if st.state != ACTIVE and not (st.state == REDUCING and reducing):
             r |= R_NOT_ACTIVE
@@ -242,6 +273,14 @@ class Reference:
             r |= R_NOT_TRADABLE
         if not p.allowed:
             r |= R_RESTRICTED
+        side_bit = SIDES_BUY if side == SIDE_BUY else SIDES_SELL
+        if not reducing and not st.sides & side_bit:
+            r |= R_SIDE_BLOCKED
+        if not reducing and not account.sides & side_bit:
+            r |= R_SIDE_BLOCKED_ACCOUNT
+        if st.duplicate_window_ns > 0 and now_ns - st.last_order_ns < st.duplicate_window_ns \
+                and (st.last_side, st.last_qty, st.last_px_ticks) == (side, qty, px_ticks):
+            r |= R_DUPLICATE_ORDER
         if qty <= 0:
             r |= R_QTY_INVALID
         elif qty % ins.lot_size != 0:
@@ -253,6 +292,8 @@ class Reference:
         if float(qty) * abs(float(px_ticks)) * (ins.tick_size * ins.multiplier) > st.max_order_notional:
             r |= R_NOTIONAL_MAX
         ref = ins.mark_ticks
+        if ins.max_mark_age_ns > 0 and (ins.marked_ns == 0 or now_ns - ins.marked_ns > ins.max_mark_age_ns):
+            r |= R_MARK_STALE
         if ref <= 0:
             r |= R_NO_REFERENCE
         elif abs(px_ticks - ref) * 100.0 > ins.band_pct * ref:
@@ -265,8 +306,10 @@ class Reference:
         # account exposure, worst case with this order working; an order over the limit is rejected only if
         # it adds exposure (the stored e.gross and account.net are at the current marks: the batch re-marked
         # moved instruments first)
-        gross, net = exposure_of(e.qty, e.open_buy + (qty if side == SIDE_BUY else 0),
-                                 e.open_sell + (qty if side == SIDE_SELL else 0), money_per_unit(ins))
+        unit = ins.mark_ticks * ins.tick_size * ins.multiplier
+        open_buy, open_sell = (e.open_buy + qty, e.open_sell) if side == SIDE_BUY else (e.open_buy, e.open_sell + qty)
+        gross = max(abs(e.qty + open_buy), abs(e.qty - open_sell)) * unit
+        net = (e.qty + open_buy - open_sell) * unit
         gross_total = account.gross - e.gross + gross
         net_total = account.net - e.net + net
         if gross_total > account.max_gross_notional and gross > e.gross:
@@ -281,77 +324,119 @@ class Reference:
             r |= R_ORDER_TABLE_FULL
         # losses stop new risk, never a reduction
         if not reducing:
-            if pnl_of(st) <= -st.daily_loss_limit:
+            if st.realized + st.unrealized - st.fees <= -st.daily_loss_limit:
                 r |= R_LOSS_STRATEGY
-            if pnl_of(account) <= -account.daily_loss_limit:
+            if account.realized + account.unrealized - account.fees <= -account.daily_loss_limit:
                 r |= R_LOSS_ACCOUNT
         # self-match: would it cross a working order of the same account on the same instrument?
-        (best_buy, _), (best_sell, _) = self.best_prices(st.account, i)
-        if side == SIDE_BUY:
-            if best_sell != NO_PRICE and (st.order_type == ORDER_MARKET or px_ticks >= best_sell):
+        other = self.working_prices.get((st.account, i, -side))
+        if other:  # the best of the other side: its lowest sell for a buy, its highest buy for a sell
+            if side == SIDE_BUY:
+                if st.order_type == ORDER_MARKET or px_ticks >= min(other):
+                    r |= R_SELF_MATCH
+            elif st.order_type == ORDER_MARKET or px_ticks <= max(other):
                 r |= R_SELF_MATCH
-        elif best_buy != NO_PRICE and (st.order_type == ORDER_MARKET or px_ticks <= best_buy):
-            r |= R_SELF_MATCH
-        return int(r)
+        return r
 
     def best_prices(self, a, i):
         """((highest working buy, orders at it), (lowest working sell, orders at it)) of account a on
         instrument i; (NO_PRICE, 0) for a side without working orders."""
         def best(side, pick):
-            prices = [o.px_ticks for o in self.working.values() if (o.account, o.instrument, o.side) == (a, i, side)]
-            price = pick(prices, default=NO_PRICE)
-            return price, prices.count(price)
+            prices = self.working_prices.get((a, i, side))
+            if not prices:
+                return NO_PRICE, 0
+            price = pick(prices)
+            return price, prices[price]
         return best(SIDE_BUY, max), best(SIDE_SELL, min)
+
+    def add_working_price(self, o):
+        key = (o.account, o.instrument, o.side)
+        prices = self.working_prices.get(key)
+        if prices is None:
+            prices = self.working_prices[key] = {}
+        prices[o.px_ticks] = prices.get(o.px_ticks, 0) + 1
+
+    def remove_working_price(self, o):
+        prices = self.working_prices[o.account, o.instrument, o.side]
+        left = prices[o.px_ticks] - 1
+        if left:
+            prices[o.px_ticks] = left
+        else:
+            del prices[o.px_ticks]
 
     # ---------------------------------------------------------------------------------- booking
     def place_order(self, sig, s, side, qty, px_ticks, now_ns):
-        """Book an accepted order: working-order table, open quantities, exposure, tokens, order ring."""
+        """Book an accepted order: working-order table, open quantities, exposure, tokens, order ring; hand it
+        to the venue at once when one runs here. Return the order record."""
         st = self.strategies[s]
         i, a = sig.instrument, st.account
+        ins = self.instruments[i]
         slot = self.free.pop()
         order_id = (self.order_gen << ORDER_SLOT_BITS) | slot
         self.order_gen += 1
-        self.working[slot] = Record(order_id=order_id, strategy=s, deploy=st.deploy, account=a, instrument=i,
-                                    side=side, live=1, order_type=st.order_type, acked=0, qty=qty, leaves=qty,
-                                    px_ticks=px_ticks, ts_ns=now_ns, signal_ts_ns=sig.ts_ns,
-                                    arrival_mark_ticks=self.instruments[i].mark_ticks)
-        self.add_open(s, a, i, side, qty)
-        st.tokens -= 1.0
+        self.working[slot] = WorkingOrder(order_id, s, st.deploy, a, i, side, 1, st.order_type, 0, qty, qty,
+                                          px_ticks, now_ns, sig.ts_ns, ins.mark_ticks)
+        key = (a, i, side)  # add_working_price(o) and add_open(s, a, i, side, qty), written out: every order
+        prices = self.working_prices.get(key)
+        if prices is None:
+            prices = self.working_prices[key] = {}
+        prices[px_ticks] = prices.get(px_ticks, 0) + 1
+        p, e = self.positions[s, i], self.exposures[a, i]
+        if side == SIDE_BUY:
+            p.open_buy += qty
+            e.open_buy += qty
+        else:
+            p.open_sell += qty
+            e.open_sell += qty
+        self.refresh_exposure(a, i)
         st.open_orders += 1
-        st.orders += 1
-        self.count_ordered(st, side, qty)
-        pushed = self.orders.push(order_id=order_id, strategy=s, deploy=st.deploy, account=a, instrument=i,
-                                  side=side, order_type=st.order_type, qty=qty, px_ticks=px_ticks,
-                                  price=px_ticks * self.instruments[i].tick_size, ts_ns=now_ns,
-                                  signal_seq=sig.seq, signal_source=sig.source, signal_ts_ns=sig.ts_ns)
-        assert pushed, "process_signals caps max_orders at the order ring's room"
+        self.count_order(st, side, qty, px_ticks, now_ns)
+        order = OrderRecord(order_id, s, st.deploy, a, i, side, st.order_type, qty, px_ticks, px_ticks * ins.tick_size,
+                            now_ns, sig.seq, sig.source, sig.ts_ns)
+        if self.orders.put(order) is False:
+            raise AssertionError("process_signals caps max_orders at the order ring's room")
+        if self.venue is not None:
+            self.venue.on_order(order, now_ns)
+        return order
 
     @staticmethod
-    def count_ordered(st, side, qty):
+    def count_order(st, side, qty, px_ticks, now_ns):
+        """An accepted order (placed, or a shadow's): its count, tokens, units by side, and the last order the
+        duplicate-order rule compares with."""
+        st.tokens -= 1.0
+        st.orders += 1
         if side == SIDE_BUY:
             st.ordered_buy += qty
         else:
             st.ordered_sell += qty
+        st.last_side, st.last_qty, st.last_px_ticks, st.last_order_ns = side, qty, px_ticks, now_ns
 
     def add_open(self, s, a, i, side, qty):
         """Working quantity changes by `qty` (negative to release) on the order's side."""
-        name = "open_buy" if side == SIDE_BUY else "open_sell"
-        setattr(self.positions[s, i], name, getattr(self.positions[s, i], name) + qty)
-        setattr(self.exposures[a, i], name, getattr(self.exposures[a, i], name) + qty)
+        p, e = self.positions[s, i], self.exposures[a, i]
+        if side == SIDE_BUY:
+            p.open_buy += qty
+            e.open_buy += qty
+        else:
+            p.open_sell += qty
+            e.open_sell += qty
         self.refresh_exposure(a, i)
 
     def release(self, slot):
         """The order in `slot` is done: its leaves stop counting as open and the slot is free again."""
         o = self.working.pop(slot)
+        self.remove_working_price(o)
         self.add_open(o.strategy, o.account, o.instrument, o.side, -o.leaves)
         self.strategies[o.strategy].open_orders -= 1
         self.free.append(slot)
 
     def refresh_exposure(self, a, i):
-        e = self.exposures[a, i]
-        gross, net = exposure_of(e.qty, e.open_buy, e.open_sell, money_per_unit(self.instruments[i]))
-        self.accounts[a].gross += gross - e.gross
-        self.accounts[a].net += net - e.net
+        e, ins, account = self.exposures[a, i], self.instruments[i], self.accounts[a]
+        unit = ins.mark_ticks * ins.tick_size * ins.multiplier  # exposure_of(..., money_per_unit(ins)), written out
+        gross = max(abs(e.qty + e.open_buy), abs(e.qty - e.open_sell)) * unit
+        net = (e.qty + e.open_buy - e.open_sell) * unit
+        account.gross += gross - e.gross
+        account.net += net - e.net
         e.gross, e.net = gross, net
 
     # ---------------------------------------------------------------------------------- breakers
@@ -392,6 +477,20 @@ class Reference:
               and st.window_rejects >= st.max_reject_ratio * st.window_orders):
             self.trip(s, TRIP_REJECT_RATIO, now_ns)
 
+    def check_fills(self, s, off_band, now_ns):
+        """A fill into the fill-rate breaker's window, an off-band one into its count; trip when over."""
+        st = self.strategies[s]
+        if now_ns - st.fill_window_start_ns >= st.fill_window_ns:
+            st.fill_window_start_ns = now_ns
+            st.window_fills = 0
+        st.window_fills += 1
+        if off_band:
+            st.off_band_fills += 1
+        if 0 < st.max_fills_per_window < st.window_fills:
+            self.trip(s, TRIP_FILL_RATE, now_ns)
+        elif off_band and 0 < st.max_off_band_fills <= st.off_band_fills:
+            self.trip(s, TRIP_OFF_BAND_FILLS, now_ns)
+
     def check_pnl(self, s, now_ns):
         """Track the P&L peak; trip on the loss limit, else on the drawdown from the peak."""
         st = self.strategies[s]
@@ -425,6 +524,9 @@ class Reference:
         st.window_start_ns = now_ns
         st.window_orders = 0
         st.window_rejects = 0
+        st.fill_window_start_ns = now_ns
+        st.window_fills = 0
+        st.off_band_fills = 0
         st.peak_pnl = pnl_of(st)
 
     # ================================================================================== market data
@@ -435,14 +537,20 @@ class Reference:
             return 0
         now = self.set_clock(now_ns)
         self.instruments[i].mark_ticks = mark_ticks
+        self.on_mark(i, now)
+        return 1
+
+    def on_mark(self, i, now_ns):
+        """Instrument i's mark moved (market data set it): exposure of every account and P&L of every strategy
+        holding it follow, and the P&L breakers judge it."""
+        self.instruments[i].marked_ns = now_ns
         for a in range(len(self.accounts)):
             self.refresh_exposure(a, i)
         for s in range(len(self.strategies)):
             p = self.positions[s, i]
             if p.qty != 0 or p.unrealized != 0.0:
                 self.remark(s, i)
-                self.check_pnl(s, now)
-        return 1
+                self.check_pnl(s, now_ns)
 
     def remark(self, s, i):
         """Unrealized P&L of strategy s on instrument i at the mark; strategy and account totals follow."""
@@ -471,13 +579,16 @@ class Reference:
         if o is None or o.order_id != rep.order_id:
             self.counters[C_REPORT_UNKNOWN_ORDER] += 1
             return 0
-        if (o.strategy, o.deploy) != (rep.strategy, rep.deploy):
+        if o.strategy != rep.strategy or o.deploy != rep.deploy:
             self.counters[C_REPORT_MISMATCH] += 1
             return 0
         if rep.exec_type == EXEC_ACK:
+            if not o.acked:
+                self.counters[C_ORDERS_ACKED] += 1
             o.acked = 1
             return 0
         if rep.exec_type in (EXEC_REJECT, EXEC_CANCELED):
+            self.counters[C_ORDERS_REJECTED if rep.exec_type == EXEC_REJECT else C_ORDERS_CANCELED] += 1
             self.release(slot)
             return 0
         s, i, a = o.strategy, o.instrument, o.account
@@ -492,9 +603,14 @@ class Reference:
             self.counters[C_REPORT_INVALID] += 1
             return 0
         qty = rep.qty
-        if qty > o.leaves:   # the contract clamps an overfill to the leaves
+        flags = 0
+        if qty > o.leaves:   # the contract clamps an overfill to the leaves, and flags it
             self.counters[C_REPORT_OVERFILL] += 1
+            flags |= FILL_OVERFILL
             qty = o.leaves
+        if ins.mark_ticks > 0 and abs(px_ticks - ins.mark_ticks) * 100.0 > ins.band_pct * ins.mark_ticks:
+            self.counters[C_FILL_OFF_BAND] += 1  # the venue's fact: applied, flagged
+            flags |= FILL_OFF_BAND
         realized = fill_position(p, o.side, qty, px_ticks) * ins.tick_size * ins.multiplier
         p.realized += realized
         p.fees += rep.fee
@@ -509,14 +625,14 @@ class Reference:
         self.add_open(s, a, i, o.side, -qty)
         self.remark(s, i)
         self.counters[C_FILLS] += 1
-        if not self.fills.push(order_id=o.order_id, strategy=s, deploy=o.deploy, account=a, instrument=i, side=o.side,
-                               exec_type=rep.exec_type, flags=0, qty=qty, leaves=o.leaves, price=rep.price,
-                               fee=rep.fee, realized=realized, report_ts_ns=rep.ts_ns, ts_ns=now_ns,
-                               order_ts_ns=o.ts_ns, signal_ts_ns=o.signal_ts_ns, order_px_ticks=o.px_ticks,
-                               arrival_mark_ticks=o.arrival_mark_ticks):
+        if self.fills.put(FillRecord(o.order_id, s, o.deploy, a, i, o.side, rep.exec_type, flags, qty, o.leaves,
+                                         rep.price, rep.fee, realized, rep.ts_ns, now_ns, o.ts_ns, o.signal_ts_ns,
+                                         o.px_ticks, o.arrival_mark_ticks)) is False:
             self.counters[C_FILL_RING_FULL] += 1
         if o.leaves == 0 or rep.exec_type == EXEC_FILL:
+            self.counters[C_ORDERS_FILLED] += 1
             self.release(slot)
+        self.check_fills(s, flags & FILL_OFF_BAND != 0, now_ns)
         self.check_pnl(s, now_ns)
         return 1
 
