@@ -41,8 +41,9 @@ DECODE_CAUSES = (("truncated", C_FRAME_TRUNCATED), ("oversize", C_FRAME_OVERSIZE
                  ("bad_version", C_FRAME_BAD_VERSION), ("bad_type", C_FRAME_BAD_TYPE),
                  ("malformed", C_FRAME_MALFORMED), ("invalid_market_data", C_MARKET_DATA_INVALID),
                  ("invalid_report", C_REPORT_INVALID))
-# latency histogram bounds (seconds): 1-2-5 steps from 1 us to 10 s
-LATENCY_BOUNDS_S = tuple(float(f"{m}e{e}") for e in range(-6, 1) for m in (1, 2, 5)) + (10.0,)  # le="5e-06" (5 * 1e-06 is 4.99..e-06)
+# latency histogram bounds (seconds): 1-2-5 steps from 1 us to 10 s, parsed from text so they print as le="5e-06"
+# (5 * 1e-06 is 4.9999999999999996e-06)
+LATENCY_BOUNDS_S = tuple(float(f"{m}e{e}") for e in range(-6, 1) for m in (1, 2, 5)) + (10.0,)
 VENUE_COUNTS = (("orders", "orders the venue received"), ("acks", "acks it sent"),
                 ("rejects", "orders it rejected"), ("partial_fills", "partial fills it sent"),
                 ("fills", "fills that completed an order"), ("canceled", "orders it canceled or expired"),

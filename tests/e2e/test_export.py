@@ -1,5 +1,7 @@
 """`orchestrator export`: the journal of a real run, replayed into Parquet files that agree with the run's report."""
 import json
+import re
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -63,6 +65,25 @@ def test_export_when_a_run_journaled_then_parquet_files_hold_its_orders_fills_an
     assert filled.num_rows == len({f["order_id"] for f in fills})
     assert pc.min(filled.column("order_to_first_fill_ns")).as_py() >= 0
     assert fills[0]["exec_type"] in ("fill", "partial_fill") and orders[0]["order_type"] in ("limit", "market", "ioc")
+    assert documented_schema() == {name: [(f.name, arrow_type(f.type)) for f in table.schema]
+                                   for name, table in tables.items()}, "docs/export.md and the files disagree"
+
+
+def documented_schema():
+    """{file: [(column, type)]} from docs/export.md's tables, in their order."""
+    out, current = {}, None
+    for line in (Path(__file__).resolve().parents[2] / "docs" / "export.md").read_text().splitlines():
+        heading = re.match(r"^## (\w+)\.parquet$", line)
+        if heading:
+            current = out.setdefault(heading.group(1), [])
+        elif current is not None and line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            current.append((cells[0].strip("`"), cells[1].replace("&lt;", "<").replace("&gt;", ">")))
+    return out
+
+
+def arrow_type(t):
+    return re.sub(r"list<\w+: ", "list<", str(t))  # list<item: string> (or element:) -> list<string>
 
 
 def test_export_when_the_journal_directory_is_missing_then_it_says_so(procs, config, tmp_path):
