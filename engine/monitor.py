@@ -2,8 +2,8 @@
 exposition, execution quality, P&L attribution, alerts and the dashboard, all off the hot path.
 
 What runs where:
-- engine thread, after a batch (`on_batch`): quality and attribution copy the batch's orders and fills out of
-  the rings (a few numpy copies);
+- engine thread, after a batch (`on_batch`, one listener): quality and attribution copy the batch's orders and
+  fills out of the rings (a few numpy copies);
 - engine thread, between steps (`maintain`, every heartbeat): quality and attribution fold what was staged in
   (vectorised) and read the marks the markouts came due for; the day rolls; and at most every `interval_ns`
   one `MetricsSnapshot` (engine/exposition.py) is taken and handed to the exporter (/metrics), the alert thread
@@ -110,6 +110,13 @@ class Monitor:
     @property
     def listeners(self):
         return [x for x in (self.quality, self.pnl) if x is not None]
+
+    def on_batch(self, orders, rejects, fills, now_ns):
+        """The monitoring's one engine listener: quality and attribution copy the batch's orders and fills; a
+        batch with neither (only rejects) costs one call and one test."""
+        if orders or fills:
+            for part in self.listeners:
+                part.on_batch(orders, rejects, fills, now_ns)
 
     def maintain(self, now_ns, engine=None, force=False):
         for part in self.listeners:

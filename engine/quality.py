@@ -37,8 +37,9 @@ _EMPTY_I8 = np.zeros(0, np.int64)
 
 
 def concat_fields(chunks, names):
-    """{field: one plain array} of structured chunks, field by field: np.concatenate of structured arrays
-    promotes their dtypes first, which costs ~20 us a chunk; of plain columns, nothing."""
+    """{field: one plain array} of chunks (record arrays, or {field: array} copies), field by field:
+    np.concatenate of structured arrays promotes their dtypes first, which costs ~20 us a chunk; of plain
+    columns, nothing."""
     return {name: np.concatenate([c[name] for c in chunks]) for name in names}
 
 
@@ -86,13 +87,13 @@ class ExecutionQuality:
     def on_batch(self, orders, rejects, fills, now_ns):
         """Copy the batch's orders (with their arrival marks, read while their slots hold them) and fills."""
         open_orders = self.state.open_orders
-        for chunk in orders:
+        for chunk in orders:  # by field: indexing whole records of the open-order table would copy every field
             ids = chunk["order_id"]
-            rows = open_orders[(ids & SLOT_MASK).astype(np.int64)]
-            arrival = np.where(rows["order_id"] == ids, rows["arrival_mark_ticks"],
+            slots = (ids & SLOT_MASK).astype(np.int64)
+            arrival = np.where(open_orders["order_id"][slots] == ids, open_orders["arrival_mark_ticks"][slots],
                                self.state.instruments["mark_ticks"][chunk["instrument"]])
-            self._staged_orders.append((chunk.copy(), arrival))
-        for chunk in fills:
+            self._staged_orders.append(({name: chunk[name].copy() for name in ORDER_FIELDS}, arrival))
+        for chunk in fills:  # one copy of the records (13 fields are read: cheaper than 13 field copies)
             self._staged_fills.append(chunk.copy())
 
     def maintain(self, now_ns, engine=None):

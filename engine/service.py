@@ -147,7 +147,7 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
         _close_all(transports, journal)
         raise
     engine = Engine(state, inbound, oms, on_disconnect=oms_config.on_disconnect, clock=clock,
-                    listeners=[latency] + (monitor.listeners if monitor else []), journal=journal,
+                    listeners=[latency] + ([monitor] if monitor else []), journal=journal,
                     backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms),
                     watch_ms=(oms_config.ack_timeout_ms, oms_config.max_unacked, oms_config.stall_ms))
     engine.control.results = results
