@@ -42,6 +42,7 @@ STEP_NS = 100_000          # stream time between batches: 10 k batches a second
 HEARTBEAT_NS = 20_000_000  # engine/driver.py HEARTBEAT_NS: the housekeeping's period
 SIGNALS = ((0, 0), (1, 2), (2, 4), (3, 3))  # (signal id, instrument) the demo's strategies subscribe to
 MID = {0: 6000.0, 1: 21000.0, 2: 230.0, 3: 420.0, 4: 900.0, 5: 250.0}
+FRAMES_PER_BATCH = len(MID) + len(SIGNALS)
 
 
 def configs(directory, monitoring):
@@ -68,9 +69,9 @@ def configs(directory, monitoring):
 
 
 def batches(n, t0):
-    """n batches of frames: market data for every instrument, then one target signal per strategy signal."""
+    """n batches of frames, made as they are taken (outside the timed rounds; a long run would not fit in memory):
+    market data for every instrument, then one target signal per strategy signal."""
     rng = np.random.default_rng(7)
-    out = []
     seq = 0
     for k in range(n):
         ts = t0 + k * STEP_NS
@@ -82,8 +83,7 @@ def batches(n, t0):
             seq += 1
             frames.append(encode_frame(Signal(0, seq, signal_id, instrument, SIGNAL_TARGET,
                                               float(rng.uniform(-1, 1)), MID[instrument], ts, 0)))
-        out.append((ts, [len(f) for f in frames], b"".join(frames)))
-    return out
+        yield ts, [len(f) for f in frames], b"".join(frames)
 
 
 def scrape(urls, interval_s):
@@ -162,7 +162,7 @@ def run(n_batches, scrape_s=1.0):
             wall_s = (time.perf_counter_ns() - wall) / 1e9
             scrapes, scraper = stop_scraper(scraper), None
             result = {"batches": n_batches, "wall_s": round(wall_s, 2), "scrape_interval_s": scrape_s,
-                      "scrapes": scrapes, "frames_per_batch": len(frames[0][1]), "stream_step_us": STEP_NS / 1000,
+                      "scrapes": scrapes, "frames_per_batch": FRAMES_PER_BATCH, "stream_step_us": STEP_NS / 1000,
                       "heartbeat_ms": HEARTBEAT_NS / 1e6}
             for name, svc in services.items():
                 t = timings[name] / 1000
@@ -195,7 +195,8 @@ def run(n_batches, scrape_s=1.0):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.monitoring", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=60_000)
+    parser.add_argument("--batches", type=int, default=600_000,
+                        help="batches per engine (default 600000: ~20 s here, ~20 scrapes)")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--scrape-ms", type=int, default=1000, help="the scraper's period (default 1000)")
     parser.add_argument("--scrape", nargs="+", metavar="URL", help=argparse.SUPPRESS)  # the scraper process
