@@ -25,6 +25,11 @@ HOST_PATTERN = r"^[A-Za-z0-9._:-]+$"  # a host name, an IPv4 or an IPv6 address
 Host = Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=HOST_PATTERN)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 BufferBytes = Annotated[int, msgspec.Meta(ge=0, le=1 << 30)]  # 0 keeps the OS default (Linux doubles a value set)
+# peer addresses a listener takes frames from, as the socket reports them (IPv4 dotted quads: no names, no DNS)
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])"
+IPV4_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+IPv4 = Annotated[str, msgspec.Meta(pattern=IPV4_PATTERN)]
+AllowList = Annotated[tuple[IPv4, ...], msgspec.Meta(max_length=256)]
 
 
 class TransportClosed(Exception):
@@ -48,6 +53,7 @@ class TransportStats:
     held_discarded: int = 0     # disconnects that left taken outbound bytes unsent (TCP client: reconcile)
     connect_failures: int = 0   # TCP connect attempts that failed (client) or accepts that failed (server)
     send_errors: int = 0        # sends refused by the medium (UDP port unreachable)
+    not_allowed: int = 0        # datagrams or connections from a peer the listener's `allow` list leaves out
 
     def as_dict(self):
         return asdict(self)

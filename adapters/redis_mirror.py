@@ -6,15 +6,16 @@ records, writes them to Redis in MULTI/EXEC transactions, and reconnects with ex
 down (failures counted). It never raises into the engine; bad records are counted by reason and skipped.
 
 Catch-up instead of buffering: every record carries the engine's sequence number (`seq`: 1, 2, 3, ... one
-sequence for all records, assigned by the engine's journal). Each transaction also sets `<ns>:seq` to the last
-sequence it wrote, so what Redis holds and the sequence it says it holds cannot disagree, whatever broke when.
-On every (re)connect the writer reads that sequence back from Redis; whenever the queue does not continue it (a
-record dropped at a full queue, a transaction lost with a connection, a Redis that lost its data) it calls
-`since(seq)`, the callback given at construction, for the records after it, so nothing is missing and
-nothing is written twice. A Redis that lost its data (restarted without persistence) says seq 0 and gets
-everything the journal still has; sequences the journal no longer has are counted `lost` and passed over.
-The contract with the journal: a record is journaled before it is submitted, and `since` may be called from the
-writer thread at any time (it must be safe to call while the engine appends).
+sequence for all records, assigned by the feeder: engine/mirror.py). Each transaction also sets `<ns>:seq` to the
+last sequence it wrote, so what Redis holds and the sequence it says it holds cannot disagree, whatever broke
+when. On every (re)connect, and every IDLE_CHECK_S while idle, the writer reads that sequence back from Redis;
+whenever the queue does not continue it (a record dropped at a full queue, a transaction lost with a connection,
+a Redis that lost its data) it calls `since(seq)`, the callback given at construction, for the records after it,
+so nothing is missing and nothing is written twice. A Redis that lost its data (restarted without persistence)
+says seq 0 and gets everything the callback still has; sequences it no longer has are counted `lost` and passed
+over. The contract with the feeder: a record is kept for `since` before it is submitted, and `since` may be
+called from the writer thread at any time (it must be safe to call while the engine appends). engine/mirror.py
+answers it from a bounded in-memory replay log, and re-publishes every strategy's hash on each resync.
 
 What it writes, under `<key_prefix>:<engine name>` (`<ns>` below):
     <ns>:strategy:<name>  hash, replaced whole by each StrategySnapshot: seq, ts_ns, state, version, deploy,
@@ -23,9 +24,12 @@ What it writes, under `<key_prefix>:<engine name>` (`<ns>` below):
     <ns>:events           stream (XADD MAXLEN ~ stream_max_length) of StateChange and Fill records, one entry
                           per record, fields: kind, seq and the record's fields
     <ns>:seq              the last sequence written
+    <ns>:run              the run that wrote it (set with every transaction): a new engine run starts its
+                          sequence at 1 again; the writer takes a seq written by another run as 0
 Numbers are written as text: ints in decimal, floats as Python's repr (exact round trip).
 """
 import collections
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -38,8 +42,13 @@ from redis.retry import Retry
 
 from adapters.base import Host, Port
 
-KeyPart = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
+KEY_PART_PATTERN = r"^[A-Za-z0-9_.-]+$"
+KeyPart = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=KEY_PART_PATTERN)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+YIELD_EVERY = 16   # records the writer prepares between two offers of the GIL to the engine's thread
+IDLE_CHECK_S = 0.5  # an idle writer reads <ns>:seq back this often: a Redis restarted empty is found and refilled
 
 
 class RedisMirrorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -56,7 +65,8 @@ class RedisMirrorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
 
     def __post_init__(self):
         if self.backoff_max_ms < self.backoff_min_ms:
-            raise ValueError("backoff_max_ms must be >= backoff_min_ms")
+            raise ValueError(f"`backoff_max_ms`: Expected int >= backoff_min_ms ({self.backoff_min_ms}), "
+                             f"got {self.backoff_max_ms}")
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -133,7 +143,9 @@ class MirrorStats:
 
 
 class RedisMirror:
-    """Mirror records into Redis from a writer thread. See the module docstring for what and why.
+    """Mirror records into Redis from a writer thread. See the module docstring for what and why. `resyncs` (the
+    connects plus the Redis resets seen) changes whenever Redis may have lost what was written: the engine then
+    re-publishes whatever must be whole in Redis (engine/mirror.py).
 
         mirror = RedisMirror(config, engine_name, since=journal.since)
         mirror.open()             # starts the writer; it connects in the background
@@ -143,8 +155,9 @@ class RedisMirror:
     """
 
     def __init__(self, config: RedisMirrorConfig, engine_name: str,
-                 since: Callable[[int], Iterable[Record]]):
+                 since: Callable[[int], Iterable[Record]], run_id: str | None = None):
         self.config = config
+        self.run_id = run_id or f"{time.time_ns()}-{os.getpid()}"  # this run's sequence: see <ns>:run
         self.engine_name = msgspec.convert(engine_name, KeyPart)
         self.namespace = f"{config.key_prefix}:{self.engine_name}"
         self.keys = _Keys(self.namespace)
@@ -187,6 +200,15 @@ class RedisMirror:
     def written_seq(self) -> int:
         """The last sequence Redis holds (as the writer last saw it)."""
         return self._written
+
+    @property
+    def resyncs(self) -> int:
+        return self.stats.connects + self.stats.redis_resets
+
+    @property
+    def queued(self) -> int:
+        """Records waiting for the writer."""
+        return len(self._queue)
 
     @property
     def connected(self) -> bool:
@@ -241,6 +263,8 @@ class RedisMirror:
                             continue
                         backoff = min_s
                     self._work()
+                except _RedisChanged:  # resynced: the next round writes from Redis's seq (catch-up if need be)
+                    pass
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
                     self.stats.disconnects += 1
                     self._disconnect()
@@ -262,7 +286,7 @@ class RedisMirror:
             client = redis.Redis(host=self.config.host, port=self.config.port, db=self.config.db,
                                  socket_timeout=timeout, socket_connect_timeout=timeout,
                                  retry=Retry(NoBackoff(), 0), single_connection_client=True)
-            stored = client.get(self.keys.seq)
+            stored = client.mget(self.keys.seq, self.keys.run)
         except (redis.RedisError, OSError):
             if client is not None:
                 client.close()
@@ -273,8 +297,14 @@ class RedisMirror:
         self._resync(stored)
         return True
 
+    def _ours(self, stored):
+        """`stored`: Redis's (seq, run). A seq another run wrote (an earlier engine run into this namespace) is
+        not ours: for this run it is 0, and its first transaction takes the namespace over."""
+        seq, run = stored
+        return int(seq) if seq is not None and run is not None and run.decode() == self.run_id else 0
+
     def _resync(self, stored):
-        seq = int(stored) if stored is not None else 0
+        seq = self._ours(stored)
         if seq < self._written:
             self.stats.redis_resets += 1
         self._written = seq
@@ -293,8 +323,9 @@ class RedisMirror:
             self._write_queued(batch)
         elif self._last_submitted > self._written and not self._queue:
             self._catch_up(self._last_submitted)
+        elif not self._wake.wait(IDLE_CHECK_S):  # idle: is Redis still there, and does it still hold our seq?
+            self._resync(self._client.mget(self.keys.seq, self.keys.run))  # a Redis found empty is refilled
         else:
-            self._wake.wait(0.5)
             self._wake.clear()
 
     def _take(self):
@@ -307,6 +338,13 @@ class RedisMirror:
         return batch
 
     def _write_queued(self, batch):
+        try:
+            self._write_batch(batch)
+        except _RedisChanged:  # Redis lost data: the batch goes back first in line (what it already had is skipped)
+            self._queue.extendleft(reversed(batch))
+            raise
+
+    def _write_batch(self, batch):
         pending, last = [], self._written
         for k, record in enumerate(batch):
             seq = record.seq
@@ -349,6 +387,8 @@ class RedisMirror:
                 continue
             if record.seq <= (pending[-1].seq if pending else self._written):
                 continue  # one Redis has, or out of order: never written twice
+            if record.seq > target:
+                break  # the rest is the queue's: taken from since() it would pass over queued records it lacks
             pending.append(record)
             if len(pending) >= self.config.batch_records:
                 self.stats.caught_up += self._transact(pending)
@@ -373,9 +413,18 @@ class RedisMirror:
             return 0
         keys, stats = self.keys, self.stats
         pipe = self._client.pipeline(transaction=True)
+        pipe.watch(keys.seq, keys.run)  # what Redis holds must still be what the writer thinks, up to EXEC
+        stored = pipe.mget(keys.seq, keys.run)
+        if self._ours(stored) != self._written:  # Redis lost data (or another run wrote) since the last look
+            pipe.reset()
+            self._resync(stored)
+            raise _RedisChanged
+        pipe.multi()
         written = snapshots = lost = invalid = 0
         expected = self._written + 1
-        for record in records:
+        for k, record in enumerate(records):
+            if k % YIELD_EVERY == YIELD_EVERY - 1:
+                time.sleep(0)  # let the engine's thread have the GIL: it never waits out a whole switch interval
             lost += record.seq - expected
             expected = record.seq + 1
             fields = _fields(record)
@@ -393,7 +442,12 @@ class RedisMirror:
             written += 1
         lost += last + 1 - expected
         pipe.set(keys.seq, last)
-        pipe.execute()
+        pipe.set(keys.run, self.run_id)
+        try:
+            pipe.execute()
+        except redis.WatchError:  # changed between the look and EXEC: nothing was written; look again
+            self._resync(self._client.mget(keys.seq, keys.run))
+            raise _RedisChanged from None
         self._written = last
         stats.written += written
         stats.snapshots += snapshots
@@ -403,9 +457,15 @@ class RedisMirror:
         return written
 
 
+class _RedisChanged(Exception):
+    """Redis's seq is not what the writer thought (it lost data while connected, e.g. FLUSHALL, or another run
+    wrote): the transaction was not made, the writer resynced."""
+
+
 class _Keys:
     def __init__(self, namespace):
         self.seq = f"{namespace}:seq"
+        self.run = f"{namespace}:run"
         self.events = f"{namespace}:events"
         self.strategies = f"{namespace}:strategies"
         self._strategy = f"{namespace}:strategy:"

@@ -20,7 +20,7 @@ from typing import Annotated
 
 import msgspec
 
-from adapters.base import BufferBytes, Host, Port, Transport, TransportClosed
+from adapters.base import AllowList, BufferBytes, Host, Port, Transport, TransportClosed
 from wire.frames import FRAME_BAD_VERSION, FRAME_OK, FRAME_OVERSIZE, MAX_FRAME_SIZE, scan_frames
 
 _EOF = 3  # beside the FRAMES_* statuses: the peer closed or reset the connection
@@ -82,6 +82,7 @@ class TcpServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     port: Port = 0  # 0: the OS picks one; read it back from `address`
     backlog: Annotated[int, msgspec.Meta(ge=1)] = 128
     rcvbuf_bytes: BufferBytes = 0  # set on the listener, inherited by every accepted connection
+    allow: AllowList = ()  # peer IP addresses that may connect; empty: anyone (loopback binds keep it local)
 
 
 class TcpServer(Transport):
@@ -92,6 +93,7 @@ class TcpServer(Transport):
         self.config = config
         self._listener = self._epoll = None
         self._conns = {}  # fd -> _Connection
+        self._allow = frozenset(config.allow)
 
     def open(self):
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -150,12 +152,16 @@ class TcpServer(Transport):
     def _accept(self):
         while True:
             try:
-                sock, _ = self._listener.accept()
+                sock, (peer, _) = self._listener.accept()
             except (BlockingIOError, ConnectionAbortedError):
                 return
             except OSError:  # out of fds: keep serving who is connected; the listener stays readable, so retry
                 self.stats.connect_failures += 1
                 return
+            if self._allow and peer not in self._allow:
+                self.stats.not_allowed += 1  # closed before a byte is read: nothing it sent reaches rx
+                sock.close()
+                continue
             _tune(sock, 0, 0)
             self._conns[sock.fileno()] = _Connection(sock)
             self._epoll.register(sock.fileno(), select.EPOLLIN)

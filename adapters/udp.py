@@ -13,7 +13,7 @@ from typing import Annotated
 
 import msgspec
 
-from adapters.base import BufferBytes, Host, Port, Transport
+from adapters.base import AllowList, BufferBytes, Host, Port, Transport
 from kernels.dtypes import FRAME_HEADER_SIZE
 
 DatagramBytes = Annotated[int, msgspec.Meta(ge=FRAME_HEADER_SIZE, le=65536)]
@@ -26,6 +26,7 @@ class UdpReceiverConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     port: Port = 0  # 0: the OS picks one; read it back from `address`
     rcvbuf_bytes: BufferBytes = 4 << 20  # bursts land here between polls; what overflows the kernel drops
     max_datagram_bytes: DatagramBytes = 65536
+    allow: AllowList = ()  # peer IP addresses that may send here; empty: anyone (loopback binds keep it local)
 
 
 class UdpReceiver(Transport):
@@ -35,6 +36,7 @@ class UdpReceiver(Transport):
         super().__init__()
         self.config = config
         self._sock = self._ready = None
+        self._allow = frozenset(config.allow)
 
     def open(self):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -60,14 +62,20 @@ class UdpReceiver(Transport):
     def poll(self, rx, offset, rx_sizes, chunk_index, max_chunks):
         self._check_open()
         view, limit, stats = self._view(rx), self.config.max_datagram_bytes, self.stats
-        recv_into = self._sock.recv_into
+        recv_into, allow = self._sock.recv_into, self._allow
         last_start = len(view) - limit  # past this, a full-size datagram would not fit
         room, n = min(max_chunks, len(rx_sizes) - chunk_index), 0  # chunk slots
         if room <= 0 or offset > last_start or not self._ready.poll(0):
             return 0, offset
         while n < room and offset <= last_start:
             try:
-                size = recv_into(view[offset:], limit, _MSG_TRUNC)
+                if allow:  # the peer's address costs a recvfrom: paid only when a list is configured
+                    size, (peer, _) = self._sock.recvfrom_into(view[offset:], limit, _MSG_TRUNC)
+                    if peer not in allow:
+                        stats.not_allowed += 1
+                        continue
+                else:
+                    size = recv_into(view[offset:], limit, _MSG_TRUNC)
             except BlockingIOError:
                 break
             if size > limit:

@@ -38,12 +38,16 @@ POOL = 4096
 class Loopback:
     """An engine with a UDP and a TCP listener and a TCP OMS link to us; one signal at a time."""
 
-    def __init__(self, transport):
+    def __init__(self, transport, engine_toml=""):
+        """`engine_toml`: text appended to the engine.toml (a table of its own, e.g. [redis])."""
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(1)
         with tempfile.TemporaryDirectory(prefix="bench-loopback-") as tmp:
-            config = load_config(write_config(Path(tmp) / "config", "spin", 0, 0, self.listener.getsockname()[1]))
+            directory = write_config(Path(tmp) / "config", "spin", 0, 0, self.listener.getsockname()[1])
+            with open(directory / "engine.toml", "a") as f:
+                f.write(engine_toml)
+            config = load_config(directory)
         self.svc = service.build(config)
         self.engine = self.svc.engine
         self.oms, _ = self.listener.accept()

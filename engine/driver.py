@@ -85,6 +85,7 @@ class Engine:
         self.journal = journal
         self.snapshots = None  # engine/snapshot.py Snapshotter: taken in maintain(), between steps
         self.order_ids = None  # engine/order_ids.py OrderIds: generations reserved ahead in maintain()
+        self.mirror = None     # engine/mirror.py MirrorFeed ([redis]): fed in maintain(), between steps
         self.control = Control(self, journal)
         self.wake = lambda: None  # the driver's: run a step soon (a command was queued from another thread)
         self._cancels = bytearray()  # Cancel frames for the OMS link, sent after the journal commit
@@ -431,12 +432,14 @@ class Engine:
         return self._oms_up
 
     def maintain(self, now_ns):
-        """Housekeeping between batches: a snapshot when one is due, order ids reserved ahead, the OMS link
-        watched, a lost one reconnected with backoff."""
+        """Housekeeping between batches: a snapshot when one is due, order ids reserved ahead, the Redis mirror fed,
+        the OMS link watched, a lost one reconnected with backoff."""
         if self.snapshots is not None:
             self.snapshots.maybe_take(self, now_ns)
         if self.order_ids is not None:
             self.order_ids.maintain(self._scalars)
+        if self.mirror is not None:
+            self.mirror.housekeeping(now_ns)
         self.watch_link(now_ns)
         for keeper in self.housekeepers:
             keeper.maintain(now_ns, self)

@@ -47,6 +47,7 @@ def final_report(service):
         "transports": {kind: {**_transport(t), **_role_drops(state, source)}
                        for source, (kind, t) in enumerate(_inbound(engine), start=FIRST_LISTENER)},
         "journal": None if engine.journal is None else journal_report(service),
+        "mirror": None if engine.mirror is None else engine.mirror.report(),  # the Redis mirror (docs/redis.md)
         "instruments": _instruments(state),
         "signal_to_order_us": {"p50": latency.percentile(50) / 1000, "p99": latency.percentile(99) / 1000,
                                "p99.9": latency.percentile(99.9) / 1000, "count": latency.total()},
@@ -189,6 +190,13 @@ def print_report(report, console):
         faults = {k: v for k, v in t.items() if k in _TRANSPORT_FAULTS and v}
         if faults:
             console.print(f"{kind} {t.get('address', '')}: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
+    mirror = report.get("mirror")
+    if mirror:  # the Redis mirror (docs/redis.md)
+        w = mirror["writer"]
+        console.print(f"Redis mirror: {'connected' if mirror['connected'] else 'NOT connected'}, written seq "
+                      f"{mirror['written_seq']} of {mirror['last_seq']}, connects {w['connects']}, connect failures "
+                      f"{w['connect_failures']}, disconnects {w['disconnects']}, dropped {w['dropped']}, lost "
+                      f"{w['lost']}, fills overflow {mirror['fills_overflow']}")
     lat = report["signal_to_order_us"]
     console.print(f"signal -> order latency: p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us, "
                   f"p99.9 {lat['p99.9']:.1f} us over {lat['count']} orders")

@@ -21,6 +21,7 @@ from adapters.udp import UdpReceiver
 from engine.driver import Engine, run_event, run_spin, warm_up
 from engine.journal import EngineJournal
 from engine.metrics import LatencyRecorder
+from engine.mirror import MirrorFeed
 from engine.monitor import Monitor
 from engine.recovery import SNAPSHOTS, Recovered, recover
 from engine.order_ids import FILE_NAME as ORDER_IDS_FILE, OrderIds
@@ -56,6 +57,8 @@ class Service:
                 engine.journal.close()
             for transport in self.transports:
                 transport.close()
+            if engine.mirror is not None:  # the Redis mirror's writer thread
+                engine.mirror.close()
 
     def addresses(self):
         """Where signals arrive, as bound (a port 0 in the config is the OS's pick): {"udp": "host:port", ...}."""
@@ -158,6 +161,7 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     if isinstance(oms, (TcpClient, AeronClient)):
         _connect(engine, oms, connect_timeout_s)
     warm_up(engine)
+    _start_mirror(engine, config)
     service = Service(engine, latency, transports, clock(), recovered, snapshots, monitor)
     if monitor is not None:
         try:
@@ -175,6 +179,23 @@ def _close_all(transports, journal):
         transport.close()
     if journal is not None:
         journal.close()
+
+
+# ---------------------------------------------------------------------------------------------- the Redis mirror
+def _start_mirror(engine, config):
+    """[redis] enabled: a MirrorFeed listening to the batches and fed in housekeeping; its writer thread connects
+    in the background (a Redis that is down delays nothing here)."""
+    if config.engine.redis.enabled:
+        engine.mirror = MirrorFeed(engine.state, config.engine.redis, control=engine.control)
+        engine.listeners.append(engine.mirror)
+        engine.mirror.open()
+
+
+def _finish_mirror(service):
+    """After the driver stopped: the mirror's last records, and up to shutdown_flush_ms for Redis to have them."""
+    mirror = service.engine.mirror
+    if mirror is not None:
+        mirror.final(service.engine.clock(), mirror.settings.shutdown_flush_ms / 1000)
 
 
 def _aeron_config(struct_type, aeron, **streams):
@@ -231,6 +252,7 @@ def _drive(service, driver, duration_s, on_tick, tick_s, cpu, on_ready):
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         service.engine.finish()
+        _finish_mirror(service)
         return
 
     import uvloop
@@ -256,6 +278,7 @@ def _drive(service, driver, duration_s, on_tick, tick_s, cpu, on_ready):
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         loop.close()
+    _finish_mirror(service)
 
 
 async def _tick_async(service, stop, duration_s, on_tick, tick_s):

@@ -10,6 +10,7 @@ Every transport is set the same way: its table in engine.toml is its adapter's o
 """
 import zoneinfo
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -18,9 +19,10 @@ from adapters.aeron import (
     CHANNEL_PATTERN, CHANNEL_TEXT, AeronDriverConfig, AeronStreamConfig, FragmentLimit, MessageBytes, OfferAttempts,
     PollIntervalUs,
 )
-from adapters.base import HOST_PATTERN
+from adapters.base import HOST_PATTERN, IPV4_PATTERN
 from adapters.journal import JournalConfig
 from adapters.prometheus import PrometheusConfig
+from adapters.redis_mirror import KEY_PART_PATTERN, RedisMirrorConfig
 from adapters.tcp import TcpClientConfig, TcpServerConfig
 from adapters.udp import UdpReceiverConfig
 from adapters.webhook import URL_PATTERN, WebhookConfig
@@ -47,6 +49,8 @@ PATTERN_TEXT = {  # what a pattern means, for error messages
     HOST_PATTERN: 'a host name or IP address like "127.0.0.1"',
     URL_PATTERN: 'an http:// or https:// URL like "http://127.0.0.1:9000/alerts"',
     r"^[a-zA-Z_:][a-zA-Z0-9_:]*$": 'a series name like "orchestrator_strategy_rejects_total"',
+    IPV4_PATTERN: 'an IPv4 address like "10.0.0.7" (a peer as the socket sees it: no host names)',
+    KEY_PART_PATTERN: 'a Redis key part of letters, digits, "_", "." or "-"',
 }
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
@@ -219,6 +223,48 @@ class Pnl(_Config, kw_only=True):
             fail("time_zone", "Expected an IANA time zone name like \"America/New_York\"", self.time_zone)
 
 
+# ------------------------------------------------------------------------------------------------- redis mirror
+class Redis(RedisMirrorConfig, kw_only=True):
+    """[redis]: the optional mirror of strategy states, versions, positions, P&L and a stream of state changes and
+    fills in Redis (adapters/redis_mirror.py has the writer's keys: host, port, db, key_prefix, queue_size,
+    stream_max_length, backoff_min_ms, backoff_max_ms, timeout_ms, batch_records), fed between batches by
+    engine/mirror.py (docs/redis.md). `url` ("redis://host:port/db") instead of host, port and db."""
+    enabled: bool = False
+    url: str | None = None
+    snapshot_interval_ms: Milliseconds = 1_000  # a changed strategy's hash is rewritten at most this late
+    replay_records: Annotated[int, Meta(ge=0, le=1 << 22)] = 65_536  # recent records kept for the catch-up
+    shutdown_flush_ms: Annotated[int, Meta(ge=0, le=60_000)] = 2_000  # a clean stop waits this long for Redis
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.url is not None:
+            if (self.host, self.port, self.db) != ("127.0.0.1", 6379, 0):
+                fail("url", "Expected url or host/port/db, not both", self.url)
+            parse_redis_url(self.url)
+
+    def mirror_config(self) -> RedisMirrorConfig:
+        """The writer's own config: its keys from this table, host, port and db from `url` when it is given."""
+        fields = {name: getattr(self, name) for name in RedisMirrorConfig.__struct_fields__}
+        if self.url is not None:
+            fields["host"], fields["port"], fields["db"] = parse_redis_url(self.url)
+        return msgspec.convert(fields, RedisMirrorConfig)
+
+
+def parse_redis_url(url):
+    """(host, port, db) of "redis://host[:port][/db]"; anything else (a password, a query, another scheme) is
+    refused with the key named."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 6379
+        db = int(parts.path.lstrip("/") or 0)
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme != "redis" or not parts.hostname or parts.username or parts.password
+            or parts.query or parts.fragment or not 0 <= db <= 1 << 16):
+        fail("url", 'Expected "redis://host[:port][/db]"', url)
+    return parts.hostname, port, db
+
+
 class EngineConfig(_Config, kw_only=True):
     name: Name
     driver: Literal["event", "spin"] = "event"
@@ -236,6 +282,7 @@ class EngineConfig(_Config, kw_only=True):
     max_subscriptions: Annotated[int, Meta(ge=1, le=1 << 20)] = 4096  # (signal id, strategy) pairs
     aeron: Aeron = _default(Aeron)  # used only by listen.aeron and oms.kind = "aeron"
     journal: Journal = _default(Journal)
+    redis: Redis = _default(Redis)  # the Redis mirror: off unless enabled
     metrics: PrometheusConfig | None = None  # /metrics (adapters/prometheus.py); none: nothing is served
     dashboard: Dashboard | None = None       # the web page (engine/dashboard.py); none: not served
     alerts: Alerts = _default(Alerts)

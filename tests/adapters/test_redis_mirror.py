@@ -185,7 +185,8 @@ def test_mirror_when_two_engines_share_a_redis_then_their_keys_are_apart(redis_s
     for name, journal in journals.items():
         assert [int(e["seq"]) for e in stream(client, f"desk:{name}")] == [1, 2, 3]
         assert {e["strategy"] for e in stream(client, f"desk:{name}")} == {name}
-    assert sorted(client.keys("*")) == ["desk:alpha:events", "desk:alpha:seq", "desk:beta:events", "desk:beta:seq"]
+    assert sorted(client.keys("*")) == ["desk:alpha:events", "desk:alpha:run", "desk:alpha:seq", "desk:beta:events",
+                                      "desk:beta:run", "desk:beta:seq"]
 
 
 def test_mirror_when_events_exceed_stream_max_length_then_the_stream_is_capped(redis_server, client):
@@ -348,6 +349,46 @@ def test_mirror_when_the_journal_lacks_records_then_they_are_counted_lost_and_pa
     assert mirror.stats.lost == 9 - 2, "1 and 2 came from the queue, 3..9 from nowhere"
     kept = records[:2] + records[9:]
     assert_mirrors(client, kept)
+
+
+def test_mirror_when_redis_comes_back_empty_and_the_log_is_shorter_than_the_queue_then_the_queue_is_written(
+        redis_server, client):
+    journal = Journal()
+    mirror = RedisMirror(config(redis_server), "demo",
+                         since=lambda seq: [r for r in journal.since(seq) if r.seq > 7])  # keeps only 8 on
+    with mirror:
+        first = [journal.append(mixed(seq)) for seq in range(1, 6)]
+        for r in first:
+            mirror.submit(r)
+        assert mirror.flush(WAIT_S)
+        redis_server.kill()
+        wait_until(lambda: mirror.stats.disconnects == 1, "the idle writer to find Redis gone")
+        later = [journal.append(mixed(seq)) for seq in range(6, 11)]
+        for r in later:  # queued while Redis is down
+            mirror.submit(r)
+        redis_server.restart()  # empty: seq 0, and the log (8 on) cannot give 1..7
+        assert mirror.flush(WAIT_S)
+
+    assert mirror.stats.lost == 5, "1..5 are gone with Redis's data; 6 and 7 came from the queue, not the log"
+    assert mirror.stats.skipped == 0 and mirror.stats.redis_resets == 1
+    assert_mirrors(client, later)
+
+
+def test_mirror_when_redis_loses_its_data_while_connected_then_the_writer_resyncs_and_writes_all_once(
+        redis_server, client):
+    journal = Journal()
+    records = [journal.append(mixed(seq)) for seq in range(1, 41)]
+    with RedisMirror(config(redis_server), "demo", since=journal.since) as mirror:
+        for r in records[:20]:
+            mirror.submit(r)
+        assert mirror.flush(WAIT_S)
+        client.flushall()  # the connection stays up; the next transaction finds seq and run gone
+        for r in records[20:]:
+            mirror.submit(r)
+        assert mirror.flush(WAIT_S)
+
+    assert mirror.stats.redis_resets == 1 and mirror.stats.lost == 0 and mirror.stats.disconnects == 0
+    assert_mirrors(client, records)
 
 
 def test_mirror_when_db_is_set_then_keys_land_in_that_database_only(redis_server):

@@ -49,3 +49,40 @@ def test_roles_when_the_oms_link_sends_a_signal_then_no_order_and_it_is_counted_
             status = engine.wait_status(lambda r: r["counters"]["role_data_on_oms"] == 2, "the frames counted")
             assert status["counters"]["orders"] == status["counters"]["signals"] == 0
             assert status["oms"]["transport"]["data_dropped_by_role"] == 2
+
+
+def test_allow_list_when_a_peer_is_not_listed_then_its_datagrams_and_connections_are_dropped(procs, tmp_path):
+    """Both listeners allow 127.0.0.2 only: the same signals from 127.0.0.1 are counted and change nothing, from
+    127.0.0.2 they trade."""
+    allow = {"host": "127.0.0.1", "port": 0, "allow": ["127.0.0.2"]}
+    engine = procs.engine(derive_config(tmp_path / "config", keep=["momentum"],
+                                        engine={"listen": {"udp": allow, "tcp": allow}}))
+    udp_host, udp_port = engine.address("udp")
+    tcp_host, tcp_port = engine.address("tcp")
+
+    def udp_from(source_ip, *frames):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((source_ip, 0))
+            sock.sendto(b"".join(frames), (udp_host, udp_port))
+
+    def tcp_from(source_ip, *frames):
+        sock = socket.create_connection((tcp_host, tcp_port), timeout=5, source_address=(source_ip, 0))
+        with sock:
+            sock.sendall(b"".join(frames))
+            try:
+                return sock.recv(1) == b""  # the engine closed its end
+            except ConnectionResetError:
+                return True  # closed with our bytes unread: the kernel answers with a reset
+
+    udp_from("127.0.0.1", market_data_frame(ESZ5), signal_frame(1, price=6000.25))
+    assert tcp_from("127.0.0.1", signal_frame(2, price=6000.25))  # closed unread
+    status = engine.wait_status(lambda r: r["transports"]["udp"]["not_allowed"] == 1 and
+                                r["transports"]["tcp"]["not_allowed"] == 1, "both refusals counted")
+    assert status["counters"]["frames"] == 0 and status["counters"]["orders"] == 0
+
+    udp_from("127.0.0.2", market_data_frame(ESZ5), signal_frame(1, price=6000.25))
+    engine.wait_status(lambda r: r["counters"]["orders"] == 1, "the allowed peer's order")
+    report = engine.report()
+    assert report["transports"]["udp"]["not_allowed"] == 1 and report["transports"]["tcp"]["not_allowed"] == 1
+    assert report["transports"]["tcp"]["connections"] == 0  # refused before it was one
+    assert report["counters"]["signals"] == 1 and report["counters"]["market_data"] == 1

@@ -294,6 +294,8 @@ def test_load_config_when_backoff_minimum_exceeds_maximum_then_error_names_the_m
     ('{ port = -1 }', "port", "Expected int >= 0"),
     ('{ port = 1, rcvbuf_bytes = -5 }', "rcvbuf_bytes", "Expected int >= 0"),
     ('{ port = 1, max_datagram_bytes = 4 }', "max_datagram_bytes", "Expected int >= 8"),
+    ('{ port = 1, allow = ["localhost"] }', "allow[0]",
+     'Expected an IPv4 address like "10.0.0.7" (a peer as the socket sees it: no host names), got "localhost"'),
 ])
 def test_load_config_when_a_listener_setting_is_out_of_range_then_error_names_it(config_dir, table, key, expected):
     (config_dir / "engine.toml").write_text(f'name = "x"\n[listen]\nudp = {table}\n')
@@ -306,7 +308,7 @@ def test_load_config_when_a_listener_is_given_as_an_address_string_then_error_as
 
     assert str(load_error(config_dir)) == (
         f'{config_dir / "engine.toml"}: at $.listen.udp: Expected a table with keys host, port, rcvbuf_bytes, '
-        f'max_datagram_bytes, got "127.0.0.1:5000"')
+        f'max_datagram_bytes, allow, got "127.0.0.1:5000"')
 
 
 @pytest.mark.parametrize("text", ["localhost", "127.0.0.1:", ":80", "127.0.0.1:65536", "host:port", "a b:1"])
