@@ -16,6 +16,12 @@ and resolves once when it stops; each of the two is one notification to every si
                                                trades (counted from the engine's start until the first)
     unknown_order_reports                      execution reports for orders the engine does not know arrived;
                                                resolved after `unknown_order_quiet_s` without another
+    report_mismatches                          reconciliation: reports whose strategy or deploy differ from the
+                                               order's, or fills beyond its leaves; resolved after
+                                               `events_quiet_s` without another
+    oms_link_given_up                          lost acknowledgements: the watched OMS link given up (orders
+                                               unacknowledged past `[oms] ack_timeout_ms`, or a stalled link;
+                                               critical); resolved after `events_quiet_s` without another
     journal_failing                            the journal's last commit failed (critical)
     oms_link_down                              the OMS link is down (critical)
 Rules ([[alerts.rules]]): `metric` `op` `threshold`, over every exported series of that name whose labels
@@ -32,11 +38,14 @@ from datetime import datetime, timezone
 
 from adapters.prometheus import PrometheusConfig, families
 from adapters.webhook import DROP_CAUSES, WebhookSink
-from kernels.dtypes import C_REPORT_UNKNOWN_ORDER, HALTED, NO_TRIP, PAUSED, REDUCING, STATE_NAMES, TRIP_NAMES
+from kernels.dtypes import (
+    C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, HALTED, NO_TRIP, PAUSED, REDUCING, STATE_NAMES,
+    TRIP_NAMES,
+)
 
 log = logging.getLogger("orchestrator.alerts")
-BUILTIN = ("breaker_tripped", "strategy_state", "stale_feed", "unknown_order_reports", "journal_failing",
-           "oms_link_down")
+BUILTIN = ("breaker_tripped", "strategy_state", "stale_feed", "unknown_order_reports", "report_mismatches",
+           "oms_link_given_up", "journal_failing", "oms_link_down")
 SEVERITIES = ("info", "warning", "critical")
 STATE_SEVERITY = {PAUSED: "info", REDUCING: "warning", HALTED: "critical"}
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
@@ -121,7 +130,7 @@ class AlertManager:
         self._thread = None
         self._history = {}  # counter rules: series key -> deque of (t, value)
         self._since = {}    # gauge rules: series key -> when the condition started to hold
-        self._unknown_seen = None  # (count, when it last moved)
+        self._counted = {}  # built-ins over counts: name -> (count, when it last moved)
         self.judged = 0
         self.errors = 0
 
@@ -210,15 +219,23 @@ class AlertManager:
                 if age > limit_ns:
                     holding["stale_feed", (("instrument", symbol),)] = (
                         "warning", f"{symbol}: no market data for {age / 1e9:.1f} s", age / 1e9)
-        unknown = int(snap.counters[C_REPORT_UNKNOWN_ORDER])
-        if self._unknown_seen is None:
-            self._unknown_seen = (unknown, None)
-        elif unknown > self._unknown_seen[0]:
-            self._unknown_seen = (unknown, now)
-        count, moved = self._unknown_seen
-        if moved is not None and now - moved < self.config.unknown_order_quiet_s * 1e9:
-            holding["unknown_order_reports", ()] = (
-                "warning", f"execution reports for unknown orders ({count} since start)", float(count))
+        counted = (  # name, count since start, quiet time, severity, what
+            ("unknown_order_reports", int(snap.counters[C_REPORT_UNKNOWN_ORDER]), self.config.unknown_order_quiet_s,
+             "warning", "execution reports for unknown orders"),
+            ("report_mismatches", int(snap.counters[C_REPORT_MISMATCH]) + int(snap.counters[C_REPORT_OVERFILL]),
+             self.config.events_quiet_s, "warning",
+             "execution reports that disagree with the engine's order (strategy, deploy, or more than its leaves)"),
+            ("oms_link_given_up", int(snap.engine_stats.get("oms_given_up", 0)), self.config.events_quiet_s,
+             "critical", "the OMS link given up (orders unacknowledged past ack_timeout_ms, or a stalled link)"))
+        for name, count, quiet_s, severity, what in counted:
+            seen = self._counted.get(name)
+            if seen is None or count < seen[0]:
+                self._counted[name] = seen = (count, None)  # the first look (or a restarted count): no episode
+            elif count > seen[0]:
+                self._counted[name] = seen = (count, now)
+            moved = seen[1]
+            if moved is not None and now - moved < quiet_s * 1e9:
+                holding[name, ()] = (severity, f"{what} ({count} since start)", float(count))
         if snap.journal is not None and snap.journal["failing"]:
             holding["journal_failing", ()] = ("critical", "the journal cannot be written", 1.0)
         if snap.oms_up is False:

@@ -192,6 +192,7 @@ class Alerts(_Config, kw_only=True):
     log: bool = True
     stale_feed_s: Seconds = 10.0       # no market data for an instrument a strategy trades for this long; 0: off
     unknown_order_quiet_s: Seconds = 60.0  # reports for unknown orders: resolved after this long without one
+    events_quiet_s: Seconds = 60.0  # report mismatches, the OMS link given up: resolved this long after the last
     webhook: WebhookConfig | None = None
     rules: tuple[AlertRule, ...] = ()
 

@@ -16,7 +16,9 @@ from engine.alerts import AlertManager, rule_series
 from engine.config.schema import Alerts
 from engine.exposition import snapshot
 from engine.state import EngineState
-from kernels.dtypes import C_REPORT_UNKNOWN_ORDER, C_REJECTS, HALTED, NO_TRIP, TRIP_DRAWDOWN
+from kernels.dtypes import (
+    C_REJECTS, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, HALTED, NO_TRIP, TRIP_DRAWDOWN,
+)
 from tests.infra.servers import wait_until
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo"
@@ -118,6 +120,35 @@ def test_alerts_when_reports_for_unknown_orders_arrive_then_it_fires_and_resolve
 
     assert [(p["alert"], p["status"], seconds(p["at"])) for p in sink.sent] == [
         ("unknown_order_reports", "firing", 1), ("unknown_order_reports", "resolved", 10)]
+
+
+def test_alerts_when_reports_disagree_with_orders_then_report_mismatches_fires_and_resolves_after_quiet(state):
+    m, sink = manager(state, alerts(stale_feed_s=0, events_quiet_s=5))
+    state.counters[C_REPORT_MISMATCH] = 4  # counts from before the first look are no episode
+    judge(m, state, T0)
+    state.counters[C_REPORT_OVERFILL] = 1
+
+    judge(m, state, T0 + S)
+    judge(m, state, T0 + 5 * S)
+    judge(m, state, T0 + 6 * S)  # 5 s quiet
+
+    assert [(p["alert"], p["status"], seconds(p["at"]), p["value"]) for p in sink.sent] == [
+        ("report_mismatches", "firing", 1, 5.0), ("report_mismatches", "resolved", 6, 5.0)]
+    assert sink.sent[0]["severity"] == "warning"
+
+
+def test_alerts_when_the_oms_link_is_given_up_for_lost_acks_then_a_critical_alert_fires_beside_link_down(state):
+    m, sink = manager(state, alerts(stale_feed_s=0, events_quiet_s=30))
+    judge(m, state, T0, oms_up=True, engine_stats={"oms_given_up": 0})
+
+    judge(m, state, T0 + S, oms_up=False, engine_stats={"oms_given_up": 1})
+    judge(m, state, T0 + 2 * S, oms_up=True, engine_stats={"oms_given_up": 1})  # reconnected
+    judge(m, state, T0 + 31 * S, oms_up=True, engine_stats={"oms_given_up": 1})
+
+    assert [(p["alert"], p["status"], seconds(p["at"])) for p in sink.sent] == [
+        ("oms_link_given_up", "firing", 1), ("oms_link_down", "firing", 1), ("oms_link_down", "resolved", 2),
+        ("oms_link_given_up", "resolved", 31)]
+    assert sink.sent[0]["severity"] == "critical" and "unacknowledged" in sink.sent[0]["summary"]
 
 
 def test_alerts_when_an_instrument_a_strategy_trades_gets_no_market_data_then_stale_feed_fires(state):
