@@ -53,6 +53,7 @@ def configs(directory, monitoring):
     shutil.copytree(ROOT / "config" / "demo", directory)
     engine = (directory / "engine.toml").read_text().replace("port = 47100", "port = 0") \
         .replace("port = 47101", "port = 0")
+    engine = re.sub(r"(?ms)^(\[api\][^\[]*?)^enabled = true", r"\1enabled = false", engine)  # not under test
     engine += "\n[journal]\nenabled = false\n"
     if monitoring:
         engine += ("\n[metrics]\nport = 0\ninterval_ms = 1000\n\n[dashboard]\nport = 0\nrefresh_ms = 1000\n"

@@ -57,6 +57,9 @@ class CommandError(ValueError):
     """A command that cannot be applied as asked; nothing changed."""
 
 
+_REFUSALS = (CommandError, ConfigError, KeyError, IllegalTransition, msgspec.ValidationError)
+
+
 class Control:
     """Commands for one engine (engine/driver.py Engine): the queue, the applied ids, the application."""
 
@@ -108,7 +111,7 @@ class Control:
         name = type(command).__struct_config__.tag
         try:
             change, spec = self._check(command)
-        except (CommandError, ConfigError, KeyError, IllegalTransition, msgspec.ValidationError) as e:
+        except _REFUSALS as e:
             return CommandResult(id=command.id, ok=False, command=name, error=_message(e))
         seq = 0
         if self.journal is not None:
@@ -121,6 +124,16 @@ class Control:
         self.results[command.id] = result
         log.info("command %s %s by %s: %s", command.id, name, command.actor, detail)
         return result
+
+    def check(self, command, spec=None) -> str | None:
+        """The refusal `apply` would answer `command` with now, or None; nothing changes, nothing is journaled
+        (a config reload checks all its commands before it submits one). `spec`: the strategy a register or
+        deploy names, as read already (no file is read again)."""
+        try:
+            self._check(command, spec)
+        except _REFUSALS as e:
+            return _message(e)
+        return None
 
     def replay(self, command, at_ns, seq=0, spec=None):
         """Apply a journaled command again (recovery and replays): same checks, same effect, nothing sent; a

@@ -9,6 +9,8 @@ import gc
 import logging
 import os
 import time
+from collections import deque
+from concurrent.futures import Future
 
 from adapters.base import TransportClosed
 from engine.commands import CancelUnsent, HaltAll
@@ -19,13 +21,15 @@ from kernels.arena import (
     FIRST_LISTENER, RING_FILLS, RING_ORDERS, RING_REJECTS, RING_REPORTS, SOURCE_OMS, S_STOP_CHUNK, S_STOP_POS, S_TX_LEN,
 )
 from kernels.batch import carry_over, run_batch
+from kernels.codec import ORDER_FRAME_SIZE
 from kernels.dtypes import (
-    C_ORDERS, C_ORDERS_CANCELED, C_ORDERS_FILLED, C_ORDERS_REJECTED, EXEC_CANCELED, MSG_ORDER, ORDER_SLOT_BITS,
+    C_ORDERS, C_ORDERS_CANCELED, C_ORDERS_FILLED, C_ORDERS_REJECTED, C_RECONCILE_FILLS, C_RECONCILE_MISMATCH,
+    EXEC_CANCELED, MSG_CANCEL, MSG_ORDER, ORDER_SLOT_BITS,
 )
 from kernels.pipeline import apply_reports
 from kernels.venue import venue_cancel
 from wire.frames import encode_frame, iter_frames
-from wire.schema import Cancel
+from wire.schema import Cancel, StatusRequest
 
 log = logging.getLogger("orchestrator.engine")
 
@@ -38,8 +42,11 @@ class EngineStats:
         self.oms_sends = 0
         self.oms_backpressure = 0
         self.oms_disconnects = 0
+        self.orders_sent = 0    # orders the OMS link took (less those it gave back unsent when a connection ended)
         self.orders_unsent = 0  # orders that never reached the OMS; each is canceled in the engine's books
         self.cancels_sent = 0   # cancel requests that went to the OMS link (kill switches)
+        self.reconciliations = 0  # times the engine asked the OMS for the status of its working orders
+        self.status_requests = 0  # StatusRequest frames that went to the OMS link
         self.oms_given_up = 0   # times the watched link was treated as lost (unacknowledged orders, refused tx)
         self.journal_failures = 0  # commits the disk refused (see EngineJournal's policy)
 
@@ -56,7 +63,7 @@ class Engine:
     between batches (engine/control.py)."""
 
     def __init__(self, state, inbound, oms, *, on_disconnect="halt", clock=time.time_ns, listeners=(),
-                 backoff_ms=(100, 5000), journal=None, watch_ms=(2000, 8, 2000)):
+                 backoff_ms=(100, 5000), journal=None, watch_ms=(2000, 8, 2000), on_mismatch="report"):
         self.state = state
         self.inbound = list(inbound)
         self.oms = oms
@@ -88,7 +95,10 @@ class Engine:
         self.mirror = None     # engine/mirror.py MirrorFeed ([redis]): fed in maintain(), between steps
         self.control = Control(self, journal)
         self.wake = lambda: None  # the driver's: run a step soon (a command was queued from another thread)
-        self._cancels = bytearray()  # Cancel frames for the OMS link, sent after the journal commit
+        self.reads = deque()  # (fn, Future): reads of the state asked for by other threads, served between steps
+        self._requests = bytearray()  # Cancel and StatusRequest frames for the OMS link, sent after the commit
+        self.on_mismatch = on_mismatch
+        self._mismatches = int(state.counters[C_RECONCILE_MISMATCH])  # acted on up to here (recovered ones too)
         self._journal_halted = False
         self.backoff_ns = (backoff_ms[0] * 1_000_000, backoff_ms[1] * 1_000_000)
         self._backoff_ns = self.backoff_ns[0]
@@ -177,6 +187,25 @@ class Engine:
             if not stopped or stuck or self._scalars.item(S_TX_LEN):  # done, or the OMS link holds the rest back
                 return placed
 
+    # ------------------------------------------------------------------------------------------ reads
+    def read(self, fn) -> Future:
+        """Run fn() between two steps on the spin driver's thread; the Future holds what it returns. How a thread
+        beside the spin driver (its REST API) reads the arena without racing a batch. (The event driver's loop
+        serves its API's reads itself, between callbacks.)"""
+        future = Future()
+        self.reads.append((fn, future))
+        return future
+
+    def serve_reads(self):
+        while self.reads:
+            fn, future = self.reads.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # the asker gave up
+            try:
+                future.set_result(fn())
+            except Exception as e:  # the asker hears of it; the engine goes on
+                future.set_exception(e)
+
     # ------------------------------------------------------------------------------------------ replaying
     def feed(self, time_ns, source, sizes, data):
         """Replays: put journaled chunks in rx as a poll would have (deciding what waits first if they do not
@@ -225,8 +254,8 @@ class Engine:
                 self._send(now)
             else:
                 self._cancel_tx(now)
-        if self._cancels and sendable:
-            self._send_cancels()
+        if self._requests and sendable:
+            self._send_requests()
         self._drain(now)
 
     def _commit(self, now):
@@ -258,6 +287,7 @@ class Engine:
             self.oms_down(now)
             sent = False
         if sent:
+            self.stats.orders_sent += len(frames) // ORDER_FRAME_SIZE  # tx holds Order frames only
             scalars[S_TX_LEN] = 0
             self.stats.oms_sends += 1
         elif self._oms_up:
@@ -272,25 +302,56 @@ class Engine:
         self._scalars[S_TX_LEN] = 0
         self._cancel_unsent(frames, now)
 
-    def _cancel_unsent(self, frames, now):
+    def _cancel_unsent(self, frames, now, taken=False):
         """Cancel in the books the orders of whole frames that never reached the OMS (tx, or what the link held
-        when its connection ended), as a journaled command."""
+        when its connection ended: `taken`, counted sent until now), as a journaled command."""
         order_ids = [order.order_id for msg_type, order in iter_frames(frames) if msg_type == MSG_ORDER]
         if order_ids:
             self.control.apply(CancelUnsent(actor="engine", order_ids=order_ids), now)
             self.stats.orders_unsent += len(order_ids)
+            if taken:
+                self.stats.orders_sent -= len(order_ids)
 
-    def _send_cancels(self):
+    def _send_requests(self):
         if not self._oms_up:
             return  # the orders' fate is the OMS's now: reconciliation asks when the link is back
         try:
-            sent = self.oms.send(self._cancels)
+            sent = self.oms.send(self._requests)
         except TransportClosed:
             self.oms_down(self.clock())
             return
         if sent:
-            self.stats.cancels_sent += sum(1 for _ in iter_frames(bytes(self._cancels)))
-            self._cancels.clear()
+            for msg_type, _ in iter_frames(bytes(self._requests)):
+                if msg_type == MSG_CANCEL:
+                    self.stats.cancels_sent += 1
+                else:
+                    self.stats.status_requests += 1
+            self._requests.clear()
+
+    def reconcile(self, now):
+        """Ask the OMS how it sees every order working in the books (after a reconnect, and at start with a
+        recovered state): each answer, an EXEC_STATUS report, is applied by the batch like any report (missed
+        fills applied and flagged, orders the OMS no longer works released, differences counted)."""
+        o = self.state.open_orders
+        for slot in (o["live"] != 0).nonzero()[0]:
+            order = o[slot]
+            self._requests += encode_frame(StatusRequest(order_id=int(order["order_id"]),
+                                                         strategy=int(order["strategy"]),
+                                                         deploy=int(order["deploy"]), ts_ns=now))
+        self.stats.reconciliations += 1
+
+    def _act_on_mismatches(self, now):
+        """New reconciliation differences: logged, and with on_mismatch = "reduce" every trading strategy goes
+        reduce-only (a journaled command) until an operator has looked."""
+        seen = int(self.state.counters[C_RECONCILE_MISMATCH])
+        if seen == self._mismatches:
+            return
+        new, self._mismatches = seen - self._mismatches, seen
+        log.error("reconciliation: %d orders differ from the OMS's view (%d missed fills applied, flagged)", new,
+                  int(self.state.counters[C_RECONCILE_FILLS]))
+        if self.on_mismatch == "reduce":
+            self.control.apply(HaltAll(actor="engine", policy="reduce",
+                                       reason=f"reconciliation: {new} orders differ from the OMS"), now)
 
     def request_cancel(self, slot, now, live):
         """Ask for the working order in `slot` to be canceled (a kill switch): the in-batch venue takes it at
@@ -299,8 +360,8 @@ class Engine:
             self._venue_cancel(self._arena, self._layout, slot, now)
         elif live:
             o = self.state.open_orders[slot]
-            self._cancels += encode_frame(Cancel(order_id=int(o["order_id"]), strategy=int(o["strategy"]),
-                                                 deploy=int(o["deploy"]), ts_ns=now))
+            self._requests += encode_frame(Cancel(order_id=int(o["order_id"]), strategy=int(o["strategy"]),
+                                                  deploy=int(o["deploy"]), ts_ns=now))
 
     def cancel_locally(self, order_ids, now):
         """CANCELED reports for `order_ids`, applied to the books at `now` (orders that never reached the OMS);
@@ -356,7 +417,7 @@ class Engine:
         log.error("%s: %d strategies moved by policy %r; orders not sent are canceled locally", reason,
                   len(result.detail.get("moved", ())), self.on_disconnect)
         if hasattr(self.oms, "take_unsent"):  # what the link held when the connection ended
-            self._cancel_unsent(self.oms.take_unsent(), now)
+            self._cancel_unsent(self.oms.take_unsent(), now, taken=True)
 
     def watch_link(self, now):
         """Give up on an OMS link that takes orders and answers nothing, or takes nothing: too many orders past
@@ -414,7 +475,7 @@ class Engine:
             time.sleep(0.001)
         if getattr(self.oms, "pending_bytes", 0) and hasattr(self.oms, "disconnect"):
             self.oms.disconnect()  # the held frames go nowhere once the process ends
-            self._cancel_unsent(self.oms.take_unsent(), self.clock())
+            self._cancel_unsent(self.oms.take_unsent(), self.clock(), taken=True)
         if self._scalars.item(S_TX_LEN):
             self._cancel_tx(self.clock())
 
@@ -440,6 +501,7 @@ class Engine:
             self.order_ids.maintain(self._scalars)
         if self.mirror is not None:
             self.mirror.housekeeping(now_ns)
+        self._act_on_mismatches(now_ns)
         self.watch_link(now_ns)
         for keeper in self.housekeepers:
             keeper.maintain(now_ns, self)
@@ -455,6 +517,7 @@ class Engine:
             self._oms_up = True
             self._up_since = now_ns
             self._backoff_ns = self.backoff_ns[0]
+            self.reconcile(now_ns)
             log.warning("OMS connection restored; strategies stay %s until an operator activates them",
                         "halted" if self.on_disconnect == "halt" else "reduce-only")
         # else the attempt is under way: look again at the next housekeeping, not after a backoff
@@ -532,6 +595,7 @@ def run_spin(engine, stop, cpu=None):
     gc.collect()
     gc.freeze()
     gc.disable()
+    reads = engine.reads
     try:
         last = maintained = clock()
         while not stop.is_set():
@@ -544,11 +608,14 @@ def run_spin(engine, stop, cpu=None):
                 if now - last >= HEARTBEAT_NS or (due is not None and now >= due):
                     engine.step(now)
                     last = now
+            if reads:
+                engine.serve_reads()
             if last - maintained >= HEARTBEAT_NS:  # busy or not: snapshots and reconnects keep their schedule
                 engine.maintain(last)
                 maintained = last
         engine.poll()
         engine.step()
+        engine.serve_reads()
     finally:
         gc.enable()
         gc.unfreeze()

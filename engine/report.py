@@ -1,4 +1,5 @@
-"""What a running or finished engine tells its operator: the live table and the final report."""
+"""What a running or finished engine tells its operator: the live table, the final report, the API's reads."""
+import itertools
 import os
 import time
 
@@ -6,9 +7,10 @@ import msgspec
 from rich.table import Table
 
 from adapters.udp import UdpReceiver
+from engine.control import ACCOUNT_KEYS
 from kernels.arena import FIRST_LISTENER, MAX_SOURCES, ROLE_DATA_ON_OMS, ROLE_REPORT_OFF_OMS, S_TX_LEN, SOURCE_OMS
 from kernels.codec import ORDER_FRAME_SIZE
-from kernels.dtypes import COUNTER_NAMES, REASON_NAMES, STATE_NAMES
+from kernels.dtypes import COUNTER_NAMES, KILL_ACCOUNT, KILL_GLOBAL, NO_TRIP, REASON_NAMES, STATE_NAMES, TRIP_NAMES
 
 
 def final_report(service):
@@ -24,36 +26,49 @@ def final_report(service):
         strategies[name]["signal_to_order_us"] = {
             "p50": latency.percentile(50, s) / 1000, "p99": latency.percentile(99, s) / 1000,
             "count": latency.total(s)}
-    oms_config = state.config.engine.oms
     return {
         "engine": state.config.engine.name,
         "seconds": round(elapsed, 3),
         "state_digest": state.digest(),
         "signals_per_second": round(counters["signals"] / elapsed, 1),
         "counters": counters,
-        "oms": {"kind": oms_config.kind, "up": engine.oms_up, "on_disconnect": oms_config.on_disconnect,
-                **engine.stats.as_dict(),
-                # encoded orders the OMS link has not taken yet (back-pressure at the end of the run)
-                "orders_pending": int(state.scalars[S_TX_LEN]) // ORDER_FRAME_SIZE,
-                # what became of every order placed: filled + canceled (unsent ones included) + rejected + working
-                # + unacknowledged = placed
-                "orders": engine.order_fates(),
-                "watch": {"ack_timeout_ms": oms_config.ack_timeout_ms, "max_unacked": oms_config.max_unacked,
-                          "stall_ms": oms_config.stall_ms, "unacked_late": engine.unacked,
-                          "down_reason": engine.down_reason},
-                **({"venue": venue_report(state)} if engine.oms is None else
-                   {"transport": {**engine.oms.stats.as_dict(), **_role_drops(state, SOURCE_OMS),
-                                  "pending_bytes": int(getattr(engine.oms, "pending_bytes", 0))}})},
-        "transports": {kind: {**_transport(t), **_role_drops(state, source)}
-                       for source, (kind, t) in enumerate(_inbound(engine), start=FIRST_LISTENER)},
+        "oms": oms_report(engine),
+        "transports": transports_report(engine),
         "journal": None if engine.journal is None else journal_report(service),
         "mirror": None if engine.mirror is None else engine.mirror.report(),  # the Redis mirror (docs/redis.md)
-        "instruments": _instruments(state),
+        "instruments": instruments_report(state),
         "signal_to_order_us": {"p50": latency.percentile(50) / 1000, "p99": latency.percentile(99) / 1000,
                                "p99.9": latency.percentile(99.9) / 1000, "count": latency.total()},
         "strategies": strategies,
         **({} if service.monitor is None else service.monitor.report()),
+        **({} if service.api is None else {"api": service.api.stats.as_dict()}),
     }
+
+
+def oms_report(engine):
+    """The OMS link: its policy, whether it is up, the driver's counts of it, and its transport (or the in-batch
+    venue's counts)."""
+    state = engine.state
+    oms_config = state.config.engine.oms
+    return {"kind": oms_config.kind, "up": engine.oms_up, "on_disconnect": oms_config.on_disconnect,
+            **engine.stats.as_dict(),
+            # encoded orders the OMS link has not taken yet (back-pressure at the end of the run)
+            "orders_pending": int(state.scalars[S_TX_LEN]) // ORDER_FRAME_SIZE,
+            # what became of every order placed: filled + canceled (unsent ones included) + rejected + working
+            # + unacknowledged = placed
+            "orders": engine.order_fates(),
+            "watch": {"ack_timeout_ms": oms_config.ack_timeout_ms, "max_unacked": oms_config.max_unacked,
+                      "stall_ms": oms_config.stall_ms, "unacked_late": engine.unacked,
+                      "down_reason": engine.down_reason},
+            **({"venue": venue_report(state)} if engine.oms is None else
+               {"transport": {**engine.oms.stats.as_dict(), **_role_drops(state, SOURCE_OMS),
+                              "pending_bytes": int(getattr(engine.oms, "pending_bytes", 0))}})}
+
+
+def transports_report(engine):
+    """Each listening transport by kind: its address, counts and the frames it sent off its role."""
+    return {kind: {**_transport(t), **_role_drops(engine.state, source)}
+            for source, (kind, t) in enumerate(_inbound(engine), start=FIRST_LISTENER)}
 
 
 def journal_report(service):
@@ -121,14 +136,108 @@ def udp_kernel_drops(fd):
     return None
 
 
-def _instruments(state):
-    """The market as the engine last saw it, in currency; mark is what unrealized P&L is computed at."""
+def instruments_report(state):
+    """The market as the engine last saw it, in currency (mark is what unrealized P&L is computed at; bid, ask
+    and last are 0 before the first market data), and each instrument's contract."""
     out = {}
     for i, symbol in enumerate(state.instrument_symbols):
         row = state.instruments[i]
         tick = float(row["tick_size"])
         out[symbol] = {key: int(row[f"{key}_ticks"]) * tick for key in ("bid", "ask", "last", "mark")}
-        out[symbol]["multiplier"] = float(row["multiplier"])
+        out[symbol].update(multiplier=float(row["multiplier"]), tick_size=tick, lot_size=int(row["lot_size"]),
+                           price_band_pct=float(row["band_pct"]), tradable=bool(row["tradable"]),
+                           reference_price=int(row["ref_px_ticks"]) * tick, market_data_ns=int(row["md_ts_ns"]))
+    return out
+
+
+# the columns of a strategy's row that its summary shows, read at once
+_SUMMARY = ("state", "trip_cause", "deploy", "account", "kill", "signals", "orders", "open_orders", "fills",
+            "rejects", "realized", "unrealized", "fees")
+
+
+MOVES_SCANNED = 128  # how many of the latest applied commands `last_moves` looks through
+
+
+def last_moves(results, names=None):
+    """{strategy name: what last moved it}, from the latest MOVES_SCANNED applied commands (`Control.results`):
+    an operator's transition ({command, id, seq, from, to}) or the engine's own halt_all ({..., policy,
+    reason}, e.g. "OMS link lost"). A breaker's trip is not a command: its cause is the strategy's trip_cause."""
+    moves = {}
+    for result in itertools.islice(reversed(results.values()), MOVES_SCANNED):
+        command, detail = result.command, result.detail
+        if command == "transition":
+            moved = (detail["strategy"],)
+        elif command == "halt_all":
+            moved = detail["moved"]
+        else:
+            continue
+        for name in moved:
+            if name not in moves and (names is None or name in names):
+                moves[name] = {"command": result.command, "id": result.id, "seq": result.seq,
+                               **{k: v for k, v in detail.items() if k not in ("strategy", "moved")}}
+    return moves
+
+
+def strategy_summaries(state, results=None):
+    """A line per strategy name: state, trip cause, what last moved it (of `results`, the applied commands),
+    deploy, account, counts, P&L and the positions held. Built from one `tolist` of the table (a few
+    microseconds), not field by field."""
+    used = len(state.strategy_names)  # the table has rows to spare for strategies registered later
+    rows = state.strategies[:used][list(_SUMMARY)].tolist()
+    held = state.positions["qty"][:used].tolist()
+    moves = last_moves(results or {})
+    out = {}
+    for s, name in enumerate(state.strategy_names):
+        row = dict(zip(_SUMMARY, rows[s]))
+        realized, unrealized, fees = row.pop("realized"), row.pop("unrealized"), row.pop("fees")
+        cause = row.pop("trip_cause")
+        out[name] = {**row, "state": STATE_NAMES[row["state"]], "trip_cause": None if cause == NO_TRIP else
+                     TRIP_NAMES[cause], "moved_by": moves.get(name), "version": state.deploys[s][-1].version,
+                     "account": state.account_names[row["account"]], "kill": bool(row["kill"]),
+                     "pnl": {"realized": realized, "unrealized": unrealized, "fees": fees,
+                             "net": realized + unrealized - fees},
+                     "positions": {state.instrument_symbols[i]: q for i, q in enumerate(held[s]) if q}}
+    return out
+
+
+def strategy_detail(state, s, results=None):
+    """Everything about strategy s: its report (strategy_snapshot), why it is in its state (trip cause, breaker
+    counts, kill switches, the applied command of `results` that last moved it), the limits it runs with, its
+    deploy history and its shadow runs."""
+    out = state.strategy_snapshot(s)
+    out["moved_by"] = last_moves(results or {}, {state.strategy_names[s]}).get(state.strategy_names[s])
+    row = state.strategies[s]
+    spec = state.deploys[s][-1].spec
+    account_kill = int(state.accounts[row["account"]]["kill"])
+    out["breaker"].update(action=spec.breakers.action, tripped_at_ns=int(row["tripped_at_ns"]),
+                          window_orders=int(row["window_orders"]), window_rejects=int(row["window_rejects"]),
+                          window_start_ns=int(row["window_start_ns"]))
+    out["kill_switch"] = {"strategy": bool(row["kill"]), "account": bool(account_kill & KILL_ACCOUNT),
+                          "global": bool(account_kill & KILL_GLOBAL)}
+    out["order_type"], out["subscriptions"] = spec.order_type, list(spec.signals)
+    out["limits"] = {section: msgspec.to_builtins(getattr(spec, section)) for section in ("sizing", "limits",
+                                                                                            "breakers")}
+    out["deploys"] = [{"number": d.number, "version": d.version, "config_hash": d.config_hash, "source": d.source,
+                       "deployed_ns": d.deployed_ns, "actor": d.actor, "note": d.note} for d in state.deploys[s]]
+    shadows = [state.shadow_report(run) for run in state.shadows if run.live == s]
+    if shadows:
+        out["shadows"] = shadows
+    return out
+
+
+def accounts_report(state):
+    """Per account name: its limits as they run, its kill switches, exposure, P&L and strategies."""
+    out = {}
+    for a, name in enumerate(state.account_names):
+        row, spec = state.accounts[a], state.account_specs[a]
+        kill = int(row["kill"])
+        out[name] = {"id": a, "limits": {key: getattr(spec, key) for key in ACCOUNT_KEYS},
+                     "kill_switch": {"account": bool(kill & KILL_ACCOUNT), "global": bool(kill & KILL_GLOBAL)},
+                     "gross": float(row["gross"]), "net": float(row["net"]),
+                     "pnl": {"realized": float(row["realized"]), "unrealized": float(row["unrealized"]),
+                             "fees": float(row["fees"])},
+                     "strategies": [n for s, n in enumerate(state.strategy_names)
+                                    if state.strategies[s]["account"] == a]}
     return out
 
 

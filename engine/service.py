@@ -18,6 +18,7 @@ from adapters.base import TransportClosed
 from adapters.journal import segments
 from adapters.tcp import TcpClient, TcpServer
 from adapters.udp import UdpReceiver
+from engine.api import ApiServer
 from engine.driver import Engine, run_event, run_spin, warm_up
 from engine.journal import EngineJournal
 from engine.metrics import LatencyRecorder
@@ -25,10 +26,13 @@ from engine.mirror import MirrorFeed
 from engine.monitor import Monitor
 from engine.recovery import SNAPSHOTS, Recovered, recover
 from engine.order_ids import FILE_NAME as ORDER_IDS_FILE, OrderIds
+from engine.reload import Reloader, ReloadRefused
 from engine.snapshot import Snapshotter
 from engine.state import EngineState
 
 log = logging.getLogger("orchestrator.service")
+
+SIGHUP_ACTOR = "SIGHUP"  # who a reload by signal is journaled as
 
 
 @dataclass
@@ -40,7 +44,13 @@ class Service:
     started_ns: int = 0
     recovered: Recovered | None = None  # None: no journal (disabled), or started --fresh
     snapshots: Snapshotter | None = None
+    api: ApiServer | None = None  # the REST API ([api] enabled), served while the driver runs
+    reloader: Reloader | None = None  # config hot reload (SIGHUP, POST /reload); made with the service
     monitor: Monitor | None = None  # metrics, alerts, execution quality, P&L attribution, dashboard
+
+    def __post_init__(self):
+        if self.reloader is None:
+            self.reloader = Reloader(self)
 
     def close(self):
         """A clean stop: the monitoring's last publish and its threads stopped, a last snapshot (when nothing
@@ -59,13 +69,18 @@ class Service:
                 transport.close()
             if engine.mirror is not None:  # the Redis mirror's writer thread
                 engine.mirror.close()
+            if self.api is not None:
+                self.api.close()
 
     def addresses(self):
-        """Where signals arrive, as bound (a port 0 in the config is the OS's pick): {"udp": "host:port", ...}."""
+        """Where signals arrive, as bound (a port 0 in the config is the OS's pick): {"udp": "host:port", ...},
+        and the API's URL ("api")."""
         kinds = {UdpReceiver: "udp", TcpServer: "tcp"}
         found = {kinds[type(t)]: "%s:%d" % t.address[:2] for t in self.engine.inbound if type(t) in kinds}
         found.update(("aeron", " + ".join(map(str, t.config.streams))) for t in self.engine.inbound
                      if isinstance(t, AeronReceiver))
+        if self.api is not None:
+            found["api"] = self.api.url
         return found
 
     def monitoring_addresses(self):
@@ -137,22 +152,26 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     else:
         oms = TcpClient(oms_config.tcp)
     transports = inbound + ([] if oms is None else [oms])
+    api = None
     try:
+        if config.engine.api.enabled:
+            api = ApiServer(config.engine.api)  # ValueError: a token's environment variable is not set
         for transport in transports:
             transport.open()
-    except (OSError, TransportClosed):  # TransportClosed: no Aeron media driver
-        _close_all(transports, journal)
+    except (OSError, TransportClosed, ValueError):  # TransportClosed: no Aeron media driver
+        _close_all(transports, journal, api)
         raise
     latency = LatencyRecorder(state, clock)
     try:
         monitor = Monitor(state, config, latency=latency, journal=journal, clock=clock) if monitoring else None
     except ValueError:  # an alert rule over a series that is not exported
-        _close_all(transports, journal)
+        _close_all(transports, journal, api)
         raise
     engine = Engine(state, inbound, oms, on_disconnect=oms_config.on_disconnect, clock=clock,
                     listeners=[latency] + ([monitor] if monitor else []), journal=journal,
                     backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms),
-                    watch_ms=(oms_config.ack_timeout_ms, oms_config.max_unacked, oms_config.stall_ms))
+                    watch_ms=(oms_config.ack_timeout_ms, oms_config.max_unacked, oms_config.stall_ms),
+                    on_mismatch=oms_config.on_mismatch)
     engine.control.results = results
     engine.snapshots = snapshots
     engine.order_ids = order_ids
@@ -162,7 +181,7 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
         _connect(engine, oms, connect_timeout_s)
     warm_up(engine)
     _start_mirror(engine, config)
-    service = Service(engine, latency, transports, clock(), recovered, snapshots, monitor)
+    service = Service(engine, latency, transports, clock(), recovered, snapshots, api=api, monitor=monitor)
     if monitor is not None:
         try:
             monitor.open(service)  # binds /metrics and the dashboard: an address in use is an OSError
@@ -174,9 +193,11 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
     return service
 
 
-def _close_all(transports, journal):
+def _close_all(transports, journal, api=None):
     for transport in transports:
         transport.close()
+    if api is not None:
+        api.close()
     if journal is not None:
         journal.close()
 
@@ -216,6 +237,9 @@ def _connect(engine, oms, timeout_s):
     except TransportClosed as e:
         log.error("OMS unreachable at start: %s", e)
         engine.oms_down()
+        return
+    if engine.state.open_orders["live"].any():  # a recovered state: does the OMS see its orders so?
+        engine.reconcile(engine.clock())
 
 
 def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, cpu=None, on_ready=None):
@@ -237,9 +261,17 @@ def _drive(service, driver, duration_s, on_tick, tick_s, cpu, on_ready):
         if stop_async is not None:
             loop.call_soon_threadsafe(stop_async.set)
 
+    def reload_on_thread(*_):  # SIGHUP beside the spin driver: the reload waits for it on a thread of its own
+        threading.Thread(target=service.reloader.reload_blocking, args=(SIGHUP_ACTOR,), name="reload",
+                         daemon=True).start()
+
+    api = service.api
     if driver == "spin":
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload_on_thread)
         try:
+            if api is not None:
+                api.start_thread(service)  # its reads are served by the spin loop between steps
             if on_ready:
                 on_ready(service)
             timer = _ticker(service, stop_flag, duration_s, on_tick, tick_s)
@@ -249,6 +281,8 @@ def _drive(service, driver, duration_s, on_tick, tick_s, cpu, on_ready):
                 stop_flag.set()
                 timer.join()
         finally:
+            if api is not None:
+                api.stop_thread()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         service.engine.finish()
@@ -260,9 +294,19 @@ def _drive(service, driver, duration_s, on_tick, tick_s, cpu, on_ready):
     try:
         stop_async = asyncio.Event()
 
+        reloads = set()  # the running SIGHUP reloads (a task only weakly referenced by the loop could vanish)
+
+        def reload_on_loop():
+            task = loop.create_task(_reload_async(service))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
         async def main():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, request_stop)
+            loop.add_signal_handler(signal.SIGHUP, reload_on_loop)
+            if api is not None:
+                await api.start(service)  # on this loop: its handlers run between batches
             if on_ready:
                 on_ready(service)
             ticker = loop.create_task(_tick_async(service, stop_async, duration_s, on_tick, tick_s))
@@ -270,15 +314,28 @@ def _drive(service, driver, duration_s, on_tick, tick_s, cpu, on_ready):
                 await run_event(service.engine, stop_async)
             finally:
                 ticker.cancel()
-                await asyncio.gather(ticker, return_exceptions=True)
+                for task in reloads:
+                    task.cancel()
+                await asyncio.gather(ticker, *reloads, return_exceptions=True)
+                if api is not None:
+                    await api.stop()
 
         loop.run_until_complete(main())
         service.engine.finish()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         loop.close()
     _finish_mirror(service)
+
+
+async def _reload_async(service):
+    """SIGHUP on the event driver's loop: the reload's diff and commands run between batches; its outcome is
+    logged (engine/reload.py) and kept for GET /reload."""
+    try:
+        await service.reloader.reload(SIGHUP_ACTOR, on_engine_thread=True)
+    except ReloadRefused:
+        pass  # logged, and kept as the last reload
 
 
 async def _tick_async(service, stop, duration_s, on_tick, tick_s):

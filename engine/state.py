@@ -271,47 +271,51 @@ class EngineState:
     # ------------------------------------------------------------------------------------------- reports
     def snapshot(self) -> dict[str, dict]:
         """A plain-dict report per strategy name (JSON-ready: only str, int, float, bool, None, dict, list)."""
-        report = {}
-        for s, name in enumerate(self.strategy_names):
-            row = self.strategies[s]
-            deploy = self.deploys[s][-1]
-            positions = {}
-            for i, symbol in enumerate(self.instrument_symbols):
-                p = self.positions[s, i]
-                if not (p["allowed"] or p["qty"] or p["open_buy"] or p["open_sell"]):
-                    continue
-                positions[symbol] = {
-                    "qty": int(p["qty"]), "open_buy": int(p["open_buy"]), "open_sell": int(p["open_sell"]),
-                    "avg_price": float(p["avg_px_ticks"]) * float(self.instruments[i]["tick_size"]),
-                    "realized": float(p["realized"]), "unrealized": float(p["unrealized"]),
-                    "fees": float(p["fees"]), "allowed": bool(p["allowed"]),
-                }
-            cause = int(row["trip_cause"])
-            report[name] = {
-                "id": s,
-                "state": STATE_NAMES[row["state"]],
-                "version": deploy.version,
-                "deploy": int(row["deploy"]),
-                "config_hash": deploy.config_hash,
-                "account": self.account_names[row["account"]],
-                "positions": positions,
-                "pnl": {"realized": float(row["realized"]), "unrealized": float(row["unrealized"]),
-                        "fees": float(row["fees"])},
-                "signals": int(row["signals"]),
-                "orders": int(row["orders"]),
-                "open_orders": int(row["open_orders"]),
-                "fills": int(row["fills"]),
-                "filled_qty": int(row["filled_qty"]),
-                "rejects": {"total": int(row["rejects"]),
-                            "by_reason": _reasons(self.reason_counts[s]), "by_level": _levels(self.reason_counts[s])},
-                "breaker": {"trip_cause": None if cause == NO_TRIP else TRIP_NAMES[cause],
-                            "trips": {TRIP_NAMES[t]: int(c) for t, c in enumerate(self.trip_counts[s]) if c},
-                            "consecutive_rejects": int(row["consecutive_rejects"])},
-            }
-            if row["shadow_of"]:
-                report[name]["shadow_of"] = self.strategy_names[int(row["shadow_of"]) - 1]
+        report = {name: self.strategy_snapshot(s) for s, name in enumerate(self.strategy_names)}
         for run in self.shadows:
             report[self.strategy_names[run.live]].setdefault("shadows", []).append(self.shadow_report(run))
+        return report
+
+    def strategy_snapshot(self, s: int) -> dict:
+        """Strategy s's report: state, deploy, positions, P&L, orders, fills, rejects by reason, breaker (and the
+        live strategy a shadow runs beside)."""
+        row = self.strategies[s]
+        deploy = self.deploys[s][-1]
+        positions = {}
+        for i, symbol in enumerate(self.instrument_symbols):
+            p = self.positions[s, i]
+            if not (p["allowed"] or p["qty"] or p["open_buy"] or p["open_sell"]):
+                continue
+            positions[symbol] = {
+                "qty": int(p["qty"]), "open_buy": int(p["open_buy"]), "open_sell": int(p["open_sell"]),
+                "avg_price": float(p["avg_px_ticks"]) * float(self.instruments[i]["tick_size"]),
+                "realized": float(p["realized"]), "unrealized": float(p["unrealized"]),
+                "fees": float(p["fees"]), "allowed": bool(p["allowed"]),
+            }
+        cause = int(row["trip_cause"])
+        report = {
+            "id": s,
+            "state": STATE_NAMES[row["state"]],
+            "version": deploy.version,
+            "deploy": int(row["deploy"]),
+            "config_hash": deploy.config_hash,
+            "account": self.account_names[row["account"]],
+            "positions": positions,
+            "pnl": {"realized": float(row["realized"]), "unrealized": float(row["unrealized"]),
+                    "fees": float(row["fees"])},
+            "signals": int(row["signals"]),
+            "orders": int(row["orders"]),
+            "open_orders": int(row["open_orders"]),
+            "fills": int(row["fills"]),
+            "filled_qty": int(row["filled_qty"]),
+            "rejects": {"total": int(row["rejects"]),
+                        "by_reason": _reasons(self.reason_counts[s]), "by_level": _levels(self.reason_counts[s])},
+            "breaker": {"trip_cause": None if cause == NO_TRIP else TRIP_NAMES[cause],
+                        "trips": {TRIP_NAMES[t]: int(c) for t, c in enumerate(self.trip_counts[s]) if c},
+                        "consecutive_rejects": int(row["consecutive_rejects"])},
+        }
+        if row["shadow_of"]:
+            report["shadow_of"] = self.strategy_names[int(row["shadow_of"]) - 1]
         return report
 
     def order_counts(self, s: int) -> dict[str, int]:

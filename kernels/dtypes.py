@@ -23,8 +23,9 @@ MSG_MARKET_DATA = 2
 MSG_ORDER = 3
 MSG_EXECUTION_REPORT = 4
 MSG_CANCEL = 5  # engine -> OMS: cancel a working order (kill switch)
+MSG_STATUS_REQUEST = 6  # engine -> OMS: how do you see this order? (reconciliation; the answer is an EXEC_STATUS)
 MSG_NAMES = {MSG_SIGNAL: "signal", MSG_MARKET_DATA: "market_data", MSG_ORDER: "order",
-             MSG_EXECUTION_REPORT: "execution_report", MSG_CANCEL: "cancel"}
+             MSG_EXECUTION_REPORT: "execution_report", MSG_CANCEL: "cancel", MSG_STATUS_REQUEST: "status_request"}
 
 # ---------------------------------------------------------------------------------------------- enums
 SIDE_BUY = 1
@@ -44,12 +45,16 @@ EXEC_REJECT = 1
 EXEC_PARTIAL_FILL = 2
 EXEC_FILL = 3
 EXEC_CANCELED = 4
-EXEC_TYPE_NAMES = ("ack", "reject", "partial_fill", "fill", "canceled")
+EXEC_STATUS = 5  # the OMS's view of an order: qty = filled in all, price = their average, fee = their fees
+EXEC_TYPE_NAMES = ("ack", "reject", "partial_fill", "fill", "canceled", "status")
+# an EXEC_STATUS's reason: the OMS still works the order, works it no longer, never saw it
+STATUS_WORKING, STATUS_DONE, STATUS_UNKNOWN = 0, 1, 2
 
 SIDES_BUY, SIDES_SELL = 1, 2  # STRATEGY_T / ACCOUNT_T `sides` bits
 SIDES_BOTH = SIDES_BUY | SIDES_SELL
 SIDES_NAMES = {"both": SIDES_BOTH, "buy_only": SIDES_BUY, "sell_only": SIDES_SELL}
-FILL_OVERFILL, FILL_OFF_BAND = 1, 2  # FILL_T flags: a fill larger than the leaves (clamped), priced off the band
+# FILL_T flags: a fill larger than the leaves (clamped), priced off the band, missed and learnt from an EXEC_STATUS
+FILL_OVERFILL, FILL_OFF_BAND, FILL_RECONCILED = 1, 2, 4
 
 KILL_ACCOUNT = 1  # ACCOUNT_T.kill bits: the account's own switch ...
 KILL_GLOBAL = 2   # ... and the global one, set on every account (so either can be turned off alone)
@@ -163,6 +168,9 @@ COUNTERS = (
     ("C_FILL_OFF_BAND", "fills priced outside the instrument's band around its mark (applied, flagged)"),
     ("C_REPORT_INVALID", "execution reports with an unknown type or a NaN, infinite or negative value"),
     ("C_FILLS", "fills applied"),
+    ("C_RECONCILE_MISMATCH", "status answers that differ from the engine's books (fills missed, an order the OMS "
+                             "no longer works or never saw, other leaves)"),
+    ("C_RECONCILE_FILLS", "fills the engine missed, applied from a status answer (flagged reconciled)"),
     ("C_ORDERS_ACKED", "orders the OMS acknowledged"),
     ("C_ORDERS_REJECTED", "orders the OMS rejected"),
     ("C_ORDERS_CANCELED", "orders that ended canceled (by the OMS, or in the books when never sent)"),

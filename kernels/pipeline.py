@@ -21,11 +21,12 @@ from kernels.arena import (
 from kernels.breakers import check_fills, check_pnl, cool_down, record_outcome
 from kernels.dtypes import (
     C_FILLS, C_FILL_OFF_BAND, C_FILL_RING_FULL, C_ORDERS, C_ORDERS_ACKED, C_ORDERS_CANCELED, C_ORDERS_FILLED,
-    C_ORDERS_REJECTED, C_REJECTS, C_REJECT_RING_FULL, C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL,
-    C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID,
-    C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL,
-    EXEC_REJECT, FILL_OFF_BAND, FILL_OVERFILL, N_REASONS, ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_ACTIVE, R_NOT_FINITE,
-    R_OUT_OF_ORDER, R_QTY_LOT, R_SIGNAL_RANGE, R_STALE, SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET,
+    C_ORDERS_REJECTED, C_RECONCILE_FILLS, C_RECONCILE_MISMATCH, C_REJECTS, C_REJECT_RING_FULL, C_REPORT_INVALID,
+    C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS, C_SIGNAL_NO_CHANGE,
+    C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL,
+    EXEC_PARTIAL_FILL, EXEC_REJECT, EXEC_STATUS, FILL_OFF_BAND, FILL_OVERFILL, FILL_RECONCILED, N_REASONS,
+    ORDER_SLOT_BITS, R_DUPLICATE, R_NOT_ACTIVE, R_NOT_FINITE, R_OUT_OF_ORDER, R_QTY_LOT, R_SIGNAL_RANGE, R_STALE,
+    SIDE_BUY, SIGNAL_ORDER, SIGNAL_TARGET, STATUS_UNKNOWN, STATUS_WORKING,
 )
 from kernels.positions import apply_fill, finite_positive, link_order, refresh_exposure, release_order, remark, slot_of
 from kernels.rings import NO_ROOM, claim, head, publish, release, room, tail
@@ -327,17 +328,25 @@ def apply_report(state, rep, now):
         counters[C_ORDERS_REJECTED if kind == EXEC_REJECT else C_ORDERS_CANCELED] += 1
         release_order(state, slot)
         return 0
+    if kind == EXEC_STATUS:
+        return apply_status(state, slot, rep, now)
     if (kind != EXEC_FILL and kind != EXEC_PARTIAL_FILL) or rep["qty"] <= 0 \
             or not finite_positive(rep["price"]) or not math.isfinite(rep["fee"]):  # a negative fee is a rebate
         counters[C_REPORT_INVALID] += 1
         return 0
+    return apply_fill_of(state, slot, rep, rep["qty"], rep["fee"], 0, kind == EXEC_FILL, now)
+
+
+@inline
+def apply_fill_of(state, slot, rep, qty, fee, flags, final, now):
+    """A fill of `qty` (at the report's price, with `fee`) on the working order in `slot`, flagged as it is odd;
+    `final`: the OMS says the order is done. Return 1 when applied."""
+    o, counters = state.open_orders[slot], state.counters
     ins = state.instruments[o["instrument"]]
     px = float(rep["price"]) / float(ins["tick_size"])
     if px > MAX_PRICE_TICKS:  # a fat-fingered report must not turn P&L into inf, then NaN
         counters[C_REPORT_INVALID] += 1
         return 0
-    qty = rep["qty"]
-    flags = 0
     if qty > o["leaves"]:
         counters[C_REPORT_OVERFILL] += 1
         flags |= FILL_OVERFILL
@@ -347,14 +356,43 @@ def apply_report(state, rep, now):
         counters[C_FILL_OFF_BAND] += 1
         flags |= FILL_OFF_BAND
     s = o["strategy"]
-    realized = apply_fill_report(state, slot, qty, px, rep["fee"])
-    record_fill(state, o, rep, qty, realized, flags, now)
-    if o["leaves"] == 0 or kind == EXEC_FILL:
+    realized = apply_fill_report(state, slot, qty, px, fee)
+    record_fill(state, o, rep, qty, fee, realized, flags, now)
+    if o["leaves"] == 0 or final:
         counters[C_ORDERS_FILLED] += 1
         release_order(state, slot)
     check_fills(state, s, flags & FILL_OFF_BAND != 0, now)
     check_pnl(state, s, now)
     return 1
+
+
+@inline
+def apply_status(state, slot, rep, now):
+    """The OMS's view of a working order, its answer to a StatusRequest (reconciliation, docs/wire.md): qty
+    filled in all at an average price, fees in all, and whether it still works the order (reason). Fills the
+    engine missed are applied as one fill, flagged FILL_RECONCILED, with their share of the fees; an order the
+    OMS no longer works (done, or never seen) is released; every difference from the books is counted. Return 1
+    when it applied a fill."""
+    o, counters = state.open_orders[slot], state.counters
+    filled, code = rep["qty"], rep["reason"]
+    if filled < 0 or code > STATUS_UNKNOWN or rep["leaves"] < 0 or not math.isfinite(rep["fee"]) \
+            or (filled > 0 and not finite_positive(rep["price"])):
+        counters[C_REPORT_INVALID] += 1
+        return 0
+    missed = filled - (o["qty"] - o["leaves"])
+    if missed != 0 or code != STATUS_WORKING or rep["leaves"] != o["leaves"] - max(missed, 0):
+        counters[C_RECONCILE_MISMATCH] += 1
+    if code == STATUS_WORKING and not o["acked"]:
+        counters[C_ORDERS_ACKED] += 1
+        o["acked"] = 1
+    applied = 0
+    if missed > 0:
+        counters[C_RECONCILE_FILLS] += 1
+        applied = apply_fill_of(state, slot, rep, missed, rep["fee"] * missed / filled, FILL_RECONCILED, False, now)
+    if code != STATUS_WORKING and o["live"]:
+        counters[C_ORDERS_CANCELED] += 1  # the OMS holds it no more: what did not fill never will
+        release_order(state, slot)
+    return applied
 
 
 @inline
@@ -393,7 +431,7 @@ def apply_fill_report(state, slot, qty, px_ticks, fee):
 
 
 @inline
-def record_fill(state, o, rep, qty, realized, flags, now):
+def record_fill(state, o, rep, qty, fee, realized, flags, now):
     """The fill as a record of the fills ring (metrics, mirror); counted, not written, when the ring is full."""
     slot = claim(state.cursors, RING_FILLS, len(state.fills))
     if slot == NO_ROOM:
@@ -411,7 +449,7 @@ def record_fill(state, o, rep, qty, realized, flags, now):
     f["qty"] = qty
     f["leaves"] = o["leaves"]
     f["price"] = rep["price"]
-    f["fee"] = rep["fee"]
+    f["fee"] = fee
     f["realized"] = realized
     f["report_ts_ns"] = rep["ts_ns"]
     f["ts_ns"] = now

@@ -32,17 +32,18 @@ from kernels.arena import (
 )
 from kernels.dtypes import (
     ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_FILLS, C_FILL_OFF_BAND, C_FILL_RING_FULL, C_ORDERS,
-    C_ORDERS_ACKED, C_ORDERS_CANCELED, C_ORDERS_FILLED, C_ORDERS_REJECTED, C_REJECTS, C_REJECT_RING_FULL,
-    C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SHADOW_ORDERS, C_SHADOW_REJECTS,
-    C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_COOLDOWN,
-    EV_TRIP_HALT, EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, FILL_OFF_BAND,
-    FILL_OVERFILL, NO_PRICE, NO_TRIP, N_REASONS, ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE,
-    R_DUPLICATE_ORDER, R_GROSS_MAX, R_KILL_SWITCH, R_LOSS_ACCOUNT, R_LOSS_STRATEGY, R_MARK_STALE, R_NET_MAX,
-    R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_FINITE, R_NOT_TRADABLE, R_NO_REFERENCE, R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL,
-    R_OUT_OF_ORDER, R_POSITION_MAX, R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE,
-    R_RESTRICTED, R_SELF_MATCH, R_SIDE_BLOCKED, R_SIDE_BLOCKED_ACCOUNT, R_SIGNAL_RANGE, R_STALE, SIDES_BUY, SIDES_SELL,
-    SIDE_BUY, SIDE_SELL, SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_FILL_RATE,
-    TRIP_LOSS, TRIP_OFF_BAND_FILLS, TRIP_REJECT_RATIO,
+    C_ORDERS_ACKED, C_ORDERS_CANCELED, C_ORDERS_FILLED, C_ORDERS_REJECTED, C_RECONCILE_FILLS, C_RECONCILE_MISMATCH,
+    C_REJECTS, C_REJECT_RING_FULL, C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER,
+    C_SHADOW_ORDERS, C_SHADOW_REJECTS, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT,
+    C_SIGNAL_UNKNOWN_SOURCE, EV_COOLDOWN, EV_TRIP_HALT, EV_TRIP_REDUCE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL,
+    EXEC_PARTIAL_FILL, EXEC_REJECT, EXEC_STATUS, FILL_OFF_BAND, FILL_OVERFILL, FILL_RECONCILED, NO_PRICE, NO_TRIP,
+    N_REASONS, ORDER_MARKET, ORDER_SLOT_BITS, REDUCING, R_DUPLICATE, R_DUPLICATE_ORDER, R_GROSS_MAX, R_KILL_SWITCH,
+    R_LOSS_ACCOUNT, R_LOSS_STRATEGY, R_MARK_STALE, R_NET_MAX, R_NOTIONAL_MAX, R_NOT_ACTIVE, R_NOT_FINITE,
+    R_NOT_TRADABLE, R_NO_REFERENCE, R_OPEN_ORDERS_MAX, R_ORDER_TABLE_FULL, R_OUT_OF_ORDER, R_POSITION_MAX,
+    R_PRICE_COLLAR, R_PRICE_INVALID, R_QTY_INVALID, R_QTY_LOT, R_QTY_MAX, R_RATE, R_RESTRICTED, R_SELF_MATCH,
+    R_SIDE_BLOCKED, R_SIDE_BLOCKED_ACCOUNT, R_SIGNAL_RANGE, R_STALE, SIDES_BUY, SIDES_SELL, SIDE_BUY, SIDE_SELL,
+    SIGNAL_ORDER, SIGNAL_TARGET, STATUS_UNKNOWN, STATUS_WORKING, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN,
+    TRIP_FILL_RATE, TRIP_LOSS, TRIP_OFF_BAND_FILLS, TRIP_REJECT_RATIO,
 )
 from kernels.rings import HEAD, TAIL
 from reference.records import (
@@ -591,19 +592,47 @@ class Reference:
             self.counters[C_ORDERS_REJECTED if rep.exec_type == EXEC_REJECT else C_ORDERS_CANCELED] += 1
             self.release(slot)
             return 0
+        if rep.exec_type == EXEC_STATUS:
+            return self.apply_status(slot, o, rep, now_ns)
+        if (rep.exec_type not in (EXEC_FILL, EXEC_PARTIAL_FILL) or rep.qty <= 0
+                or not (math.isfinite(rep.price) and rep.price > 0) or not math.isfinite(rep.fee)):
+            self.counters[C_REPORT_INVALID] += 1
+            return 0
+        return self.apply_fill(slot, o, rep, rep.qty, rep.fee, 0, rep.exec_type == EXEC_FILL, now_ns)
+
+    def apply_status(self, slot, o, rep, now_ns):
+        """The OMS's view of the order (reconciliation): missed fills applied as one, flagged; an order the OMS
+        no longer works released; every difference counted."""
+        filled, code = rep.qty, rep.reason
+        if filled < 0 or code > STATUS_UNKNOWN or rep.leaves < 0 or not math.isfinite(rep.fee) \
+                or (filled > 0 and not (math.isfinite(rep.price) and rep.price > 0)):
+            self.counters[C_REPORT_INVALID] += 1
+            return 0
+        missed = filled - (o.qty - o.leaves)
+        if missed != 0 or code != STATUS_WORKING or rep.leaves != o.leaves - max(missed, 0):
+            self.counters[C_RECONCILE_MISMATCH] += 1
+        if code == STATUS_WORKING and not o.acked:
+            self.counters[C_ORDERS_ACKED] += 1
+            o.acked = 1
+        applied = 0
+        if missed > 0:
+            self.counters[C_RECONCILE_FILLS] += 1
+            applied = self.apply_fill(slot, o, rep, missed, rep.fee * missed / filled, FILL_RECONCILED, False, now_ns)
+        if code != STATUS_WORKING and self.working.get(slot) is o:
+            self.counters[C_ORDERS_CANCELED] += 1
+            self.release(slot)
+        return applied
+
+    def apply_fill(self, slot, o, rep, qty, fee, flags, final, now_ns):
+        """A fill of `qty` at the report's price with `fee`; `final`: the OMS says the order is done."""
         s, i, a = o.strategy, o.instrument, o.account
         ins, p, st, account = self.instruments[i], self.positions[s, i], self.strategies[s], self.accounts[a]
         px_ticks = rep.price / ins.tick_size
-        if (rep.exec_type not in (EXEC_FILL, EXEC_PARTIAL_FILL) or rep.qty <= 0
-                or not (math.isfinite(rep.price) and rep.price > 0)
-                # a fill price beyond QTY_CLAMP ticks (the bound of every order price) is malformed: booked, it
-                # would make the average price inf and P&L inf - inf = NaN, which no loss limit catches
-                or not px_ticks <= QTY_CLAMP
-                or not math.isfinite(rep.fee)):
+        # a fill price beyond QTY_CLAMP ticks (the bound of every order price) is malformed: booked, it would make
+        # the average price inf and P&L inf - inf = NaN, which no loss limit catches
+        if not px_ticks <= QTY_CLAMP:
             self.counters[C_REPORT_INVALID] += 1
             return 0
-        qty = rep.qty
-        flags = 0
         if qty > o.leaves:   # the contract clamps an overfill to the leaves, and flags it
             self.counters[C_REPORT_OVERFILL] += 1
             flags |= FILL_OVERFILL
@@ -613,23 +642,23 @@ class Reference:
             flags |= FILL_OFF_BAND
         realized = fill_position(p, o.side, qty, px_ticks) * ins.tick_size * ins.multiplier
         p.realized += realized
-        p.fees += rep.fee
+        p.fees += fee
         st.realized += realized
-        st.fees += rep.fee
+        st.fees += fee
         st.fills += 1
         st.filled_qty += qty
         account.realized += realized
-        account.fees += rep.fee
+        account.fees += fee
         self.exposures[a, i].qty += o.side * qty
         o.leaves -= qty
         self.add_open(s, a, i, o.side, -qty)
         self.remark(s, i)
         self.counters[C_FILLS] += 1
         if self.fills.put(FillRecord(o.order_id, s, o.deploy, a, i, o.side, rep.exec_type, flags, qty, o.leaves,
-                                         rep.price, rep.fee, realized, rep.ts_ns, now_ns, o.ts_ns, o.signal_ts_ns,
+                                         rep.price, fee, realized, rep.ts_ns, now_ns, o.ts_ns, o.signal_ts_ns,
                                          o.px_ticks, o.arrival_mark_ticks)) is False:
             self.counters[C_FILL_RING_FULL] += 1
-        if o.leaves == 0 or rep.exec_type == EXEC_FILL:
+        if o.leaves == 0 or final:
             self.counters[C_ORDERS_FILLED] += 1
             self.release(slot)
         self.check_fills(s, flags & FILL_OFF_BAND != 0, now_ns)

@@ -10,16 +10,28 @@ the same signals (seq, ids, values, prices) and the same market data, only stamp
 - market data: round robin over the instruments; each update moves that instrument's mid by a Gaussian
   log-return of `volatility_bps`, quotes bid and ask `spread_bps` apart rounded outward to the tick, and
   puts last at the bid or the ask;
-- a signal (kind TARGET, value uniform in [-1, 1]) picks a signal id and an instrument at random; its limit
+- a signal (kind TARGET) picks a signal id and an instrument at random, or with `routes` one of those
+  (signal id, instrument) pairs at random (`orchestrator feed --config` derives them from the strategies: each
+  signal id with the tradable instruments every strategy subscribed to it trades, so no signal is `restricted`
+  for a subscriber). Its value is uniform in [-1, 1]; or with `target_step` > 0 the sine of a random walk kept
+  per (signal id, instrument) that starts at 0 and moves each signal by a Gaussian step of `target_step`
+  radians plus that pair's drift (`target_drift` times a factor drawn once per pair, +-0.5..1.5): a target
+  that swings slowly between long and short, as a strategy's would, so most signals change no position and
+  the orders that follow are small steps one way, then the other (a first signal's target of 0 trades
+  nothing). Its limit
   price is the instrument's mid as of the signal's due time (the updates due up to it), moved by
   `aggression_bps` toward the side a strategy following it most likely trades: up if the value rose since
   the last signal of the same id and instrument (a buy crosses the ask), down if it fell; rounded to the tick.
   ts_ns is the wall clock when its batch is sent; ttl_ns is `ttl_ms`;
-- with `bad_ratio`, that share of signals is replaced by one of `bad_kinds` (drawn evenly):
+- with `bad_ratio`, that share of signals is replaced by one of `bad_kinds` (drawn evenly); with `bad_every`
+  N, every N-th signal too, taking `bad_kinds` in turn (a few of each, however short the run):
   nan (NaN value), price_band (10 x mid), duplicate (repeats the previous seq), stale (ts_ns 1 s old with a
   1 ms ttl), unknown_signal / unknown_instrument (id UNKNOWN_ID), garbage (UDP: a datagram of random bytes
   whose header can never be valid; TCP: a frame whose header is valid and whose body is not msgpack, since
-  random bytes would leave the stream with no frame boundary). Only garbage sends no Signal, and only
+  random bytes would leave the stream with no frame boundary); oversize (not in the default kinds; UDP and
+  Aeron only, since a stream cannot be framed past one) a message of its own holding one frame whose body is
+  OVERSIZE_BODY bytes, longer than MAX_FRAME_BODY (the engine counts frame_oversize). Only garbage and oversize
+  send no Signal, and only
   duplicate reuses a seq: seq counts the other signals from seq_base + 1 (an engine that recovered its
   journal remembers the last seq of the source: a new run of the feed starts above it).
 
@@ -31,6 +43,8 @@ Aeron packs as many frames to a message, market data on its own stream (which th
 as well), through a media driver already running in `aeron_directory` (the engine's). The feed waits up to 5 s
 for the engine to subscribe; a publication that is back-pressured is retried until it takes the message (the
 wait shows as lag and is counted in `backpressure`); an engine that goes away stops the feed, as over TCP.
+Over UDP a datagram to a port nobody listens on is refused (the next send reports it): with `max_send_errors`
+the feed gives up after that many refusals (`gave_up`); a full socket buffer is not a refusal.
 """
 import math
 import select
@@ -45,12 +59,14 @@ from adapters.aeron import AeronDriverConfig, AeronNode, AeronSender, AeronSende
 from adapters.base import Host, Port, TransportClosed, parse_address
 from adapters.tcp import TcpClient, TcpClientConfig
 from adapters.udp import UdpSender, UdpSenderConfig
-from kernels.dtypes import MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_TARGET, WIRE_VERSION
+from kernels.dtypes import MAX_FRAME_BODY, MSG_MARKET_DATA, MSG_SIGNAL, SIGNAL_TARGET, WIRE_VERSION
 from wire.frames import HEADER
 from wire.records import MARKET_DATA_FRAME_SIZE, SIGNAL_FRAME_SIZE, records
 
-BAD_KINDS = ("nan", "price_band", "duplicate", "stale", "unknown_signal", "unknown_instrument", "garbage")
-_NAN, _PRICE_BAND, _DUPLICATE, _STALE, _UNKNOWN_SIGNAL, _UNKNOWN_INSTRUMENT, _GARBAGE = range(len(BAD_KINDS))
+BAD_KINDS = ("nan", "price_band", "duplicate", "stale", "unknown_signal", "unknown_instrument", "garbage")  # default
+ALL_BAD_KINDS = (*BAD_KINDS, "oversize")
+_NAN, _PRICE_BAND, _DUPLICATE, _STALE, _UNKNOWN_SIGNAL, _UNKNOWN_INSTRUMENT, _GARBAGE, _OVERSIZE = range(
+    len(ALL_BAD_KINDS))
 _GOOD = -1
 UNKNOWN_ID = 0x7FFF_FFFF  # a signal id and an instrument id no config uses (config ids are far smaller)
 STALE_AGE_NS = 1_000_000_000
@@ -58,12 +74,16 @@ STALE_TTL_NS = 1_000_000
 PRICE_BAND_FACTOR = 10.0
 UDP_MAX_PAYLOAD = 65_507
 LOG_STEP = 1e-12  # resolution of the random walk in log price
+PHASE_STEP = 1e-12  # resolution of the targets' random walk, in radians
+OVERSIZE_BODY = MAX_FRAME_BODY + 64
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1e8)]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 Price = Annotated[float, msgspec.Meta(gt=0.0, le=1e12)]
-BadKind = Literal["nan", "price_band", "duplicate", "stale", "unknown_signal", "unknown_instrument", "garbage"]
+BadKind = Literal["nan", "price_band", "duplicate", "stale", "unknown_signal", "unknown_instrument", "garbage",
+                  "oversize"]
+Route = tuple[U32, U32]  # (signal id, instrument id)
 
 
 class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -79,18 +99,23 @@ class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     source: U32 = 0
     signal_ids: Annotated[tuple[U32, ...], msgspec.Meta(min_length=1)] = (1,)
     instruments: Annotated[tuple[U32, ...], msgspec.Meta(min_length=1)] = (0,)
+    routes: tuple[Route, ...] = ()  # (signal id, instrument id) pairs to draw from; (): any id with any instrument
     start_prices: Annotated[tuple[Price, ...], msgspec.Meta(min_length=1)] = (100.0,)  # one, or one per instrument
     tick_sizes: Annotated[tuple[Price, ...], msgspec.Meta(min_length=1)] = (0.01,)    # one, or one per instrument
     ttl_ms: NonNegative = 1000.0    # 0: signals never expire
+    target_step: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = 0.0  # 0: values uniform; else the walk's step
+    target_drift: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = 0.0  # with target_step: the walks' mean step
     md_rate: Rate = 1000.0          # market data updates per second, over all instruments
     volatility_bps: NonNegative = 1.0  # standard deviation of one update's log-return
     spread_bps: NonNegative = 2.0
     aggression_bps: NonNegative = 5.0
     bad_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
     bad_kinds: Annotated[tuple[BadKind, ...], msgspec.Meta(min_length=1)] = BAD_KINDS
+    bad_every: Annotated[int, msgspec.Meta(ge=0)] = 0  # every N-th signal bad, bad_kinds in turn (0: none)
     frames_per_datagram: Annotated[int, msgspec.Meta(ge=1, le=UDP_MAX_PAYLOAD // 70)] = 16
     to_sim_oms: str | None = None   # "host:port": market data also goes there over UDP
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 4096  # signals per pass
+    max_send_errors: Annotated[int, msgspec.Meta(ge=0)] = 0  # UDP: stop after this many refused (0: never)
     aeron_directory: str = ""       # the running media driver's directory ("": Aeron's default)
     aeron_channel: Channel = "aeron:ipc"  # signals
     aeron_stream: StreamId = 1001
@@ -103,6 +128,13 @@ class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             if len(getattr(self, key)) not in (1, n):
                 raise ValueError(f"`{key}`: Expected 1 value or one per instrument ({n}), "
                                  f"got {len(getattr(self, key))}")
+        known = set(self.instruments)
+        for index, (_, instrument) in enumerate(self.routes):
+            if instrument not in known:
+                raise ValueError(f"`routes[{index}]`: Expected an instrument of `instruments`, got {instrument}")
+        if self.transport == "tcp" and "oversize" in self.bad_kinds:
+            raise ValueError("`bad_kinds`: oversize is for UDP and Aeron only: a TCP stream cannot be framed past "
+                             "an oversize frame, so nothing after it would arrive")
         if self.duration_s == 0 and self.count == 0:
             raise ValueError("`duration_s`: Expected a duration, a count, or both; got neither")
         if self.rate == 0 and self.duration_s == 0:
@@ -119,14 +151,16 @@ class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 class FeedSummary:
     signals: int = 0                # good signals sent
     market_data: int = 0
-    bad: dict = field(default_factory=lambda: dict.fromkeys(BAD_KINDS, 0))
-    frames: int = 0                 # every frame sent (garbage datagrams count one each)
+    bad: dict = field(default_factory=lambda: dict.fromkeys(ALL_BAD_KINDS, 0))
+    frames: int = 0                 # every frame sent (garbage and oversize messages count one each)
     sends: int = 0                  # datagrams or TCP writes
     bytes: int = 0
     sim_oms_datagrams: int = 0
     send_errors: int = 0            # UDP sends refused (no listener, buffer full): those frames are lost
+    refused: int = 0                # of those, refused because nothing listens there (ICMP port unreachable)
     backpressure: int = 0           # Aeron offers refused (publication window full), retried until taken
     closed: bool = False            # TCP peer went away: the feed stopped early
+    gave_up: bool = False           # max_send_errors refusals reached (nothing listening): the feed stopped early
     elapsed_s: float = 0.0
     signal_rate: float = 0.0        # signal frames (good and bad) per second, achieved
     max_lag_ms: float = 0.0         # the latest an item went out after its due time
@@ -140,7 +174,8 @@ class FeedSummary:
                 f"{' (' + bad + ')' if bad else ''} sends={self.sends} bytes={self.bytes} "
                 f"elapsed={self.elapsed_s:.3f}s rate={self.signal_rate:,.0f}/s max_lag={self.max_lag_ms:.3f}ms"
                 f"{f' send_errors={self.send_errors}' if self.send_errors else ''}"
-                f"{' CLOSED by peer' if self.closed else ''}")
+                f"{' CLOSED by peer' if self.closed else ''}"
+                f"{' GAVE UP: too many send errors' if self.gave_up else ''}")
 
 
 # ---------------------------------------------------------------------------------------------- the feed
@@ -156,7 +191,14 @@ class Feed:
         n = len(c.instruments)
         self._n = n
         self._ids = np.asarray(c.instruments, np.uint32)
-        self._signal_ids = np.asarray(c.signal_ids, np.uint32)
+        if c.routes:  # signal ids by index of their first route; each route's (signal id index, instrument slot)
+            ids = list(dict.fromkeys(sid for sid, _ in c.routes))
+            self._signal_ids = np.asarray(ids, np.uint32)
+            slots = {instrument: slot for slot, instrument in reversed(list(enumerate(c.instruments)))}
+            self._route_sid = np.asarray([ids.index(sid) for sid, _ in c.routes], np.int64)
+            self._route_slot = np.asarray([slots[instrument] for _, instrument in c.routes], np.int64)
+        else:
+            self._signal_ids = np.asarray(c.signal_ids, np.uint32)
         self._start_mid = np.broadcast_to(np.asarray(c.start_prices, np.float64), n).copy()
         self._tick = np.broadcast_to(np.asarray(c.tick_sizes, np.float64), n).copy()
         # The walk is kept in whole units of LOG_STEP of log price: integer sums do not depend on how the updates
@@ -170,11 +212,15 @@ class Feed:
         self._tick_div = np.where(exact, np.round(inverse), 1.0)
         self._hist = np.empty(0)  # mids after market data updates [_hist_end - len(_hist), _hist_end)
         self._hist_end = 0
-        self._bad_kinds = np.array([BAD_KINDS.index(k) for k in c.bad_kinds])
+        self._bad_kinds = np.array([ALL_BAD_KINDS.index(k) for k in c.bad_kinds])
         self._last_seq = c.seq_base
-        self._last_value = np.zeros(len(c.signal_ids) * n)  # per (signal id, instrument): the last target sent
+        self._last_value = np.zeros(len(self._signal_ids) * n)  # per (signal id, instrument): the last target sent
+        self._phase = np.zeros(len(self._signal_ids) * n, np.int64)  # per (signal id, instrument): the target walk
         # separate streams, each drawn only by fixed-size rows of doubles, so content never depends on batching
-        signal_seq, md_seq, garbage_seq = np.random.SeedSequence(c.seed).spawn(3)
+        signal_seq, md_seq, garbage_seq, drift_seq = np.random.SeedSequence(c.seed).spawn(4)
+        drift_rng = np.random.Generator(np.random.PCG64(drift_seq))
+        factor = drift_rng.uniform(0.5, 1.5, len(self._phase)) * drift_rng.choice((-1.0, 1.0), len(self._phase))
+        self._drift = np.round(factor * (c.target_drift / PHASE_STEP)).astype(np.int64)  # per pair, PHASE_STEPs
         self._signal_rng = np.random.Generator(np.random.PCG64(signal_seq))
         self._md_rng = np.random.Generator(np.random.PCG64(md_seq))
         self._garbage_rng = np.random.Generator(np.random.PCG64(garbage_seq))
@@ -313,15 +359,27 @@ class Feed:
         if k <= 0:
             return memoryview(b""), []
         c, s = self.config, self.summary
-        u = self._signal_rng.random((k, 5))
-        sid_index = (u[:, 0] * len(self._signal_ids)).astype(np.int64)
-        slot = (u[:, 1] * self._n).astype(np.int64)
-        value = 2.0 * u[:, 2] - 1.0
+        u = self._signal_rng.random((k, 6))
+        if c.routes:
+            route = (u[:, 0] * len(c.routes)).astype(np.int64)
+            sid_index, slot = self._route_sid[route], self._route_slot[route]
+        else:
+            sid_index = (u[:, 0] * len(self._signal_ids)).astype(np.int64)
+            slot = (u[:, 1] * self._n).astype(np.int64)
+        if c.target_step or c.target_drift:
+            value = self._walk(sid_index * self._n + slot, u[:, 2], u[:, 5])
+        else:
+            value = 2.0 * u[:, 2] - 1.0
         bad = u[:, 3] < c.bad_ratio
         kind = np.where(bad, self._bad_kinds[(u[:, 4] * len(self._bad_kinds)).astype(np.int64)], _GOOD)
+        if c.bad_every:
+            turn, phase = np.divmod(np.arange(lo + 1, hi + 1), c.bad_every)
+            every = phase == 0
+            kind[every] = self._bad_kinds[(turn[every] - 1) % len(self._bad_kinds)]
+            bad |= every
         if lo == 0 and kind[0] == _DUPLICATE:  # nothing to repeat yet: the first signal goes out good
             kind[0], bad[0] = _GOOD, False
-        garbage = kind == _GARBAGE
+        garbage = (kind == _GARBAGE) | (kind == _OVERSIZE)
         duplicate = kind == _DUPLICATE
         fresh = ~(garbage | duplicate)
         seq = self._last_seq + np.cumsum(fresh)
@@ -349,10 +407,32 @@ class Feed:
         rec["ttl_ns"] = np.where(stale, STALE_TTL_NS, ttl)
         n_bad = int(bad.sum())
         if n_bad:
-            for index, count in enumerate(np.bincount(kind[bad], minlength=len(BAD_KINDS)).tolist()):
-                s.bad[BAD_KINDS[index]] += count
+            for index, count in enumerate(np.bincount(kind[bad], minlength=len(ALL_BAD_KINDS)).tolist()):
+                s.bad[ALL_BAD_KINDS[index]] += count
         s.signals += k - n_bad
-        return memoryview(rec.view(np.uint8)), [self._garbage() for _ in range(int(garbage.sum()))]
+        return memoryview(rec.view(np.uint8)), [self._garbage() if kind[i] == _GARBAGE else _oversize()
+                                                for i in np.flatnonzero(garbage)]
+
+    def _walk(self, pair, u0, u1):
+        """The targets' walk: each signal's (pair's) phase moved by its drift and a Gaussian step (Box-Muller),
+        summed in whole PHASE_STEPs per pair in signal order (integers: no dependence on batching); its sine."""
+        normal = np.sqrt(-2.0 * np.log1p(-u0)) * np.cos(2.0 * np.pi * u1)
+        steps = np.round(normal * (self.config.target_step / PHASE_STEP)).astype(np.int64)
+        order = np.argsort(pair, kind="stable")
+        pairs = pair[order]
+        sorted_steps = steps[order] + self._drift[pairs]
+        new_group = np.empty(len(pairs), bool)
+        new_group[0] = True
+        np.not_equal(pairs[1:], pairs[:-1], out=new_group[1:])
+        total = np.cumsum(sorted_steps)
+        starts = np.flatnonzero(new_group)
+        before = (total[starts] - sorted_steps[starts])[np.cumsum(new_group) - 1]  # the sum before each group
+        phase = total - before + self._phase[pairs]
+        group_end = np.append(new_group[1:], True)
+        self._phase[pairs[group_end]] = phase[group_end]
+        value = np.empty(len(pairs))
+        value[order] = np.sin(phase * PHASE_STEP)
+        return value
 
     def _direction(self, pair, value):
         """+1, -1 or 0: how each value moved from the previous one of its (signal id, instrument) pair, the
@@ -473,6 +553,9 @@ class Feed:
         while not sender.send(part):
             if isinstance(sender, UdpSender):
                 s.send_errors += 1
+                s.refused = sender.stats.send_errors  # refused, not merely a full buffer (back-pressure)
+                if self.config.max_send_errors and s.refused >= self.config.max_send_errors:
+                    s.gave_up = self._stop = True
                 return
             if isinstance(sender, AeronSender):
                 s.backpressure += 1
@@ -501,6 +584,11 @@ def _wait_writable(client, timeout_s=0.05):
 
 def _cut(data, step):
     return (data[pos:pos + step] for pos in range(0, len(data), step))
+
+
+def _oversize():
+    """A frame whose header is valid and whose body is longer than the engine takes (MAX_FRAME_BODY)."""
+    return _garbage_header(OVERSIZE_BODY) + bytes(OVERSIZE_BODY)
 
 
 def _garbage_header(body_length):

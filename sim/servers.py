@@ -3,7 +3,9 @@
 TCP: the engine's OMS client connects and writes Order frames (the 8-byte header carries each body's length,
 so the stream is frames back to back); the reports go back on the same connection. Each connection gets its
 own SimulatedOms (seeded from the config, so a connection's reports depend only on what it sent and on the
-market), and all of them share one MarketState.
+market), and all of them share one MarketState and one table of the orders taken. When a connection ends, its
+working orders are done as they stand (cancel on disconnect) and their unsent reports are dropped; a
+StatusRequest on a later connection gets each order's EXEC_STATUS from that table (reconciliation).
 UDP (optional, `--market-data-port`): MarketData frames, several to a datagram if you like; they update the
 shared market and fill resting orders on every connection. Frames of other types are counted and ignored.
 
@@ -41,8 +43,8 @@ from sim.venue import MarketState, SimOmsConfig, SimulatedOms
 from wire.frames import FrameError, append_frame, iter_frames
 
 # the counts of each connection's SimulatedOms that the server's totals add up
-_CORE_COUNTS = ("orders", "acks", "rejects", "partial_fills", "fills", "canceled", "malformed", "bad_type",
-                "bad_header")
+_CORE_COUNTS = ("orders", "acks", "rejects", "partial_fills", "fills", "canceled", "status_replies", "malformed",
+                "bad_type", "bad_header")
 
 class SimOmsServer:
     """The asyncio side: a TCP server for orders and an optional UDP endpoint for market data."""
@@ -53,6 +55,7 @@ class SimOmsServer:
         self.drop_after, self.stall_ms, self.stall_after = drop_after, stall_ms, stall_after
         self.clock = clock
         self.market = MarketState()
+        self.orders = {}  # every order taken, over all connections: what a StatusRequest is answered from
         self.connections = set()
         # server-side counts; totals() adds the order-side counts of the connections' simulators
         self.counts = dict(connections=0, disconnects=0, dropped=0, stalls=0, reports=0, market_data=0,
@@ -119,7 +122,7 @@ class SimOmsServer:
 class _OrderConnection(asyncio.Protocol):
     def __init__(self, server):
         self.server = server
-        self.oms = SimulatedOms(server.config, server.market)
+        self.oms = SimulatedOms(server.config, server.market, server.orders)
         self.transport = None
         self.buffer = bytearray()
         self.encoder = msgspec.msgpack.Encoder()
@@ -137,6 +140,7 @@ class _OrderConnection(asyncio.Protocol):
             self._stall()
 
     def connection_lost(self, exc):
+        self.oms.abandon()  # cancel on disconnect: the orders of a session end with it
         self.server.connections.discard(self)
         self.add_counts(self.server._gone)
         self.server.counts["disconnects"] += 1

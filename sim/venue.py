@@ -44,14 +44,15 @@ from typing import Annotated
 import msgspec
 
 from kernels.dtypes import (
-    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, FRAME_HEADER_SIZE, MSG_CANCEL, MSG_MARKET_DATA,
-    MSG_ORDER, NO_SLOT, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, SIDE_BUY, VENUE_REJECT_DUPLICATE, VENUE_REJECT_NAMES,
-    VENUE_REJECT_NO_MARKET, VENUE_REJECT_PRICE, VENUE_REJECT_QTY, VENUE_REJECT_RANDOM,
+    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, EXEC_STATUS, FRAME_HEADER_SIZE, MSG_CANCEL,
+    MSG_MARKET_DATA, MSG_ORDER, MSG_STATUS_REQUEST, NO_SLOT, ORDER_IOC, ORDER_LIMIT, ORDER_MARKET, SIDE_BUY,
+    STATUS_DONE, STATUS_UNKNOWN, STATUS_WORKING, VENUE_REJECT_DUPLICATE, VENUE_REJECT_NAMES, VENUE_REJECT_NO_MARKET,
+    VENUE_REJECT_PRICE, VENUE_REJECT_QTY, VENUE_REJECT_RANDOM,
 )
 from kernels import venue as venue_kernels
 from kernels.venue import splitmix64
 from wire.frames import FRAME_OK, FRAME_TRUNCATED, FrameError, next_frame, read_header
-from wire.schema import Cancel, ExecutionReport, MarketData, Order
+from wire.schema import Cancel, ExecutionReport, MarketData, Order, StatusRequest
 
 Micros = Annotated[int, msgspec.Meta(ge=0, le=60_000_000)]
 Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -115,6 +116,7 @@ REJECT_DUPLICATE, REJECT_NO_MARKET, REJECT_NAMES = VENUE_REJECT_DUPLICATE, VENUE
 _ORDER_DECODER = msgspec.msgpack.Decoder(Order)
 _MARKET_DATA_DECODER = msgspec.msgpack.Decoder(MarketData)
 _CANCEL_DECODER = msgspec.msgpack.Decoder(Cancel)
+_STATUS_DECODER = msgspec.msgpack.Decoder(StatusRequest)
 
 
 @dataclass(slots=True)
@@ -125,6 +127,7 @@ class SimOmsStats:
     partial_fills: int = 0
     fills: int = 0
     canceled: int = 0
+    status_replies: int = 0       # answers to StatusRequest (reconciliation)
     filled_qty: int = 0
     fees: float = 0.0
     market_data: int = 0          # market data applied
@@ -161,6 +164,22 @@ class MarketState:
         return px if px > 0.0 else q[2]
 
 
+class OrderStatus:
+    """What the venue has told about one order so far (the reports it sent): the answer to a StatusRequest."""
+    __slots__ = ("order", "filled", "notional", "fees", "done")
+
+    def __init__(self, order, done=False):
+        self.order, self.filled, self.notional, self.fees, self.done = order, 0, 0.0, 0.0, done
+
+    def report(self, now_ns):
+        """The EXEC_STATUS report of the order as it stands."""
+        o = self.order
+        avg = self.notional / self.filled if self.filled else 0.0
+        return ExecutionReport(o.order_id, o.strategy, o.deploy, EXEC_STATUS, self.filled, avg,
+                               0 if self.done else o.qty - self.filled, self.fees, now_ns,
+                               STATUS_DONE if self.done else STATUS_WORKING)
+
+
 class _Resting:
     """A limit order on the simulated book, waiting for market data to cross it."""
     __slots__ = ("order", "ack_due", "live")
@@ -172,9 +191,12 @@ class _Resting:
 class SimulatedOms:
     """Orders in, reports out, against a MarketState. Not thread-safe. Time is whatever `now_ns` says."""
 
-    def __init__(self, config=SimOmsConfig(), market=None):
+    def __init__(self, config=SimOmsConfig(), market=None, orders=None):
         self.config = config
         self.market = MarketState() if market is None else market
+        # order id -> OrderStatus, of every order taken: shared by the simulators of one server, so an order
+        # outlives the connection that sent it and a status request on the next connection finds it
+        self.orders = {} if orders is None else orders
         self.stats = SimOmsStats()
         self._rng = Draws(config.seed)
         self._ack_ns = config.ack_latency_us * 1000
@@ -200,7 +222,10 @@ class SimulatedOms:
             price = order.price if math.isfinite(order.price) else 0.0
             self._push(ack_due, EXEC_REJECT, order, 0, price, 0, 0.0, reason)
             st.rejects += 1
+            if reason != REJECT_DUPLICATE:  # a duplicate must not hide the order it repeats
+                self.orders[order.order_id] = OrderStatus(order, done=True)
             return
+        self.orders[order.order_id] = OrderStatus(order)
         self._working.add(order.order_id)
         self._push(ack_due, EXEC_ACK, order, 0, order.price, order.qty, 0.0, 0)
         st.acks += 1
@@ -269,6 +294,31 @@ class SimulatedOms:
                     return True
         return False
 
+    def status(self, request, now_ns):
+        """A StatusRequest arrived at now_ns: the order's EXEC_STATUS report is due at once, after what is already
+        due, and says what those reports said (it is made when it is sent)."""
+        self._seq += 1
+        heapq.heappush(self._due, (now_ns, self._seq, request))
+        self.stats.status_replies += 1
+
+    def _status_report(self, request, now_ns):
+        known = self.orders.get(request.order_id)
+        if known is None:  # never taken here: the engine's order never arrived
+            return ExecutionReport(request.order_id, request.strategy, request.deploy, EXEC_STATUS, 0, 0.0, 0, 0.0,
+                                   now_ns, STATUS_UNKNOWN)
+        return known.report(now_ns)
+
+    def abandon(self):
+        """The connection that sent this simulator's orders is gone: cancel on disconnect. Every order still
+        working is done as it stands (the reports not yet sent are never sent); the book forgets it."""
+        for order_id in self._working:
+            known = self.orders.get(order_id)
+            if known is not None:
+                known.done = True
+        self._working.clear()
+        self._book.clear()
+        self._due.clear()
+
     def on_frames(self, buf, now_ns, max_orders=-1):
         """Take the whole Order, Cancel and MarketData frames at the start of buf (bytes, bytearray, memoryview or a
         uint8 array); return the bytes consumed (a partial frame at the end is left). With max_orders >= 0,
@@ -309,6 +359,13 @@ class SimulatedOms:
                         self.stats.malformed += 1
                     else:
                         self.cancel(request.order_id, now_ns)
+                elif msg_type == MSG_STATUS_REQUEST:
+                    try:
+                        request = _STATUS_DECODER.decode(view[pos + FRAME_HEADER_SIZE:frame_end])
+                    except msgspec.DecodeError:
+                        self.stats.malformed += 1
+                    else:
+                        self.status(request, now_ns)
                 else:
                     self.stats.bad_type += 1
                 pos = frame_end
@@ -342,10 +399,21 @@ class SimulatedOms:
                         del self._book[item.order.instrument]
                     working.discard(item.order.order_id)
                     self.stats.canceled += 1
+                    self.orders[item.order.order_id].done = True
                     out.append(_report(item.order, EXEC_CANCELED, 0, item.order.price, 0, 0.0, due_ns, 0))
                 continue
-            if item.exec_type == EXEC_FILL or item.exec_type == EXEC_CANCELED:  # a REJECT was never working
+            if type(item) is StatusRequest:
+                out.append(self._status_report(item, due_ns))
+                continue
+            kind = item.exec_type
+            if kind == EXEC_FILL or kind == EXEC_CANCELED:  # a REJECT was never working
                 working.discard(item.order_id)
+            if kind == EXEC_FILL or kind == EXEC_PARTIAL_FILL or kind == EXEC_CANCELED:
+                known = self.orders[item.order_id]  # sent now: what a status request answers from here on
+                known.filled += item.qty
+                known.notional += item.qty * item.price
+                known.fees += item.fee
+                known.done = kind != EXEC_PARTIAL_FILL
             out.append(item)
         return out
 

@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from kernels.dtypes import MSG_CANCEL, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL
+from kernels.dtypes import MSG_CANCEL, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL, MSG_STATUS_REQUEST
 
 U8 = Annotated[int, msgspec.Meta(ge=0, le=2**8 - 1)]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
@@ -69,13 +69,13 @@ class ExecutionReport(_Message):
     order_id: U64
     strategy: U32
     deploy: U32    # the order's, echoed
-    exec_type: U8  # EXEC_ACK, EXEC_REJECT, EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_CANCELED
-    qty: I64       # this fill's units; 0 for non-fills
-    price: float   # this fill's price, currency
+    exec_type: U8  # EXEC_ACK, EXEC_REJECT, EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_CANCELED, EXEC_STATUS
+    qty: I64       # this fill's units; 0 for non-fills (EXEC_STATUS: the units filled in all)
+    price: float   # this fill's price, currency (EXEC_STATUS: the average price of all the fills)
     leaves: I64
-    fee: float     # this fill's fee, currency
+    fee: float     # this fill's fee, currency (EXEC_STATUS: the fees of all the fills)
     ts_ns: I64
-    reason: U32    # the OMS's reject code; 0 otherwise
+    reason: U32    # the OMS's reject code; 0 otherwise (EXEC_STATUS: STATUS_WORKING, STATUS_DONE, STATUS_UNKNOWN)
 
 
 class Cancel(_Message):
@@ -88,5 +88,15 @@ class Cancel(_Message):
     ts_ns: I64
 
 
+class StatusRequest(_Message):
+    """Engine -> OMS: how do you see this order? (reconciliation, after a reconnect or a restart). The OMS answers
+    with one ExecutionReport of exec_type EXEC_STATUS for the order, as it knows it now."""
+    msg_type: ClassVar[int] = MSG_STATUS_REQUEST
+    order_id: U64
+    strategy: U32
+    deploy: U32
+    ts_ns: I64
+
+
 MESSAGE_TYPES = {MSG_SIGNAL: Signal, MSG_MARKET_DATA: MarketData, MSG_ORDER: Order,
-                 MSG_EXECUTION_REPORT: ExecutionReport, MSG_CANCEL: Cancel}
+                 MSG_EXECUTION_REPORT: ExecutionReport, MSG_CANCEL: Cancel, MSG_STATUS_REQUEST: StatusRequest}

@@ -1,4 +1,5 @@
-"""`orchestrator`: run an engine, check a config, replay a journal, and the demo's feed and simulated OMS."""
+"""`orchestrator`: run an engine, operate a running one (ctl), check a config, replay a journal, and the demo's
+feed and simulated OMS."""
 import argparse
 import json
 import logging
@@ -9,6 +10,7 @@ import time
 
 EXIT_CONFIG = 2  # the config is not valid: nothing was started
 EXIT_START = 3   # the config is valid but the engine could not start (an address in use, a host unknown)
+REPORT_WIDTH_NOT_TERMINAL = 1000  # columns of the human report when stdout is not a terminal: no table is cut
 
 
 def _run(args):
@@ -36,6 +38,8 @@ def _run(args):
     if svc.recovered is not None:
         print(f"orchestrator: {svc.recovered.summary()}", file=sys.stderr, flush=True)
     console = Console(stderr=args.json)
+    if not console.is_terminal:  # a log, a pipe, CI: the report whole, never cut to an assumed 80 columns
+        console = Console(stderr=args.json, width=REPORT_WIDTH_NOT_TERMINAL)
     driver = args.driver or config.engine.driver
     feed = live = None
 
@@ -107,8 +111,9 @@ def _start_feed(args, addresses):
         command = [sys.executable, "-m", "engine.cli", "feed", "--config", args.config, "--transport", transport,
                    "--host", host, "--port", port]
     # the same content every run (seed 7), numbered above any earlier run's, which a recovered engine remembers
-    command += ["--rate", str(args.feed), "--bad-ratio", str(args.bad_ratio), "--seed", "7",
-                "--seq-base", str(time.time_ns() // 1000)]
+    command += ["--rate", str(args.feed), "--seed", "7", "--seq-base", str(time.time_ns() // 1000)]
+    if args.bad_ratio is not None:
+        command += ["--bad-ratio", str(args.bad_ratio)]
     if args.duration:
         command += ["--duration", str(args.duration)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, env=dict(os.environ))
@@ -197,7 +202,8 @@ def parser():
                          description="Load CONFIG, listen for signals, send orders to the OMS, show a live table "
                                      "of strategies; on SIGINT/SIGTERM (or after --duration) drain the rings and "
                                      "print the final report. Once ready, one line on stderr gives the bound "
-                                     "addresses (a port 0 in the config is the OS's pick). If the OMS link drops, "
+                                     "addresses and the REST API's URL (a port 0 in the config is the OS's pick; "
+                                     "`orchestrator ctl --url` takes that URL). If the OMS link drops, "
                                      "[oms] on_disconnect halts (or reduces) the strategies and the engine "
                                      "reconnects with backoff; the strategies stay so after the link is back. "
                                      "At start the engine recovers its state from the journal ([journal] dir): "
@@ -216,9 +222,11 @@ def parser():
     run.add_argument("--force", action="store_true", help="with --fresh: move an existing journal aside")
     run.add_argument("--feed", type=float, default=0, metavar="RATE",
                      help="also start the synthetic feed at RATE signals/s against this config (the demo)")
-    run.add_argument("--bad-ratio", type=float, default=0.02, help="with --feed: share of deliberately bad signals")
+    run.add_argument("--bad-ratio", type=float, default=None,
+                     help="with --feed: share of deliberately bad signals (default: the config's feed.toml, else 0)")
     run.add_argument("--ready-file", metavar="FILE",
-                     help="once listening (and the OMS link tried), write the bound addresses to FILE as JSON")
+                     help="once listening (and the OMS link tried), write the bound addresses to FILE as JSON "
+                          "(the API's URL under \"api\")")
     run.add_argument("--status-file", metavar="FILE",
                      help="rewrite FILE every 0.1 s with the report so far (JSON, the same keys as --json)")
     run.set_defaults(handler=_run)
@@ -261,6 +269,9 @@ def parser():
     simulate.add_argument("--save", metavar="FILE", help="with --generate: also write the stream as Parquet")
     simulate.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     simulate.set_defaults(handler=_simulate)
+
+    from engine.cli import ctl
+    ctl.add_parser(sub)
 
     from engine.cli.peers import add_feed_arguments, add_sim_oms_arguments
     add_feed_arguments(sub.add_parser(

@@ -3,18 +3,30 @@ CLI builds for them from an engine config (sim/ never reads engine configs itsel
 import argparse
 import sys
 import tomllib
+from pathlib import Path
 
 import msgspec
 
 from adapters.aeron import AeronDriverConfig, AeronUnavailable
 from adapters.base import TransportClosed
 from engine.config import load_config
-from sim.feed import BAD_KINDS, Feed, FeedConfig
+from sim.feed import ALL_BAD_KINDS, Feed, FeedConfig
 from sim.servers import IDLE_STRATEGIES, serve, serve_aeron
 from sim.venue import SimOmsConfig
 
 
 # ---------------------------------------------------------------------------------------------- feed
+FEED_FILE = "feed.toml"  # beside engine.toml: the FeedConfig keys a config's own feed uses (the demo's)
+
+
+def _routes(text):
+    """`--routes 0:0,1:3`: (signal id, instrument id) pairs."""
+    try:
+        return [[int(x) for x in pair.split(":")] for pair in text.split(",") if pair.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIGNAL_ID:INSTRUMENT_ID pairs separated by commas, got {text!r}")
+
+
 def _list(kind):
     def parse(text):
         try:
@@ -36,15 +48,21 @@ _OPTIONS = (  # flag, FeedConfig key, type, help
     ("--source", "source", int, "signal source id"),
     ("--signal-ids", "signal_ids", _list(int), "comma-separated signal ids"),
     ("--instruments", "instruments", _list(int), "comma-separated instrument ids"),
+    ("--routes", "routes", _routes, "SIGNAL_ID:INSTRUMENT_ID pairs to draw signals from (with --config: each "
+                                    "signal id with the tradable instruments all its subscribers trade)"),
     ("--start-prices", "start_prices", _list(float), "starting mid: one, or one per instrument"),
     ("--tick-sizes", "tick_sizes", _list(float), "tick size: one, or one per instrument"),
     ("--ttl-ms", "ttl_ms", float, "signal time-to-live (0: none)"),
+    ("--target-step", "target_step", float, "0: target values uniform in [-1, 1]; else each (signal id, "
+                                            "instrument) target is the sine of a walk with this step (radians)"),
+    ("--target-drift", "target_drift", float, "the walks' mean step (radians, times a factor per pair)"),
     ("--md-rate", "md_rate", float, "market data updates per second, over all instruments"),
     ("--volatility-bps", "volatility_bps", float, "standard deviation of one update's mid move"),
     ("--spread-bps", "spread_bps", float, "quoted spread"),
     ("--aggression-bps", "aggression_bps", float, "signal price distance from mid, toward the value's side"),
     ("--bad-ratio", "bad_ratio", float, "share of signals replaced by bad ones"),
-    ("--bad-kinds", "bad_kinds", _list(str), "comma-separated subset of " + ",".join(BAD_KINDS)),
+    ("--bad-every", "bad_every", int, "every N-th signal bad too, --bad-kinds in turn (0: none)"),
+    ("--bad-kinds", "bad_kinds", _list(str), "comma-separated subset of " + ",".join(ALL_BAD_KINDS)),
     ("--frames-per-datagram", "frames_per_datagram", int, "frames per UDP datagram or Aeron message"),
     ("--to-sim-oms", "to_sim_oms", str, "host:port: copy market data to the simulated OMS over UDP"),
     ("--max-batch", "max_batch", int, "signals per send pass at most"),
@@ -60,7 +78,8 @@ def add_feed_arguments(parser):
     """The `orchestrator feed` options; each defaults to FeedConfig's default (or to --config's value)."""
     parser.add_argument("--config", default=None,
                         help="engine config dir or file: its listen address, instruments (ids, reference prices, "
-                             "tick sizes) and strategies' signal ids become the defaults")
+                             "tick sizes), strategies' signal ids and routes become the defaults, and the keys of "
+                             f"its {FEED_FILE} if it has one")
     defaults = FeedConfig()
     for flag, key, kind, text in _OPTIONS:
         default = getattr(defaults, key)
@@ -68,6 +87,9 @@ def add_feed_arguments(parser):
             default = ",".join(map(str, default))
         parser.add_argument(flag, dest=key, type=kind, default=None, metavar=flag[2:].upper().replace("-", "_"),
                             help=f"{text} (default {default})")
+    parser.add_argument("--max-send-errors", type=int, default=100, metavar="N",
+                        help="UDP: stop and exit 1 after N sends refused because nothing listens (a full buffer "
+                             "does not count); 0: never (default 100)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
@@ -91,7 +113,33 @@ def config_from_engine(path, transport=None):
     fields["start_prices"] = [i.reference_price for i in config.instruments]
     fields["tick_sizes"] = [i.tick_size for i in config.instruments]
     fields["signal_ids"] = sorted({sid for s in config.strategies for sid in s.signals})
+    fields["routes"] = subscribed_routes(config)
+    feed_file = Path(config.root) / FEED_FILE
+    if feed_file.is_file():
+        try:
+            with open(feed_file, "rb") as f:
+                fields.update(tomllib.load(f))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise SystemExit(f"feed: cannot read {feed_file}: {e}") from None
+        if transport == "tcp" and isinstance(fields.get("bad_kinds"), list):  # a stream cannot pass an oversize frame
+            fields["bad_kinds"] = [k for k in fields["bad_kinds"] if k != "oversize"] or ["garbage"]
     return fields
+
+
+def subscribed_routes(config):
+    """(signal id, instrument id) pairs as the strategies subscribe: for each signal id (in order), each tradable
+    instrument that every subscriber trades, so no subscriber rejects it as `restricted` or `not_tradable`, and
+    that no lower signal id drives already for one of them, so each (strategy, instrument) follows one target."""
+    ids = {i.symbol: i.id for i in config.instruments if i.tradable}
+    routes, driven = [], set()  # driven: (strategy name, symbol)
+    for signal_id in sorted({sid for s in config.strategies for sid in s.signals}):
+        subscribers = [s for s in config.strategies if signal_id in s.signals]
+        common = set(ids).intersection(*(s.instruments for s in subscribers))
+        for symbol in sorted(common, key=ids.get):
+            if not any((s.name, symbol) in driven for s in subscribers):
+                routes.append([signal_id, ids[symbol]])
+                driven.update((s.name, symbol) for s in subscribers)
+    return routes
 
 
 def feed_config_from_args(args):
@@ -100,7 +148,11 @@ def feed_config_from_args(args):
     given = {key: getattr(args, key) for _, key, _, _ in _OPTIONS if getattr(args, key, None) is not None}
     if getattr(args, "config", None):
         fields.update(config_from_engine(args.config, given.get("transport")))
+        if ("signal_ids" in given or "instruments" in given) and "routes" not in given:
+            fields.pop("routes", None)  # ids chosen by hand: paired at random, unless routes are given too
     fields.update(given)
+    if getattr(args, "max_send_errors", None) is not None:
+        fields["max_send_errors"] = args.max_send_errors
     try:
         return msgspec.convert(fields, FeedConfig)
     except msgspec.ValidationError as e:
@@ -121,7 +173,13 @@ def feed(args):
         print(f"feed: cannot send to {where}: {e}", file=sys.stderr)
         return 1
     print(msgspec.json.encode(summary.as_dict()).decode() if args.json else summary.line(), flush=True)
-    return 1 if summary.closed else 0
+    if summary.gave_up:
+        print(f"feed: gave up after {summary.refused} sends refused: nothing is listening at {config.transport} "
+              f"{config.host}:{config.port} (--max-send-errors {config.max_send_errors})", file=sys.stderr)
+    elif summary.send_errors:
+        print(f"feed: {summary.send_errors} sends refused by {config.transport} {config.host}:{config.port}: "
+              f"those frames were lost", file=sys.stderr)
+    return 1 if summary.closed or summary.gave_up else 0
 
 
 # ---------------------------------------------------------------------------------------------- sim-oms

@@ -32,6 +32,7 @@ def close_match(value: str, known) -> str:
 
 
 _SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+SECRET_KEYS = ("token",)  # keys whose values an error never repeats (the API's bearer tokens)
 
 
 def explain(message: str, data: Any, struct_type, pattern_text: dict[str, str]) -> str:
@@ -54,7 +55,7 @@ def explain(message: str, data: Any, struct_type, pattern_text: dict[str, str]) 
         key = match[1]
         kind = _type_at(struct_type, f"{path}.{key}")
         return f"at {path}.{key}: missing required key; expected {_describe(kind, pattern_text)}"
-    got = _value_at(data, path)
+    got = _HIDDEN if path.rpartition(".")[2] in SECRET_KEYS else _value_at(data, path)
     expected = _type_at(struct_type, path)
     if (text.startswith("Invalid enum value") or text.startswith("Expected `str` matching regex")
             or (text.startswith("Expected `object | null`") and isinstance(expected, msgspec.inspect.StructType))):
@@ -68,6 +69,7 @@ def explain(message: str, data: Any, struct_type, pattern_text: dict[str, str]) 
 
 
 _MISSING = object()
+_HIDDEN = object()
 
 
 def _segments(path: str):
@@ -146,6 +148,8 @@ def show(value: Any) -> str:
     """A value as TOML spells it."""
     if value is _MISSING:
         return "nothing"
+    if value is _HIDDEN:
+        return "a secret (not shown)"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -8,6 +8,7 @@ Cross-references between files (account names, instrument symbols, dense ids) ar
 Every transport is set the same way: its table in engine.toml is its adapter's own config Struct
 (adapters/udp.py, tcp.py, aeron.py), so every setting an adapter has can be set here, and none it lacks.
 """
+import ipaddress
 import zoneinfo
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from adapters.aeron import (
     CHANNEL_PATTERN, CHANNEL_TEXT, AeronDriverConfig, AeronStreamConfig, FragmentLimit, MessageBytes, OfferAttempts,
     PollIntervalUs,
 )
-from adapters.base import HOST_PATTERN, IPV4_PATTERN
+from adapters.base import HOST_PATTERN, IPV4_PATTERN, Host, Port
 from adapters.journal import JournalConfig
 from adapters.prometheus import PrometheusConfig
 from adapters.redis_mirror import KEY_PART_PATTERN, RedisMirrorConfig
@@ -97,6 +98,9 @@ class Oms(_Config, kw_only=True):
     tcp: TcpClientConfig = _default(TcpClientConfig, {"port": 47200})
     sim: SimOmsConfig = _default(SimOmsConfig)
     on_disconnect: Literal["halt", "reduce"] = "halt"
+    # what a reconciliation difference (the OMS sees an order otherwise than the books) does beyond the log and
+    # the counters: "reduce" moves every trading strategy to reduce-only until an operator acts
+    on_mismatch: Literal["report", "reduce"] = "report"
     # the link is watched: more than max_unacked orders without an acknowledgement after ack_timeout_ms, or orders
     # it has refused to take for stall_ms, and it is treated as lost (on_disconnect applies, it is dropped)
     ack_timeout_ms: Milliseconds = 2_000
@@ -224,6 +228,67 @@ class Pnl(_Config, kw_only=True):
             fail("time_zone", "Expected an IANA time zone name like \"America/New_York\"", self.time_zone)
 
 
+# ------------------------------------------------------------------------------------------------- api
+TokenName = Annotated[str, Meta(min_length=1, max_length=48, pattern=NAME_PATTERN)]  # + " (operator)" fits an actor
+EnvName = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+SECRET_CHARS = (16, 256)  # a bearer token's length; printable ASCII without spaces (it travels in a header)
+
+
+def secret_problem(secret: str) -> str | None:
+    """What is wrong with a token's secret, in words that never repeat it; None when it will do."""
+    low, high = SECRET_CHARS
+    if not low <= len(secret) <= high or not all("!" <= c <= "~" for c in secret):
+        return f"Expected {low} to {high} printable ASCII characters without spaces (the value is not shown)"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ApiToken(_Config, kw_only=True):
+    """One bearer token of the REST API: `name` is who acts (a command is journaled with the actor
+    "name (role)"), `role` what it may do ("read": every GET; "operator": every command too), and the secret
+    itself is in the file (`token`) or, better, in an environment variable named by `token_env`, read at start."""
+    name: TokenName
+    role: Literal["read", "operator"]
+    token: str | None = None  # never shown in an error message
+    token_env: EnvName | None = None
+
+    def __post_init__(self):
+        if (self.token is None) == (self.token_env is None):
+            raise ValueError("Expected exactly one of token, token_env")
+        if self.token is not None and (problem := secret_problem(self.token)):
+            raise ValueError(f"`token`: {problem}")
+
+
+class Api(_Config, kw_only=True):
+    """[api]: the REST management API (docs/api.md), served by the engine process (on the event driver's own loop,
+    or a thread of its own beside the spin driver). Without tokens every caller is an operator, so a host beyond
+    loopback needs tokens."""
+    enabled: bool = False
+    host: Host = "127.0.0.1"
+    port: Port = 47300  # 0: the OS picks one (`orchestrator run` prints it)
+    tokens: tuple[ApiToken, ...] = ()
+
+    def __post_init__(self):
+        names = [t.name for t in self.tokens]
+        secrets = [t.token for t in self.tokens if t.token is not None]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"`tokens`: Expected each name once, got {show(repeated[0])} again")
+        if len(set(secrets)) < len(secrets):
+            raise ValueError("`tokens`: Expected a different token for each name, got one token twice (not shown)")
+        if self.enabled and not self.tokens and not is_loopback(self.host):
+            raise ValueError(f"`tokens`: Expected at least one token: without tokens anyone who reaches "
+                             f"{self.host} could trade; list tokens, or listen on a loopback address")
+
+
 # ------------------------------------------------------------------------------------------------- redis mirror
 class Redis(RedisMirrorConfig, kw_only=True):
     """[redis]: the optional mirror of strategy states, versions, positions, P&L and a stream of state changes and
@@ -283,6 +348,7 @@ class EngineConfig(_Config, kw_only=True):
     max_subscriptions: Annotated[int, Meta(ge=1, le=1 << 20)] = 4096  # (signal id, strategy) pairs
     aeron: Aeron = _default(Aeron)  # used only by listen.aeron and oms.kind = "aeron"
     journal: Journal = _default(Journal)
+    api: Api = _default(Api)
     redis: Redis = _default(Redis)  # the Redis mirror: off unless enabled
     metrics: PrometheusConfig | None = None  # /metrics (adapters/prometheus.py); none: nothing is served
     dashboard: Dashboard | None = None       # the web page (engine/dashboard.py); none: not served

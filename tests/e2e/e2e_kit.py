@@ -15,7 +15,6 @@ import time
 import tomllib
 from pathlib import Path
 
-from kernels.codec import ORDER_FRAME_SIZE
 from kernels.dtypes import SIGNAL_ORDER, SIGNAL_TARGET
 from wire.frames import encode_frame
 from wire.schema import MarketData, Signal
@@ -32,13 +31,13 @@ ESZ5 = 0  # the demo's instruments: ESZ5 0, NQZ5 1, AAPL 2, MSFT 3, NVDA 4, TSLA
 
 # ---------------------------------------------------------------------------------------------- configs
 def derive_config(dest, *, engine=None, strategies=None, accounts=None, keep=None):
-    """config/demo copied to `dest`, both listeners on 127.0.0.1 port 0, then `engine` deep-merged into
-    engine.toml, `strategies[name]` into that strategy's file and `accounts[name]` into that account (a value
+    """config/demo copied to `dest`, both listeners and the API on 127.0.0.1 port 0, then `engine` deep-merged
+    into engine.toml, `strategies[name]` into that strategy's file and `accounts[name]` into that account (a value
     of None deletes the key). `keep`: the names of the strategies to keep (default all)."""
     dest = Path(dest)
     shutil.copytree(DEMO, dest)
     merged = _merge(_load(dest / "engine.toml"), {"listen": {"udp": LOOPBACK_ANY, "tcp": LOOPBACK_ANY},
-                                                   **(engine or {})})
+                                                   "api": LOOPBACK_ANY, **(engine or {})})
     (dest / "engine.toml").write_text(toml(merged))
     for path in sorted((dest / "strategies").glob("*.toml")):
         doc = _load(path)
@@ -334,10 +333,9 @@ class Tcp:
 
 # ---------------------------------------------------------------------------------------------- report checks
 def orders_sent(report):
-    """Orders that went to the OMS: out on the link (the engine sends nothing but fixed-width Order frames), or
-    to the simulated venue in the batch."""
+    """Orders that went to the OMS: taken by the link, or by the simulated venue in the batch."""
     oms = report["oms"]
-    return oms["venue"]["orders"] if "venue" in oms else oms["transport"]["bytes_out"] // ORDER_FRAME_SIZE
+    return oms["venue"]["orders"] if "venue" in oms else oms["orders_sent"]
 
 
 # the counters of what the OMS made of the orders: they move whenever orders trade

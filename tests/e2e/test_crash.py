@@ -58,7 +58,9 @@ def test_crash_when_killed_at_random_points_of_one_stream_then_each_restart_reco
     config = crash_config(tmp_path)
     rng = random.Random(20261203)
     engine = procs.engine(config, name="engine-0")
-    feed = procs.start_feed(engine, "udp", "--rate", 400, "--duration", 60, "--seed", 3, "--bad-ratio", 0.02)
+    # nothing listens while the engine restarts: the feed keeps sending (--max-send-errors 0)
+    feed = procs.start_feed(engine, "udp", "--rate", 400, "--duration", 60, "--seed", 3, "--bad-ratio", 0.02,
+                            "--max-send-errors", 0)
     restarts = []
     for k in range(10):
         time.sleep(rng.uniform(0.15, 0.9))

@@ -5,6 +5,7 @@ happened, and the books balance: every order the engine accepted went to the OMS
 After a disconnect the engine reconnects with backoff, but its strategies stay HALTED (or REDUCING) until an
 operator acts: the link coming back does not re-arm anybody.
 """
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,11 +22,12 @@ MOVED = {"halt": "HALTED", "reduce": "REDUCING"}
 
 
 def tcp_oms_config(tmp_path, port, policy="halt", backoff_ms=(50, 200), **engine):
-    """momentum (enabled; trades ESZ5 on signal 0) and pairs (starts READY: the policy leaves it alone)."""
+    """momentum (enabled; trades ESZ5 on signal 0) and pairs (disabled here, so it starts READY: the policy leaves
+    it alone)."""
     oms = {"kind": "tcp", "tcp": {"host": "127.0.0.1", "port": port}, "on_disconnect": policy,
            "reconnect_backoff_min_ms": backoff_ms[0], "reconnect_backoff_max_ms": backoff_ms[1]}
     return derive_config(tmp_path / "config", engine={"oms": oms, **engine}, keep={"momentum", "pairs"},
-                         strategies={"momentum": ROOMY})
+                         strategies={"momentum": ROOMY, "pairs": {"enabled": False}})
 
 
 def sells(source, n):
@@ -79,6 +81,7 @@ def test_oms_when_link_drops_mid_stream_then_policy_applies_and_unsent_orders_ar
     engine.wait_status(lambda r: r["counters"]["signals"] == 10, "10 signals")
     # back one backoff (1.5 s) after the drop, not two: an attempt under way is looked at again at once
     engine.wait_status(lambda r: r["oms"]["up"], "the OMS link back up", timeout=dropped + 2.4 - time.monotonic())
+    engine.wait_status(lambda r: r["counters"]["reconcile_mismatch"] == 1, "the 5th order reconciled")
     report = engine.report()
     link, momentum = report["oms"], report["strategies"]["momentum"]
     unsent = 3 if policy == "reduce" else 0
@@ -90,9 +93,12 @@ def test_oms_when_link_drops_mid_stream_then_policy_applies_and_unsent_orders_ar
     counts = oms.summary()
     assert counts["connections"] == 2 and counts["dropped"] == 1
     assert counts["orders"] == orders_sent(report) == 5
-    # The 5th order reached the OMS, which hung up before its reports went out: the engine still counts it
-    # as working (in doubt). Nothing reconciles it with the OMS after the reconnect.
-    assert momentum["open_orders"] == 1 and momentum["fills"] == 4
+    # The 5th order reached the OMS, which hung up before its reports went out (and canceled it: cancel on
+    # disconnect). After the reconnect the engine asks how the OMS sees it: done, nothing filled; released.
+    assert momentum["open_orders"] == 0 and momentum["fills"] == 4
+    assert link["reconciliations"] == 1 and link["status_requests"] == 1
+    assert report["counters"]["reconcile_mismatch"] == 1 and report["counters"]["reconcile_fills"] == 0
+    assert link["orders"]["unacknowledged"] == 0 and counts["status_replies"] == 1
 
 
 def test_oms_when_stalled_then_back_pressure_is_counted_and_no_order_is_lost(procs, tmp_path):
@@ -108,7 +114,9 @@ def test_oms_when_stalled_then_back_pressure_is_counted_and_no_order_is_lost(pro
                           "loss_limit": 1e12}}
     config = derive_config(
         tmp_path / "config", keep={"index_arbitrage"}, strategies={"index_arbitrage": roomy},
-        engine={"max_open_orders": 1 << 17, "oms": {"kind": "tcp", "tcp": {"host": "127.0.0.1", "port": oms.port}}},
+        # the stall is the point here: a watch patient enough that the link is not given up (test_oms_watch.py)
+        engine={"max_open_orders": 1 << 17, "oms": {"kind": "tcp", "tcp": {"host": "127.0.0.1", "port": oms.port},
+                                                    "ack_timeout_ms": 600_000, "stall_ms": 600_000}},
         accounts={"futures": {"max_gross_notional": 1e14, "max_net_notional": 1e14, "daily_loss_limit": 1e12}})
     engine = procs.engine(config)
     # index_arbitrage trades ESZ5 (0), AAPL (2), MSFT (3), NVDA (4): spread the working orders over them
@@ -156,3 +164,32 @@ def test_oms_when_stalled_then_back_pressure_is_counted_and_no_order_is_lost(pro
     counts = oms.summary()
     assert counts["stalls"] == 1 and counts["orders"] == counts["acks"] == counts["fills"] == counters["orders"]
     assert done["counters"]["orders"] == counters["orders"]
+
+
+def test_oms_when_engine_dies_with_a_fill_on_the_wire_then_restart_reconciles_it_flagged(procs, tmp_path):
+    """The OMS fills an order and writes the fill while the engine is frozen; the engine is then killed, so the
+    fill never reaches its journal. Restarted, it recovers the order as working, asks the OMS, learns of the
+    fill, applies it flagged (reconciled) and, as configured, turns reduce-only until an operator looks."""
+    oms = procs.sim_oms("--fill-latency-us", "300000")
+    config = derive_config(tmp_path / "config", keep={"momentum"}, strategies={"momentum": ROOMY}, engine={
+        "oms": {"kind": "tcp", "tcp": {"host": "127.0.0.1", "port": oms.port}, "on_mismatch": "reduce"}})
+    engine = procs.engine(config)
+    udp, s = procs.udp(engine), Source(0, Counter())
+    udp.send(market_data_frame(), s.good())
+    engine.wait_status(lambda r: r["counters"]["orders_acked"] == 1, "the order acknowledged")
+    engine.popen.send_signal(signal.SIGSTOP)
+    time.sleep(1.0)  # the fill is due 0.3 s after the order: the OMS writes it to a socket nobody reads
+    engine.popen.send_signal(signal.SIGKILL)
+    engine.popen.wait(10)
+
+    restarted = procs.engine(config, name="engine-restarted")
+    restarted.wait_status(lambda r: r["counters"]["reconcile_fills"] == 1, "the missed fill reconciled")
+    report = restarted.report()
+    momentum, counters = report["strategies"]["momentum"], report["counters"]
+    assert momentum["positions"]["ESZ5"]["qty"] == 1 and momentum["fills"] == 1 and momentum["open_orders"] == 0
+    assert counters["reconcile_mismatch"] == 1 and counters["orders_filled"] == 1
+    assert momentum["state"] == "REDUCING"  # on_mismatch = "reduce"
+    assert report["oms"]["reconciliations"] == 1 and report["oms"]["status_requests"] == 1
+    assert "reconciliation: 1 orders differ from the OMS" in restarted.stderr
+    counts = oms.summary()
+    assert counts["orders"] == counts["fills"] == counts["status_replies"] == 1

@@ -36,19 +36,39 @@ class Deaf:
         self.sock.listen()
         self.port = self.sock.getsockname()[1]
         self.connections = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.lock = threading.Lock()
+        self.closed = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _take(self):
+        """The next connection, kept to be closed with the peer; None once the peer is closed."""
+        try:
+            conn = self.sock.accept()[0]
+        except OSError:
+            return None
+        with self.lock:
+            if self.closed:
+                conn.close()
+                return None
+            self.connections.append(conn)
+        return conn
 
     def _accept(self):
-        while True:
-            try:
-                self.connections.append(self.sock.accept()[0])
-            except OSError:
-                return
+        while self._take() is not None:
+            pass
 
     def close(self):
+        with self.lock:
+            self.closed = True
+            for conn in self.connections:
+                conn.close()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way (closing alone does not)
+        except OSError:
+            pass
         self.sock.close()
-        for conn in self.connections:
-            conn.close()
+        self.thread.join(5)
 
 
 @pytest.fixture
@@ -135,22 +155,21 @@ def test_oms_when_run_ends_with_orders_not_taken_then_they_are_canceled_not_left
 class Recorder(Deaf):
     """An OMS peer that reads the order frames it is sent (and answers none): the ids the engine used."""
 
+    data = b""
+
     def _accept(self):
-        while True:
-            try:
-                conn = self.sock.accept()[0]
-            except OSError:
-                return
-            self.connections.append(conn)
+        while (conn := self._take()) is not None:
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn):
-        self.data = getattr(self, "data", b"")
-        while chunk := conn.recv(65536):
-            self.data += chunk
+        try:
+            while chunk := conn.recv(65536):
+                self.data += chunk
+        except OSError:  # closed under us at the end of the test
+            pass
 
     def order_ids(self):
-        return [order.order_id for msg_type, order in iter_frames(getattr(self, "data", b"")) if msg_type == MSG_ORDER]
+        return [order.order_id for msg_type, order in iter_frames(self.data) if msg_type == MSG_ORDER]
 
 
 def test_order_ids_when_engine_restarts_fresh_or_without_journal_then_never_reused(procs, tmp_path):

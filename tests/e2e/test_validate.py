@@ -59,3 +59,30 @@ def test_run_when_address_in_use_then_exits_3_naming_the_engine(procs, tmp_path)
         assert engine.wait(30) == 3
     assert "cannot start engine 'demo'" in engine.stderr and "Address already in use" in engine.stderr
     assert not engine.ready_path.exists() and engine.stdout == ""
+
+
+def misname_and_corrupt(config):
+    """A strategy file misnamed (it would vanish from the config) and a binary instruments.toml."""
+    momentum = config / "strategies" / "momentum.toml"
+    misnamed = momentum.rename(momentum.with_suffix(".tml"))
+    instruments = config / "instruments.toml"
+    instruments.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    return misnamed, instruments
+
+
+def test_validate_when_a_strategy_file_is_misnamed_or_a_file_is_binary_then_exits_1_naming_them(procs, tmp_path):
+    misnamed, instruments = misname_and_corrupt(derive_config(tmp_path / "config"))
+    code, out, err = procs.run("validate", str(tmp_path / "config"))
+    assert code == 1, out + err
+    assert f"{misnamed}: not a .toml file; " in out, out
+    assert f"{instruments}: not a text file: byte 0x89 at offset 0 is not UTF-8" in out, out
+    assert "Traceback" not in out + err and "codec" not in out + err
+
+
+def test_run_when_a_strategy_file_is_misnamed_or_a_file_is_binary_then_exits_2_naming_them(procs, tmp_path):
+    misnamed, instruments = misname_and_corrupt(derive_config(tmp_path / "config"))
+    engine = procs.engine(tmp_path / "config", ready=False)
+    assert engine.wait(30) == 2
+    assert engine.stderr.startswith("orchestrator: config not valid:"), engine.stderr
+    assert f"{misnamed}: not a .toml file; " in engine.stderr and f"{instruments}: not a text file" in engine.stderr
+    assert "Traceback" not in engine.stderr

@@ -1,6 +1,7 @@
 """engine/config/: TOML decoded into frozen Structs; every problem names the file, the key path and what was
 expected. Broken configs are built in tmp_path from config/test/minimal, never kept in config/."""
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -388,6 +389,23 @@ def test_load_config_when_a_file_is_binary_then_error_says_it_is_not_text(config
         f"(TOML files are UTF-8 text)"]
 
 
+def test_load_config_when_a_file_cannot_be_read_then_error_names_it_and_why(config_dir):
+    """Unreadable (here a directory where a file belongs; a file without read permission reads the same way),
+    the problem is one line naming the file, never an OSError traceback."""
+    (config_dir / "accounts.toml").unlink()
+    (config_dir / "accounts.toml").mkdir()
+
+    assert load_error(config_dir).errors == [f"{config_dir / 'accounts.toml'}: cannot read: Is a directory"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its permissions")
+def test_load_config_when_a_file_has_no_read_permission_then_error_names_it(config_dir):
+    solo = config_dir / "strategies" / "solo.toml"
+    solo.chmod(0)
+
+    assert load_error(config_dir).errors == [f"{solo}: cannot read: Permission denied"]
+
+
 @pytest.mark.parametrize("version", ["1.2", "v1.2.0", "1.2.0.4", ""])
 def test_load_config_when_version_is_not_major_minor_patch_then_it_is_rejected(config_dir, version):
     edit(config_dir / "strategies" / "solo.toml", 'version = "1.0.0"', f'version = "{version}"')
@@ -587,3 +605,57 @@ def test_load_config_when_a_journal_key_is_wrong_then_the_error_names_it(config_
     (config_dir / "engine.toml").write_text(f'name = "x"\n[journal]\n{journal}\n')
 
     assert expected in str(load_error(config_dir))
+
+
+# ------------------------------------------------------------------------------------------------- api
+SECRET = "s3cret-token-0123456789"
+
+
+def api_config(config_dir, table):
+    (config_dir / "engine.toml").write_text(f'name = "x"\n[api]\n{table}\n')
+    return config_dir
+
+
+def test_load_config_when_no_api_table_then_the_api_is_off_on_loopback_without_tokens(config_dir):
+    api = load_config(config_dir).engine.api
+    assert (api.enabled, api.host, api.port, api.tokens) == (False, "127.0.0.1", 47300, ())
+
+
+def test_load_config_when_api_tokens_are_given_then_each_has_a_name_role_and_one_secret(config_dir):
+    api = load_config(api_config(config_dir, f'enabled = true\nhost = "0.0.0.0"\ntokens = [\n'
+                                             f'  {{ name = "ops", role = "operator", token_env = "OPS" }},\n'
+                                             f'  {{ name = "dash", role = "read", token = "{SECRET}" }}]')).engine.api
+    assert [(t.name, t.role, t.token, t.token_env) for t in api.tokens] == [
+        ("ops", "operator", None, "OPS"), ("dash", "read", SECRET, None)]
+
+
+@pytest.mark.parametrize("table, expected", [
+    ('enabled = true\nhost = "0.0.0.0"', "at $.api.tokens: Expected at least one token: without tokens anyone who "
+                                         "reaches 0.0.0.0 could trade"),
+    ('enabled = true\nhost = "10.1.2.3"', "at $.api.tokens: Expected at least one token"),
+    ('tokens = [{ name = "ops", role = "operator" }]', "at $.api.tokens[0]: Expected exactly one of token, token_env"),
+    (f'tokens = [{{ name = "ops", role = "operator", token = "{SECRET}", token_env = "X" }}]',
+     "at $.api.tokens[0]: Expected exactly one of token, token_env"),
+    ('tokens = [{ name = "ops", role = "admin", token_env = "X" }]',
+     'at $.api.tokens[0].role: Expected one of "operator", "read", got "admin"'),
+    ('tokens = [{ name = "ops", role = "read", token_env = "X" }, { name = "ops", role = "read", token_env = "Y" }]',
+     'at $.api.tokens: Expected each name once, got "ops" again'),
+    ('port = 70000', "at $.api.port: Expected int <= 65535, got 70000"),
+    ('listen = true', "at $.api.listen: unknown key; expected one of: enabled, host, port, tokens"),
+])
+def test_load_config_when_an_api_key_is_wrong_then_the_error_names_it(config_dir, table, expected):
+    assert expected in str(load_error(api_config(config_dir, table)))
+
+
+@pytest.mark.parametrize("value", ['"short"', '"has spaces in it, 0123456789"', "12345678901234567890",
+                                   f'"{SECRET}"'])
+def test_load_config_when_a_token_is_refused_then_the_error_never_shows_it(config_dir, value):
+    tokens = (f'tokens = [{{ name = "a", role = "read", token = {value} }}, '
+              f'{{ name = "b", role = "read", token = {value} }}]')
+    error = str(load_error(api_config(config_dir, tokens)))
+    assert "at $.api.tokens" in error and value.strip('"') not in error
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.9", "::1", "localhost"])
+def test_load_config_when_the_api_is_on_loopback_then_it_needs_no_tokens(config_dir, host):
+    assert load_config(api_config(config_dir, f'enabled = true\nhost = "{host}"')).engine.api.host == host

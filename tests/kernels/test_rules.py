@@ -10,15 +10,16 @@ import math
 import pytest
 
 from kernels import lifecycle
-from kernels.arena import RING_ORDERS, RING_REJECTS, RING_SIGNALS, S_FREE_TOP
+from kernels.arena import RING_FILLS, RING_ORDERS, RING_REJECTS, RING_SIGNALS, S_FREE_TOP
 from kernels.dtypes import (
-    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_ORDERS, C_ORDERS_ACKED, C_REJECTS, C_REPORT_INVALID,
-    C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER, C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID,
-    C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_ACTIVATE, EV_COOLDOWN, EV_DEACTIVATE, EV_HALT, EV_PAUSE,
-    EV_REDUCE, EV_RESET, EV_RETIRE, EV_TRIP_HALT, EV_TRIP_REDUCE, EV_VALIDATE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL,
-    EXEC_PARTIAL_FILL, EXEC_REJECT, HALTED, NO_PRICE, NO_TRIP, ORDER_MARKET, PAUSED, READY, REDUCING, REGISTERED,
-    RETIRED, SIDE_BUY, SIDE_SELL, SIGNAL_ORDER, SIGNAL_TARGET, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN, TRIP_LOSS,
-    TRIP_REJECT_RATIO, reason_names,
+    ACTIVE, BREAKER_ACTION_REDUCE, C_BREAKER_TRIPS, C_ORDERS, C_ORDERS_ACKED, C_ORDERS_CANCELED, C_RECONCILE_FILLS,
+    C_RECONCILE_MISMATCH, C_REJECTS, C_REPORT_INVALID, C_REPORT_MISMATCH, C_REPORT_OVERFILL, C_REPORT_UNKNOWN_ORDER,
+    C_SIGNAL_NO_CHANGE, C_SIGNAL_UNKNOWN_ID, C_SIGNAL_UNKNOWN_INSTRUMENT, C_SIGNAL_UNKNOWN_SOURCE, EV_ACTIVATE,
+    EV_COOLDOWN, EV_DEACTIVATE, EV_HALT, EV_PAUSE, EV_REDUCE, EV_RESET, EV_RETIRE, EV_TRIP_HALT, EV_TRIP_REDUCE,
+    EV_VALIDATE, EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, EXEC_STATUS, FILL_RECONCILED,
+    HALTED, NO_PRICE, NO_TRIP, ORDER_MARKET, PAUSED, READY, REDUCING, REGISTERED, RETIRED, SIDE_BUY, SIDE_SELL,
+    SIGNAL_ORDER, SIGNAL_TARGET, STATUS_DONE, STATUS_UNKNOWN, STATUS_WORKING, TRIP_CONSECUTIVE_REJECTS, TRIP_DRAWDOWN,
+    TRIP_LOSS, TRIP_REJECT_RATIO, reason_names,
 )
 from kernels.lifecycle import TRANSITIONS, IllegalTransition, next_state
 from kernels.rings import HEAD, TAIL
@@ -501,6 +502,60 @@ def test_report_when_ack_then_only_the_order_is_marked_acknowledged(desk):
     d.k.counters[C_ORDERS_ACKED] -= 1
     for name in ("strategies", "positions", "accounts", "exposures", "open_orders", "free_slots", "counters"):
         assert getattr(d.k, name).tobytes() == getattr(before, name).tobytes(), name
+
+
+# ------------------------------------------------------------------------------------------ reconciliation
+def status(d, filled=0, avg=0.0, leaves=0, fee=0.0, code=STATUS_WORKING):
+    """The OMS's EXEC_STATUS answer for the desk's last order."""
+    return d.report(EXEC_STATUS, filled, avg, fee, leaves=leaves, reason=code)
+
+
+def test_reconcile_when_oms_agrees_then_nothing_changes_but_the_ack(desk):
+    d = desk()
+    assert d.send(300.0) == [] and d.report(EXEC_PARTIAL_FILL, 100, 100.0, leaves=200) == 1
+    assert status(d, filled=100, avg=100.0, leaves=200) == 0
+    assert d.k.counters[C_RECONCILE_MISMATCH] == 0 and d.k.positions[0, 0]["qty"] == 100
+    assert d.k.strategies[0]["open_orders"] == 1 and d.k.open_orders[d.k.live_orders()[0]]["acked"] == 1
+
+
+def test_reconcile_when_oms_filled_more_then_missed_fill_applied_flagged_with_its_fee_share(desk):
+    d = desk()
+    assert d.send(300.0) == [] and d.report(EXEC_PARTIAL_FILL, 100, 100.0, 1.0, leaves=200) == 1
+    # the OMS filled 250 in all at an average of 100.10, fees 2.50: the engine missed 150 of it (and 1.50 of fees)
+    assert status(d, filled=250, avg=100.10, leaves=50, fee=2.5) == 1
+    p = d.k.positions[0, 0]
+    assert p["qty"] == 250 and d.k.strategies[0]["fees"] == pytest.approx(1.0 + 1.5)
+    fill = d.k.fills[(int(d.k.cursors[RING_FILLS, HEAD]) - 1) % len(d.k.fills)]
+    assert (fill["qty"], fill["flags"], fill["price"]) == (150, FILL_RECONCILED, 100.10)
+    assert d.k.counters[C_RECONCILE_MISMATCH] == 1 and d.k.counters[C_RECONCILE_FILLS] == 1
+    assert d.k.strategies[0]["open_orders"] == 1  # still working at the OMS: 50 left
+
+
+def test_reconcile_when_oms_no_longer_works_the_order_then_it_is_released_after_its_missed_fills(desk):
+    d = desk()
+    assert d.send(300.0) == []
+    assert status(d, filled=100, avg=100.0, fee=0.3, code=STATUS_DONE) == 1  # filled 100, the rest canceled
+    assert d.k.positions[0, 0]["qty"] == 100 and d.k.positions[0, 0]["open_buy"] == 0
+    assert d.k.strategies[0]["open_orders"] == 0 and d.k.counters[C_ORDERS_CANCELED] == 1
+    assert d.k.counters[C_RECONCILE_MISMATCH] == 1
+
+
+def test_reconcile_when_oms_never_saw_the_order_then_released_nothing_filled(desk):
+    d = desk()
+    assert d.send(300.0) == []
+    assert status(d, code=STATUS_UNKNOWN) == 0
+    assert d.k.positions[0, 0]["qty"] == 0 and d.k.positions[0, 0]["open_buy"] == 0
+    assert d.k.strategies[0]["open_orders"] == 0 and d.k.counters[C_RECONCILE_MISMATCH] == 1
+
+
+@pytest.mark.parametrize("filled, avg, fee, code", [(-1, 0.0, 0.0, STATUS_WORKING), (100, math.nan, 0.0, STATUS_DONE),
+                                                   (100, 100.0, math.inf, STATUS_DONE), (0, 0.0, 0.0, 7)])
+def test_reconcile_when_status_is_malformed_then_counted_invalid_and_nothing_moves(desk, filled, avg, fee, code):
+    d = desk()
+    assert d.send(300.0) == []
+    assert status(d, filled=filled, avg=avg, fee=fee, code=code) == 0
+    assert d.k.counters[C_REPORT_INVALID] == 1 and d.k.strategies[0]["open_orders"] == 1
+    assert d.k.positions[0, 0]["qty"] == 0
 
 
 def test_report_when_order_id_unknown_then_counted_not_applied(desk):

@@ -1,7 +1,10 @@
 """sim/feed.py: the synthetic feed over real loopback UDP and TCP to plain socket receivers."""
 import argparse
+import json
 import math
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -302,3 +305,106 @@ def test_feed_when_rate_zero_then_market_data_only_for_the_duration():
     signals, market, _ = decode_datagrams(datagrams)
     assert signals == [] and len(market) == summary.market_data == 200
     assert max(len(list(iter_frames(d))) for d in datagrams) <= 10  # what is due goes out, never held back
+
+
+# ---------------------------------------------------------------------------------------------- the demo's feed
+def test_feed_when_routes_given_then_every_signal_takes_one_of_them():
+    routes = [(1, 0), (2, 3), (2, 4)]
+    summary, datagrams = run_udp(rate=20_000, count=600, duration_s=0, instruments=[0, 3, 4], routes=routes)
+    signals, _, _ = decode_datagrams(datagrams)
+    assert len(signals) == 600
+    assert {(s.signal_id, s.instrument) for s in signals} == set(routes)
+
+
+def test_feed_config_when_a_route_names_an_instrument_not_sent_then_error_names_it():
+    with pytest.raises(msgspec.ValidationError, match=r"routes\[1\]"):
+        config(instruments=[0, 1], routes=[(1, 0), (1, 7)])
+
+
+def test_feed_when_target_walk_then_each_target_starts_flat_and_moves_in_small_steps():
+    summary, datagrams = run_udp(rate=20_000, count=2000, duration_s=0, signal_ids=[1, 2], instruments=[0, 1],
+                                 target_drift=0.01, target_step=0.001)
+    signals, _, _ = decode_datagrams(datagrams)
+    by_pair = {}
+    for s in signals:
+        by_pair.setdefault((s.signal_id, s.instrument), []).append(s.value)
+    assert len(by_pair) == 4
+    for values in by_pair.values():
+        steps = np.diff([0.0, *values])
+        assert abs(values[0]) < 0.05 and np.abs(steps).max() < 0.05  # from flat, never a jump
+        assert np.abs(values).max() > 0.5  # and it swings: ~500 steps of ~0.01 rad
+        assert (np.diff(np.sign(steps)) != 0).sum() < len(steps) / 20  # one way at a time: few reversals
+
+
+def test_feed_when_same_seed_and_walk_then_same_content_whatever_the_batching():
+    common = dict(count=3000, duration_s=0, signal_ids=[1, 2, 3], instruments=[0, 1], target_drift=0.004,
+                  target_step=0.001, bad_every=100, bad_kinds=["nan", "stale", "duplicate"])
+    _, small = run_udp(rate=50_000, max_batch=7, **common)
+    _, large = run_udp(rate=50_000, max_batch=4096, **common)
+    assert [content(s) for s in decode_datagrams(small)[0]] == [content(s) for s in decode_datagrams(large)[0]]
+
+
+def test_feed_when_bad_every_then_every_nth_signal_is_bad_taking_the_kinds_in_turn():
+    summary, datagrams = run_udp(rate=20_000, count=1000, duration_s=0, bad_every=50,
+                                 bad_kinds=["nan", "stale", "oversize", "duplicate"])
+    assert {k: v for k, v in summary.bad.items() if v} == {"nan": 5, "stale": 5, "oversize": 5, "duplicate": 5}
+    signals, _, garbage = decode_datagrams(datagrams)
+    assert garbage == 5 and len(signals) == 995
+    assert sum(math.isnan(s.value) for s in signals) == 5
+
+
+def test_feed_udp_when_oversize_then_a_datagram_of_one_frame_longer_than_the_engine_takes():
+    summary, datagrams = run_udp(rate=20_000, count=20, duration_s=0, bad_every=10, bad_kinds=["oversize"])
+    oversize = [d for d in datagrams if len(d) == FRAME_HEADER_SIZE + feed_module.OVERSIZE_BODY]
+    assert len(oversize) == 2 and summary.bad["oversize"] == 2
+    assert read_header(oversize[0]).length == feed_module.OVERSIZE_BODY > feed_module.MAX_FRAME_BODY
+
+
+def test_feed_config_when_oversize_over_tcp_then_refused_naming_the_kind():
+    with pytest.raises(msgspec.ValidationError, match="oversize is for UDP and Aeron only"):
+        config(transport="tcp", bad_kinds=["nan", "oversize"])
+
+
+def test_feed_cli_when_demo_config_then_routes_as_the_strategies_subscribe_and_its_feed_file():
+    parser = peers.add_feed_arguments(argparse.ArgumentParser())
+    cfg = peers.feed_config_from_args(parser.parse_args(["--config", str(ROOT / "config" / "demo")]))
+    # each signal id with the tradable instruments all its subscribers trade, one signal per (strategy, instrument)
+    assert cfg.routes == ((0, 0), (1, 3), (2, 2), (2, 3), (2, 4), (3, 4), (4, 2), (5, 1), (6, 2))
+    assert cfg.target_drift > 0 and cfg.bad_every > 0 and "oversize" in cfg.bad_kinds  # config/demo/feed.toml
+    tcp = peers.feed_config_from_args(parser.parse_args(["--config", str(ROOT / "config" / "demo"),
+                                                         "--transport", "tcp"]))
+    assert "oversize" not in tcp.bad_kinds and tcp.bad_kinds
+    by_hand = peers.feed_config_from_args(parser.parse_args(["--config", str(ROOT / "config" / "demo"),
+                                                             "--signal-ids", "1,2"]))
+    assert by_hand.routes == () and by_hand.signal_ids == (1, 2)
+
+
+def closed_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("limit", [None, 10])
+def test_feed_cli_when_nothing_listens_then_says_so_and_exits_1_after_max_send_errors(limit):
+    port = closed_udp_port()
+    command = [sys.executable, "-m", "engine.cli", "feed", "--port", str(port), "--rate", "2000", "--duration",
+               "30", "--frames-per-datagram", "1", "--json"] + (["--max-send-errors", str(limit)] if limit else [])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["gave_up"] and summary["refused"] == (limit or 100) <= summary["send_errors"]
+    assert summary["signals"] < 2000 * 30  # it stopped, it did not send its whole run into the void
+    assert f"feed: gave up after {limit or 100} sends refused: nothing is listening at udp 127.0.0.1:{port}" \
+        in done.stderr
+
+
+def test_feed_cli_when_max_send_errors_zero_then_it_keeps_sending_and_exits_0_saying_what_was_lost():
+    port = closed_udp_port()
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "feed", "--port", str(port), "--rate", "20000",
+                           "--count", "400", "--duration", "0", "--frames-per-datagram", "1", "--max-send-errors",
+                           "0", "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["refused"] > 0 and not summary["gave_up"]
+    assert "sends refused by udp" in done.stderr

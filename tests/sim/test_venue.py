@@ -4,13 +4,13 @@ import random
 import pytest
 
 from kernels.dtypes import (
-    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, MSG_CANCEL, MSG_ORDER, ORDER_IOC, ORDER_LIMIT,
-    ORDER_MARKET, SIDE_BUY, SIDE_SELL, WIRE_VERSION,
+    EXEC_ACK, EXEC_CANCELED, EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REJECT, EXEC_STATUS, MSG_CANCEL, MSG_ORDER, ORDER_IOC,
+    ORDER_LIMIT, ORDER_MARKET, SIDE_BUY, SIDE_SELL, STATUS_DONE, STATUS_UNKNOWN, STATUS_WORKING, WIRE_VERSION,
 )
 from sim.venue import REJECT_DUPLICATE, REJECT_NO_MARKET, REJECT_PRICE, REJECT_QTY, REJECT_RANDOM, SimulatedOms
 from tests.sim.sim_kit import INSTANT, T0, US, config, engine_order_frame, kinds, oms_with_market, order, quote, run
 from wire.frames import FrameError, encode_frame, frame
-from wire.schema import Cancel, Signal
+from wire.schema import Cancel, Signal, StatusRequest
 
 
 # ---------------------------------------------------------------------------------------------- fill rules
@@ -284,3 +284,34 @@ def test_sim_oms_on_frames_when_header_untrusted_then_frame_error_after_the_good
     with pytest.raises(FrameError):
         oms.on_frames(encode_frame(order(1)) + bad_version + encode_frame(order(2)), T0)
     assert oms.stats.orders == 1 and oms.stats.bad_header == 1
+
+
+# ---------------------------------------------------------------------------------------------- reconciliation
+def status_of(oms, order_id, now=T0, strategy=1, deploy=2):
+    oms.on_frames(encode_frame(StatusRequest(order_id=order_id, strategy=strategy, deploy=deploy, ts_ns=now)), now)
+    replies = [r for r in oms.pop_due(now) if r.exec_type == EXEC_STATUS]
+    assert len(replies) == 1
+    r = replies[0]
+    return r.reason, r.qty, r.price, r.leaves, r.fee
+
+
+def test_sim_oms_status_when_asked_then_answers_what_its_reports_said_when_the_answer_is_sent():
+    oms = SimulatedOms(config(**INSTANT, fee_per_unit=0.01))
+    oms.on_frames(encode_frame(quote(99.0, 101.0)) + encode_frame(order(1, price=100.0)) +
+                  encode_frame(order(2, price=101.0)), T0)
+    # asked before its reports went out: the answer, due after them, includes them
+    assert status_of(oms, 2) == (STATUS_DONE, 10, 101.0, 0, 0.1)
+    assert status_of(oms, 1) == (STATUS_WORKING, 0, 0.0, 10, 0.0)  # resting
+    assert status_of(oms, 99, strategy=3, deploy=4) == (STATUS_UNKNOWN, 0, 0.0, 0, 0.0)
+    assert oms.stats.status_replies == 3
+
+
+def test_sim_oms_status_when_the_session_is_abandoned_then_its_orders_are_done_for_the_next_session():
+    orders = {}
+    first = SimulatedOms(config(**INSTANT), orders=orders)
+    first.on_frames(encode_frame(quote(99.0, 101.0)) + encode_frame(order(1, price=100.0)), T0)
+    first.pop_due(T0)
+    first.abandon()  # the connection dropped: cancel on disconnect
+    second = SimulatedOms(config(**INSTANT), market=first.market, orders=orders)
+    assert status_of(second, 1) == (STATUS_DONE, 0, 0.0, 0, 0.0)
+    assert first.resting() == 0 and first.pending() == 0

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from kernels.dtypes import (
     FRAME_HEADER_SIZE, MAX_FRAME_BODY, MSG_CANCEL, MSG_EXECUTION_REPORT, MSG_MARKET_DATA, MSG_ORDER, MSG_SIGNAL,
-    WIRE_VERSION,
+    MSG_STATUS_REQUEST, WIRE_VERSION,
 )
 from wire.frames import HEADER, FrameError, decode_body, encode_frame, iter_frames, read_header, whole_frames_end
 from wire.schema import MESSAGE_TYPES, ExecutionReport, MarketData, Order, Signal
@@ -62,7 +62,7 @@ def test_encode_frame_when_signal_then_header_gives_length_version_type():
 def test_message_types_when_listed_then_each_struct_names_its_type():
     assert {t: cls.msg_type for t, cls in MESSAGE_TYPES.items()} == {
         MSG_SIGNAL: MSG_SIGNAL, MSG_MARKET_DATA: MSG_MARKET_DATA, MSG_ORDER: MSG_ORDER,
-        MSG_EXECUTION_REPORT: MSG_EXECUTION_REPORT, MSG_CANCEL: MSG_CANCEL}
+        MSG_EXECUTION_REPORT: MSG_EXECUTION_REPORT, MSG_CANCEL: MSG_CANCEL, MSG_STATUS_REQUEST: MSG_STATUS_REQUEST}
 
 
 @pytest.mark.parametrize("body, where", [
