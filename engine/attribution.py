@@ -83,13 +83,15 @@ class PnlAttribution:
     def unrealized(self):
         """Unrealized P&L by row: each strategy's positions at their marks, on its running deploy's row."""
         state = self.state
-        out = np.zeros_like(self.realized)
-        for s in range(len(state.strategy_names)):
-            out[self._row(s, int(state.strategies[s]["deploy"]))] = state.positions["unrealized"][s]
+        n = len(state.strategy_names)
+        rows = [self._row(s, int(state.strategies[s]["deploy"])) for s in range(n)]  # first: a strategy registered
+        out = np.zeros_like(self.realized)  # since the last look gets its row now, so the table has grown
+        out[rows] = state.positions["unrealized"][:n]
         return out
 
     def measures(self):
-        return {"realized": self.realized.copy(), "unrealized": self.unrealized(), "fees": self.fees.copy(),
+        unrealized = self.unrealized()  # before the copies: it may add the rows of newly registered strategies
+        return {"realized": self.realized.copy(), "unrealized": unrealized, "fees": self.fees.copy(),
                 "fills": self.fills.copy()}
 
     # ------------------------------------------------------------------------------------------ the day

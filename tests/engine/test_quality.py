@@ -127,6 +127,18 @@ def pnl(state, now=T0, **values):
     return PnlAttribution(state, msgspec.convert(values, Pnl), now)
 
 
+def test_attribution_when_a_deploy_runs_that_has_not_traded_yet_then_its_row_holds_the_unrealized(state):
+    a = pnl(state)
+    state.strategies[0]["deploy"] = 2  # deployed (or registered by a reload) since the last look: no row yet
+    state.deploys[0].append(Deploy(number=2, version="9.9.9", config_hash="x", source="",
+                                   spec=state.deploys[0][0].spec))
+    state.positions[0, ESZ5]["unrealized"] = 55.0
+
+    table = a.report()["total"][state.strategy_names[0]]["ESZ5"]
+
+    assert table["2"]["unrealized"] == 55.0 and table["2"]["realized"] == 0.0
+
+
 def test_attribution_when_two_deploys_traded_then_realized_and_fees_are_each_ones_and_unrealized_the_running(state):
     state.positions[0, ESZ5]["realized"], state.positions[0, ESZ5]["fees"] = 100.0, 2.0  # held at start
     a = pnl(state)
