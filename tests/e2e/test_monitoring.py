@@ -31,7 +31,7 @@ def config(tmp_path):
 
 def feed(procs, engine, count, rate=2000, bad=0.0, name="feed"):
     summary = procs.feed(engine, "udp", "--rate", rate, "--count", count, "--duration", 0, "--seed", 1,
-                         "--bad-ratio", bad, name=name)
+                         "--bad-ratio", bad, "--bad-every", 0, name=name)  # the demo's feed.toml sends bad ones too
     assert summary["send_errors"] == 0
     return summary
 
