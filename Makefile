@@ -19,8 +19,11 @@ install: $(STAMP)
 
 # The demo starts from an empty state each time (--fresh --force: the last run's journal is moved aside): its feed
 # starts every target flat, which positions recovered from an earlier run would not match.
+# The demo's feed starts every strategy flat, so each `make run` starts the demo from an empty state (its journal
+# and order ids under config/demo/var are the previous demo's, removed, not recovered).
 run: $(STAMP)
-	$(VENV)/bin/orchestrator run config/demo --feed 1000 --duration 10 --fresh --force
+	rm -rf config/demo/var
+	$(VENV)/bin/orchestrator run config/demo --feed 1000 --duration 10
 
 # The kernel tests run a second time with numba's bounds checks on (their own compile cache): an index out of a
 # table's range is then an IndexError in the test, not a silent read of the next region of the arena.
