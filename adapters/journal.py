@@ -159,6 +159,8 @@ class JournalWriter:
         self._syncer = None
         self.syncs = 0
         self.bytes_written = 0
+        self.written_seq = next_seq - 1  # the last record handed to the OS (write(2) returned) ...
+        self.synced_seq = next_seq - 1   # ... and the last one known on disk (fdatasync returned)
 
     def open(self):
         """Open (or create) the directory and the segment to append to; raise JournalError if it cannot be
@@ -211,9 +213,11 @@ class JournalWriter:
             written = os.write(self._fd, self._buffer)
             while written < len(self._buffer):  # a short write (signal, disk nearly full): finish or fail
                 written += os.write(self._fd, memoryview(self._buffer)[written:])
+            self.written_seq = self.next_seq - 1
             if self.config.fsync == "batch":
                 os.fdatasync(self._fd)
                 self.syncs += 1
+                self.synced_seq = self.written_seq
         except OSError as e:
             raise JournalError(e.errno, f"journal write failed in {self.directory}: {e.strerror}") from None
         self.bytes_written += written
@@ -224,14 +228,17 @@ class JournalWriter:
             with self._sync_lock:
                 self._open_segment(segment_path(self.directory, self.next_seq))  # syncs the old one
                 self._dirty = False
+                self.synced_seq = self.written_seq
 
     def sync(self):
         """fdatasync what was written (any policy): at shutdown, before a snapshot names the seq it covers."""
         with self._sync_lock:
             self._dirty = False  # before the sync: a write after this point marks it dirty again
             if self._fd >= 0:
+                written = self.written_seq
                 os.fdatasync(self._fd)
                 self.syncs += 1
+                self.synced_seq = max(self.synced_seq, written)
 
     def _sync_loop(self):
         """fsync = "interval": wake twice per interval, sync when something was written since the last sync, so

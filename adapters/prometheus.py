@@ -23,18 +23,35 @@ from typing import Annotated, Literal
 import msgspec
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from adapters.base import Host, Port
-from kernels.dtypes import COUNTER_NAMES, COUNTER_TEXT, NO_TRIP, REASON_NAMES, STATE_NAMES, TRIP_NAMES
+from kernels.dtypes import (
+    C_FRAME_BAD_TYPE, C_FRAME_BAD_VERSION, C_FRAME_MALFORMED, C_FRAME_OVERSIZE, C_FRAME_TRUNCATED,
+    C_MARKET_DATA_INVALID, C_REPORT_INVALID, COUNTER_NAMES, COUNTER_TEXT, NO_TRIP, REASON_NAMES, STATE_NAMES,
+    TRIP_NAMES,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the text format every Prometheus 2.x reads
 
 MetricPrefix = Annotated[str, msgspec.Meta(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=64)]
 IntervalMs = Annotated[int, msgspec.Meta(ge=10, le=3_600_000)]
+# decode errors by cause: the kernels' counters of frames (and values) that could not be taken as sent
+DECODE_CAUSES = (("truncated", C_FRAME_TRUNCATED), ("oversize", C_FRAME_OVERSIZE),
+                 ("bad_version", C_FRAME_BAD_VERSION), ("bad_type", C_FRAME_BAD_TYPE),
+                 ("malformed", C_FRAME_MALFORMED), ("invalid_market_data", C_MARKET_DATA_INVALID),
+                 ("invalid_report", C_REPORT_INVALID))
+# latency histogram bounds (seconds): 1-2-5 steps from 1 us to 10 s, parsed from text so they print as le="5e-06"
+# (5 * 1e-06 is 4.9999999999999996e-06)
+LATENCY_BOUNDS_S = tuple(float(f"{m}e{e}") for e in range(-6, 1) for m in (1, 2, 5)) + (10.0,)
+VENUE_COUNTS = (("orders", "orders the venue received"), ("acks", "acks it sent"),
+                ("rejects", "orders it rejected"), ("partial_fills", "partial fills it sent"),
+                ("fills", "fills that completed an order"), ("canceled", "orders it canceled or expired"),
+                ("filled_units", "quantity it filled"))
 
 
 class PrometheusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True  # engine.toml [metrics]: false keeps the table and serves nothing
     host: Host = "127.0.0.1"
     port: Port = 0  # 0: the OS picks one; read it back from `address`
     namespace: MetricPrefix = "orchestrator"  # the first word of every series name
@@ -68,6 +85,20 @@ class MetricsSnapshot:
     oms_up: bool | None = None             # None: not known (no driver)
     engine_stats: dict[str, int] = field(default_factory=dict)            # the driver's counters, by name
     transports: dict[str, dict[str, int]] = field(default_factory=dict)   # stats by transport name
+    # ---- the monitoring's own (engine/monitor.py); each family is served only when its data is given
+    batch_chunks: tuple[int, ...] = ()   # batches by chunks decided: [b] counts 2**(b-1) .. 2**b - 1 (b=0: none)
+    batch_chunks_sum: int = 0
+    journal: dict | None = None          # last_seq, written_seq, synced_seq, pending_bytes, bytes_written, ...
+    venue: dict | None = None            # the in-batch simulated venue's counts (oms kind "sim")
+    shadows: tuple[dict, ...] | None = None  # engine/state.py shadow_report of every shadow run
+    signal_to_order: tuple | None = None  # (cumulative counts [S, len(LATENCY_BOUNDS_S)], totals [S], sums_s [S])
+    quality: dict | None = None          # engine/quality.py ExecutionQuality.export()
+    pnl: tuple | None = None             # (strategy, instrument, deploy, version, totals, today) rows
+    pnl_day_started_ns: int = 0
+    alerts: dict | None = None           # engine/alerts.py AlertManager.export()
+    strategy_reasons: tuple[str, ...] = ()  # why each strategy is in its state (engine/monitor.py)
+    history: tuple | None = None         # (times_ns [H], net P&L [H, S]) for the dashboard's sparklines
+    latency_us: dict | None = None       # {strategy: {signal_to_order: {p50, p99, p99.9}, ...}} for the dashboard
 
 
 @dataclass(slots=True)
@@ -161,7 +192,7 @@ def families(snapshot: MetricsSnapshot, config: PrometheusConfig = PrometheusCon
         yield f
 
     # ---------------------------------------------------------------- per strategy and instrument
-    pairs = _position_pairs(positions, config.positions)
+    pairs = _position_pairs(positions[:len(names)], config.positions)  # rows in use: strategies registered
     symbols = snapshot.instrument_symbols
     by_position = (
         ("position_units", "qty", "net position, in instrument units (negative: short)"),
@@ -242,6 +273,169 @@ def families(snapshot: MetricsSnapshot, config: PrometheusConfig = PrometheusCon
         yield f
     yield gauge_value(f"{ns}_snapshot_timestamp_seconds", "engine clock when this snapshot was taken",
                       snapshot.taken_ns / 1e9)
+    yield from _monitoring_families(snapshot, ns, counter, gauge)
+
+
+def _monitoring_families(snapshot, ns, counter, gauge):
+    """The series engine/monitor.py adds: batch sizes, decode errors, journal, venue, shadows, latency,
+    execution quality, P&L attribution, alerts."""
+    names, symbols = snapshot.strategy_names, snapshot.instrument_symbols
+    f = counter("decode_errors", "frames or values that could not be taken as sent, by cause", ["cause"])
+    for cause, index in DECODE_CAUSES:
+        f.add_metric([cause], float(snapshot.counters[index]) if index < len(snapshot.counters) else 0.0)
+    yield f
+
+    if snapshot.batch_chunks:
+        f = HistogramMetricFamily(f"{ns}_batch_chunks", "chunks (datagrams, TCP reads, ticks) decided per batch")
+        cumulative, buckets = 0, []
+        for b, count in enumerate(snapshot.batch_chunks):
+            cumulative += count
+            buckets.append((str(float((1 << b) - 1)), float(cumulative)))
+        buckets.append(("+Inf", float(cumulative)))
+        f.add_metric([], buckets, sum_value=float(snapshot.batch_chunks_sum))
+        yield f
+
+    journal = snapshot.journal
+    if journal is not None:
+        for key, text in (("last_seq", "the last record appended"), ("written_seq", "the last record written"),
+                          ("synced_seq", "the last record known on disk (fdatasync)")):
+            yield gauge_value(f"{ns}_journal_{key}", f"journal: {text}", journal[key])
+        yield gauge_value(f"{ns}_journal_unsynced_records", "journal lag: records appended and not yet on disk",
+                          journal["last_seq"] - journal["synced_seq"])
+        yield gauge_value(f"{ns}_journal_pending_bytes", "journal bytes appended and not yet written",
+                          journal["pending_bytes"])
+        yield gauge_value(f"{ns}_journal_failing", "1 while the journal's last commit failed",
+                          1.0 if journal["failing"] else 0.0)
+        for key, text in (("bytes_written", "bytes written"), ("syncs", "fdatasync calls"),
+                          ("errors", "commits the disk refused")):
+            yield CounterMetricFamily(f"{ns}_journal_{key}", f"journal: {text}", value=float(journal[key]))
+
+    venue = snapshot.venue
+    if venue is not None:
+        for key, text in VENUE_COUNTS:
+            yield CounterMetricFamily(f"{ns}_venue_{key}", f"in-batch simulated venue: {text}",
+                                      value=float(venue[key]))
+        yield gauge_value(f"{ns}_venue_fees", "fees the venue charged, in currency", venue["fees"])
+        yield gauge_value(f"{ns}_venue_pending_reports", "reports the venue has not released yet", venue["pending"])
+        yield gauge_value(f"{ns}_venue_resting_orders", "orders resting on the venue's book", venue["resting"])
+
+    if snapshot.shadows is not None:
+        orders = counter("shadow_orders", "orders the shadow would have placed since it started",
+                         ["strategy", "shadow", "version"])
+        rejects = counter("shadow_rejects", "orders the shadow would have had rejected since it started",
+                          ["strategy", "shadow", "version"])
+        live_orders = counter("shadow_live_orders", "orders the live version placed over the same span",
+                              ["strategy", "shadow", "version"])
+        live_rejects = counter("shadow_live_rejects", "orders the live version had rejected over the same span",
+                               ["strategy", "shadow", "version"])
+        running = gauge("shadow_running", "1 while the shadow runs", ["strategy", "shadow", "version"])
+        for run in snapshot.shadows:
+            labels = [run["live_strategy"], run["strategy"], run["version"]]
+            orders.add_metric(labels, float(run["shadow"]["orders"]))
+            rejects.add_metric(labels, float(run["shadow"]["rejects"]))
+            live_orders.add_metric(labels, float(run["live"]["orders"]))
+            live_rejects.add_metric(labels, float(run["live"]["rejects"]))
+            running.add_metric(labels, 1.0 if run["running"] else 0.0)
+        yield from (orders, rejects, live_orders, live_rejects, running)
+
+    if snapshot.signal_to_order is not None:
+        cumulative, totals, sums = snapshot.signal_to_order
+        yield _histogram(f"{ns}_strategy_signal_to_order_seconds", "signal timestamp to the order leaving for the "
+                         "OMS (log buckets, ~4%)", names, cumulative, totals, sums)
+
+    quality = snapshot.quality
+    if quality is not None:
+        yield from _quality_families(quality, ns, names, symbols, counter, gauge)
+
+    if snapshot.pnl is not None:
+        by_key = {}
+        for measure, text in (("realized", "realized P&L"), ("unrealized", "unrealized P&L at the marks"),
+                              ("fees", "fees")):
+            by_key[measure] = gauge(f"pnl_{measure}", f"{text} of the position, in currency, attributed to the "
+                                    f"deploy", ["strategy", "instrument", "deploy", "version"])
+            by_key["day_" + measure] = gauge(f"pnl_day_{measure}", f"{text} since the trading day started, in "
+                                             f"currency", ["strategy", "instrument", "deploy", "version"])
+        for s, i, deploy, version, total, today in snapshot.pnl:
+            labels = [_name(names, s), symbols[i], str(deploy), version]
+            for measure in ("realized", "unrealized", "fees"):
+                by_key[measure].add_metric(labels, total[measure])
+                by_key["day_" + measure].add_metric(labels, today[measure])
+        yield from by_key.values()
+        yield gauge_value(f"{ns}_pnl_day_start_timestamp_seconds", "when the current trading day's figures started",
+                          snapshot.pnl_day_started_ns / 1e9)
+
+    alerts = snapshot.alerts
+    if alerts is not None:
+        f = gauge("alerts_firing", "alerts firing now, by severity", ["severity"])
+        for severity, count in alerts["firing"].items():
+            f.add_metric([severity], float(count))
+        yield f
+        f = counter("alerts_fired", "alert episodes started, by alert", ["alert"])
+        for alert, count in alerts["fired"].items():
+            f.add_metric([alert], float(count))
+        yield f
+        sent = counter("alert_notifications_sent", "notifications a sink delivered", ["sink"])
+        dropped = counter("alert_notifications_dropped", "notifications a sink dropped, by cause",
+                          ["sink", "cause"])
+        retries = counter("alert_notification_retries", "delivery attempts after a failed one", ["sink"])
+        for sink, stats in alerts["sinks"].items():
+            sent.add_metric([sink], float(stats["sent"]))
+            retries.add_metric([sink], float(stats.get("retries", 0)))
+            for cause in ("queue_full", "quota", "failed", "rejected"):
+                dropped.add_metric([sink, cause], float(stats.get(f"dropped_{cause}", 0)))
+        yield from (sent, dropped, retries)
+
+
+def _quality_families(quality, ns, names, symbols, counter, gauge):
+    labels = ["strategy", "instrument"]
+    by_pair = (
+        (counter, "quality_orders", "orders", "orders placed (while this engine ran)"),
+        (counter, "quality_ordered_units", "ordered_units", "quantity ordered"),
+        (counter, "quality_orders_done", "orders_done", "orders ended: filled, canceled, expired or rejected"),
+        (counter, "quality_orders_canceled", "orders_canceled", "orders that ended with quantity unfilled"),
+        (gauge, "quality_fill_ratio", "fill_ratio", "filled / ordered quantity of the orders ended"),
+        (gauge, "quality_cancel_ratio", "cancel_ratio", "orders ended unfilled or partly filled / orders ended"),
+        (gauge, "quality_arrival_slippage_bps", "arrival_slippage_bps",
+         "fill price vs the mark when the order was decided, bps, units-weighted (positive: a cost)"),
+        (gauge, "quality_limit_slippage_bps", "limit_slippage_bps",
+         "fill price vs the order's own price, bps, units-weighted (negative: price improvement)"),
+        (gauge, "quality_shortfall", "shortfall",
+         "implementation shortfall of the orders ended (fills vs arrival, unfilled at the end mark, fees), currency"),
+        (gauge, "quality_shortfall_bps", "shortfall_bps", "that shortfall over the orders' notional at arrival, bps"),
+    )
+    pairs = quality["pairs"]
+    for make, name, key, text in by_pair:
+        f = make(name, text, labels)
+        for s, i, row in pairs:
+            f.add_metric([_name(names, s), symbols[i]], float(row[key]))
+        yield f
+    markout = gauge("quality_markout_bps", "mark a horizon after each fill vs the fill price, bps, units-weighted "
+                    "(positive: the market moved the strategy's way)", labels + ["horizon"])
+    measured = counter("quality_markout_fills", "fills whose markout at the horizon was taken", labels + ["horizon"])
+    for s, i, row in pairs:
+        for horizon in quality["horizons"]:
+            markout.add_metric([_name(names, s), symbols[i], horizon], row["markouts_bps"][horizon])
+            measured.add_metric([_name(names, s), symbols[i], horizon], float(row["markout_fills"][horizon]))
+    yield markout
+    yield measured
+    for key, name, text in (("signal_to_fill", "signal_to_fill", "signal timestamp to the engine applying the fill"),
+                            ("order_to_fill", "order_to_fill", "the order's time to the OMS's time on the fill")):
+        cumulative, totals, sums = quality[key]
+        yield _histogram(f"{ns}_quality_{name}_seconds", text + " (log buckets, ~4%)", names, cumulative, totals,
+                         sums)
+
+
+def _name(names, s):
+    return names[s] if s < len(names) else str(s)
+
+
+def _histogram(name, text, names, cumulative, totals, sums):
+    f = HistogramMetricFamily(name, text, labels=["strategy"])
+    for s in range(min(len(names), len(totals))):
+        buckets = [(repr(bound), float(cumulative[s, k])) for k, bound in enumerate(LATENCY_BOUNDS_S)]
+        buckets.append(("+Inf", float(totals[s])))
+        f.add_metric([names[s]], buckets, sum_value=float(sums[s]))
+    return f
 
 
 def gauge_value(name, text, value):

@@ -85,7 +85,11 @@ class Engine:
         self.on_disconnect = on_disconnect
         self.clock = clock
         self.listeners = list(listeners)  # each gets on_batch(orders, rejects, fills, now_ns) with ring views
+        self.housekeepers = []  # each gets maintain(now_ns, engine) between steps (metrics, alerts, quality)
         self.stats = EngineStats()
+        # chunks decided per batch: batch_chunks[b] counts the batches of 2**(b-1) .. 2**b - 1 chunks (b = 0: none)
+        self.batch_chunks = [0] * (len(state.rx_sizes).bit_length() + 1)
+        self.batch_chunks_sum = 0
         self._batch = entry_point(run_batch)
         self._apply_reports = entry_point(apply_reports)
         self._carry_over = entry_point(carry_over)
@@ -203,6 +207,8 @@ class Engine:
             chunks = self._chunks
             placed += self._batch(self._arena, self._layout, chunks)
             self.stats.batches += 1
+            self.batch_chunks[chunks.bit_length()] += 1
+            self.batch_chunks_sum += chunks
             stop_chunk = self._scalars.item(S_STOP_CHUNK)
             stopped = stop_chunk < chunks
             stuck = stopped and stop_chunk == 0 and self._scalars.item(S_STOP_POS) == 0  # took nothing at all
@@ -535,6 +541,8 @@ class Engine:
             self.mirror.housekeeping(now_ns)
         self._act_on_mismatches(now_ns)
         self.watch_link(now_ns)
+        for keeper in self.housekeepers:
+            keeper.maintain(now_ns, self)
         if self._oms_up or self.oms is None or not hasattr(self.oms, "connect") or now_ns < self._next_connect_ns:
             return
         try:

@@ -1,7 +1,8 @@
 """The engine's side of the Prometheus exposition: which regions of the arena the metrics read, copied between
 batches into a `MetricsSnapshot` (adapters/prometheus.py), and when.
 
-Wiring (the driver's thread, never during a compiled batch):
+Wiring (the driver's thread, never during a compiled batch; `orchestrator run` does it through engine/monitor.py,
+which adds its own fields to each snapshot and shares it with the alerts and the dashboard):
     exposition = Exposition(state, PrometheusConfig(...))   # engine.toml's metrics table, decoded
     exposition.open()                                       # binds host:port, starts the HTTP thread
     exposition.maybe_publish(now_ns, engine)                # after each batch or on the heartbeat: copies and
@@ -21,10 +22,10 @@ from adapters.prometheus import MetricsSnapshot, PrometheusConfig, PrometheusExp
 from kernels import arena as A
 
 
-
-def snapshot(state, now_ns, engine=None) -> MetricsSnapshot:
+def snapshot(state, now_ns, engine=None, **monitoring) -> MetricsSnapshot:
     """Copy what the metrics read from `state` (an EngineState) now; with the driver's `engine`, also its
-    counters, the OMS link state and every transport's stats. Call it between batches only."""
+    counters, the OMS link state and every transport's stats; `monitoring`: the fields engine/monitor.py adds
+    (batch sizes, journal, venue, quality, P&L, alerts...). Call it between batches only."""
     free_top = int(state.scalars[A.S_FREE_TOP])
     rows = len(state.strategy_names)
     capacity = len(state.open_orders)
@@ -52,6 +53,7 @@ def snapshot(state, now_ns, engine=None) -> MetricsSnapshot:
         open_order_capacity=capacity,
         oms_pending_bytes=int(state.scalars[A.S_TX_LEN]),
         **extra,
+        **monitoring,
     )
 
 

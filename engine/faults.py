@@ -3,7 +3,8 @@
 `ORCHESTRATOR_CRASH_AT=name` (or `name:N`, the N-th time the point is reached) in the environment of an
 `orchestrator run` makes `crash_point(name)` send SIGKILL to its own process there: no handler runs, nothing is
 flushed, exactly as if the host had killed it. Unset (always, outside tests), a crash point costs a dict lookup.
-Points: "snapshot.write" (half a snapshot on disk), "deploy.swap" (a deploy checked and journaled, not yet applied).
+Points: "snapshot.write" (half a snapshot on disk), "command.<name>" (a command checked and journaled, not yet
+applied: "command.deploy", "command.kill_switch", ...).
 """
 import os
 import signal

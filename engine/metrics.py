@@ -23,6 +23,14 @@ class LogHistogram:
     def total(self, row=None):
         return int(self.counts.sum() if row is None else self.counts[row].sum())
 
+    def cumulative(self, bounds_ns, rows=None):
+        """(counts at or below each bound [R, B], totals [R]) per row: a value counts below a bound when its
+        bucket's upper bound is at or below it (so a bound is met within a bucket's ~4%)."""
+        counts = self.counts if rows is None else self.counts[rows]
+        index = _bound_index(tuple(bounds_ns))
+        running = np.cumsum(counts, axis=1)
+        return np.where(index >= 0, running[:, np.maximum(index, 0)], 0), running[:, -1]
+
     def percentile(self, pct, row=None):
         """The value at `pct` (0-100) in ns (the upper bound of its bucket); 0 when empty."""
         counts = self.counts.sum(axis=0) if row is None else self.counts[row]
@@ -31,6 +39,18 @@ class LogHistogram:
             return 0
         index = int(np.searchsorted(np.cumsum(counts), max(1, int(np.ceil(total * pct / 100.0)))))
         return self.upper_bound(index)
+
+
+_BOUND_INDEX = {}
+
+
+def _bound_index(bounds_ns):
+    """For each bound, the last bucket whose upper bound is at or below it (-1: none)."""
+    index = _BOUND_INDEX.get(bounds_ns)
+    if index is None:
+        uppers = np.array([LogHistogram.upper_bound(k) for k in range(N_BUCKETS)], np.float64)
+        index = _BOUND_INDEX[bounds_ns] = np.searchsorted(uppers, np.array(bounds_ns), side="right") - 1
+    return index
 
 
 class LatencyRecorder:

@@ -40,6 +40,7 @@ def final_report(service):
         "signal_to_order_us": {"p50": latency.percentile(50) / 1000, "p99": latency.percentile(99) / 1000,
                                "p99.9": latency.percentile(99.9) / 1000, "count": latency.total()},
         "strategies": strategies,
+        **({} if service.monitor is None else service.monitor.report()),
         **({} if service.api is None else {"api": service.api.stats.as_dict()}),
     }
 

@@ -23,6 +23,7 @@ from engine.driver import Engine, run_event, run_spin, warm_up
 from engine.journal import EngineJournal
 from engine.metrics import LatencyRecorder
 from engine.mirror import MirrorFeed
+from engine.monitor import Monitor
 from engine.recovery import SNAPSHOTS, Recovered, recover
 from engine.order_ids import FILE_NAME as ORDER_IDS_FILE, OrderIds
 from engine.reload import Reloader, ReloadRefused
@@ -45,16 +46,19 @@ class Service:
     snapshots: Snapshotter | None = None
     api: ApiServer | None = None  # the REST API ([api] enabled), served while the driver runs
     reloader: Reloader | None = None  # config hot reload (SIGHUP, POST /reload); made with the service
+    monitor: Monitor | None = None  # metrics, alerts, execution quality, P&L attribution, dashboard
 
     def __post_init__(self):
         if self.reloader is None:
             self.reloader = Reloader(self)
 
     def close(self):
-        """A clean stop: a last snapshot (when nothing waits undecided), the journal synced and closed, the
-        transports closed."""
+        """A clean stop: the monitoring's last publish and its threads stopped, a last snapshot (when nothing
+        waits undecided), the journal synced and closed, the transports closed."""
         engine = self.engine
         try:
+            if self.monitor is not None:
+                self.monitor.close(engine)
             if self.snapshots is not None:
                 self.snapshots.take(engine, engine.clock(), wait=True)
                 self.snapshots.close()
@@ -78,6 +82,10 @@ class Service:
         if self.api is not None:
             found["api"] = self.api.url
         return found
+
+    def monitoring_addresses(self):
+        """Where the monitoring is served, as bound: {"metrics": "host:port", "dashboard": "host:port"}."""
+        return {} if self.monitor is None else self.monitor.addresses()
 
 
 class JournalInUse(ValueError):
@@ -108,10 +116,12 @@ def start_state(config, *, fresh=False, force=False):
     return recover(config, directory)
 
 
-def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, force=False):
+def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, force=False, monitoring=True):
     """An engine for `config`: its state recovered (or fresh), its journal open, its listening sockets open, its
-    OMS link up (or the policy applied). Raises JournalError (journal directory not writable), JournalInUse,
-    JournalCorrupt, OSError and TransportClosed (sockets, Aeron) before anything trades."""
+    OMS link up (or the policy applied), its monitoring serving (`monitoring=False`: none, for benchmarks).
+    Raises JournalError (journal directory not writable), JournalInUse, JournalCorrupt, OSError and
+    TransportClosed (sockets, Aeron), ValueError (an alert rule over no exported series) before anything
+    trades."""
     state, recovered, results = start_state(config, fresh=fresh, force=force)
     new_state = recovered is None or (recovered.last_seq == 0 and not recovered.snapshot_file)
     order_ids = OrderIds(journal_directory(config).parent / ORDER_IDS_FILE)
@@ -149,16 +159,16 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
         for transport in transports:
             transport.open()
     except (OSError, TransportClosed, ValueError):  # TransportClosed: no Aeron media driver
-        for transport in transports:
-            transport.close()
-        if api is not None:
-            api.close()
-        if journal is not None:
-            journal.close()
+        _close_all(transports, journal, api)
         raise
     latency = LatencyRecorder(state, clock)
+    try:
+        monitor = Monitor(state, config, latency=latency, journal=journal, clock=clock) if monitoring else None
+    except ValueError:  # an alert rule over a series that is not exported
+        _close_all(transports, journal, api)
+        raise
     engine = Engine(state, inbound, oms, on_disconnect=oms_config.on_disconnect, clock=clock,
-                    listeners=[latency], journal=journal,
+                    listeners=[latency] + ([monitor] if monitor else []), journal=journal,
                     backoff_ms=(oms_config.reconnect_backoff_min_ms, oms_config.reconnect_backoff_max_ms),
                     watch_ms=(oms_config.ack_timeout_ms, oms_config.max_unacked, oms_config.stall_ms),
                     on_mismatch=oms_config.on_mismatch)
@@ -171,7 +181,25 @@ def build(config, *, clock=time.time_ns, connect_timeout_s=2.0, fresh=False, for
         _connect(engine, oms, connect_timeout_s)
     warm_up(engine)
     _start_mirror(engine, config)
-    return Service(engine, latency, transports, clock(), recovered, snapshots, api)
+    service = Service(engine, latency, transports, clock(), recovered, snapshots, api=api, monitor=monitor)
+    if monitor is not None:
+        try:
+            monitor.open(service)  # binds /metrics and the dashboard: an address in use is an OSError
+        except OSError:
+            service.monitor = None
+            service.close()
+            raise
+        engine.housekeepers.append(monitor)
+    return service
+
+
+def _close_all(transports, journal, api=None):
+    for transport in transports:
+        transport.close()
+    if api is not None:
+        api.close()
+    if journal is not None:
+        journal.close()
 
 
 # ---------------------------------------------------------------------------------------------- the Redis mirror
@@ -217,6 +245,14 @@ def _connect(engine, oms, timeout_s):
 def run(service, *, driver="event", duration_s=None, on_tick=None, tick_s=0.5, cpu=None, on_ready=None):
     """Run until SIGINT/SIGTERM or `duration_s`; drain; return. `on_tick(service)` runs every tick_s;
     `on_ready(service)` once the signal handlers are in place, just before the driver starts."""
+    try:
+        _drive(service, driver, duration_s, on_tick, tick_s, cpu, on_ready)
+    finally:
+        if service.monitor is not None:  # the engine has stopped: a last fold and publish, for the report
+            service.monitor.maintain(service.engine.clock(), service.engine, force=True)
+
+
+def _drive(service, driver, duration_s, on_tick, tick_s, cpu, on_ready):
     stop_async = None
     stop_flag = threading.Event()
 

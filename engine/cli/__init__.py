@@ -47,15 +47,18 @@ def _run(args):
     def on_ready(svc):
         nonlocal feed
         addresses = svc.addresses()
+        served = svc.monitoring_addresses()  # metrics, dashboard
         oms = config.engine.oms
         print(f"orchestrator: engine {config.engine.name!r} ready: {len(config.strategies)} strategies, "
               f"{len(config.instruments)} instruments, driver {driver}, "
               + ", ".join(f"{kind} {address}" for kind, address in addresses.items())
               + f", oms {oms.kind}{f' {oms.tcp.host}:{oms.tcp.port}' if oms.kind == 'tcp' else ''} "
-              f"{'up' if svc.engine.oms_up else 'DOWN'}", file=sys.stderr, flush=True)
+              f"{'up' if svc.engine.oms_up else 'DOWN'}"
+              + "".join(f", {kind} http://{address}/{'metrics' if kind == 'metrics' else ''}"
+                        for kind, address in served.items()), file=sys.stderr, flush=True)
         if args.ready_file:
             _write_atomically(args.ready_file, json.dumps(
-                {"pid": os.getpid(), "engine": config.engine.name, "driver": driver, **addresses,
+                {"pid": os.getpid(), "engine": config.engine.name, "driver": driver, **addresses, **served,
                  "oms": {"kind": oms.kind, "up": svc.engine.oms_up}}))
         if args.feed:
             feed = _start_feed(args, addresses)
@@ -151,6 +154,30 @@ def _replay(args):
     return 0
 
 
+def _export(args):
+    from engine.config import ConfigError, load_config
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"orchestrator: config not valid:\n{e}", file=sys.stderr)
+        return EXIT_CONFIG
+    from adapters.journal import JournalCorrupt
+    from engine.export import export
+    from engine.service import journal_directory
+    directory = args.journal or journal_directory(config)
+    try:
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"no journal directory {directory}")
+        result = export(config, args.out, directory)
+    except (OSError, JournalCorrupt, ValueError) as e:
+        print(f"orchestrator: cannot export: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2) if args.json else
+          f"exported {result['records']} journal records to {args.out}: " +
+          ", ".join(f"{name} {f['rows']} rows" for name, f in result["files"].items()))
+    return 0
+
+
 def _simulate(args):
     from engine.config import ConfigError, load_config
     try:
@@ -224,6 +251,17 @@ def parser():
     replay.add_argument("--journal", metavar="DIR", default=None, help="journal directory (default: the config's)")
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(handler=_replay)
+
+    export = sub.add_parser("export", help="replay a journal into Parquet files (orders, fills, P&L, latency)",
+                            description="Replay the journal of CONFIG (or of --journal DIR) through a fresh engine "
+                                        "and write orders, rejects, fills, pnl (per strategy, instrument and "
+                                        "version) and latency (per order) as Parquet files into --out DIR "
+                                        "(docs/export.md has the schema).")
+    export.add_argument("config")
+    export.add_argument("--out", metavar="DIR", required=True, help="directory for the .parquet files")
+    export.add_argument("--journal", metavar="DIR", default=None, help="journal directory (default: the config's)")
+    export.add_argument("--json", action="store_true", help="print the summary as JSON")
+    export.set_defaults(handler=_export)
 
     simulate = sub.add_parser("simulate", help="run a recorded stream through the kernels and the simulated venue",
                               description="Run INPUT (an engine's journal directory, or a Parquet stream of signals "

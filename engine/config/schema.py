@@ -9,6 +9,7 @@ Every transport is set the same way: its table in engine.toml is its adapter's o
 (adapters/udp.py, tcp.py, aeron.py), so every setting an adapter has can be set here, and none it lacks.
 """
 import ipaddress
+import zoneinfo
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -21,9 +22,11 @@ from adapters.aeron import (
 )
 from adapters.base import HOST_PATTERN, IPV4_PATTERN, Host, Port
 from adapters.journal import JournalConfig
+from adapters.prometheus import PrometheusConfig
 from adapters.redis_mirror import KEY_PART_PATTERN, RedisMirrorConfig
 from adapters.tcp import TcpClientConfig, TcpServerConfig
 from adapters.udp import UdpReceiverConfig
+from adapters.webhook import URL_PATTERN, WebhookConfig
 from engine.config.errors import fail, show, unsupported
 from sim.venue import SimOmsConfig
 from kernels.dtypes import FRAME_HEADER_SIZE, MAX_FRAME_BODY, MAX_OPEN_ORDERS_CAPACITY
@@ -45,6 +48,8 @@ PATTERN_TEXT = {  # what a pattern means, for error messages
     VERSION_PATTERN: 'a version "major.minor.patch" like "1.2.0"',
     CHANNEL_PATTERN: CHANNEL_TEXT,
     HOST_PATTERN: 'a host name or IP address like "127.0.0.1"',
+    URL_PATTERN: 'an http:// or https:// URL like "http://127.0.0.1:9000/alerts"',
+    r"^[a-zA-Z_:][a-zA-Z0-9_:]*$": 'a series name like "orchestrator_strategy_rejects_total"',
     IPV4_PATTERN: 'an IPv4 address like "10.0.0.7" (a peer as the socket sees it: no host names)',
     KEY_PART_PATTERN: 'a Redis key part of letters, digits, "_", "." or "-"',
 }
@@ -149,6 +154,78 @@ class Journal(JournalConfig, kw_only=True):
     on_error: Literal["halt", "alarm"] = "halt"
     snapshot_interval_s: Annotated[float, Meta(ge=0, le=86_400)] = 60.0  # 0: only at a clean shutdown
     snapshots_kept: Annotated[int, Meta(ge=1, le=1000)] = 3
+
+
+# ------------------------------------------------------------------------------------------------- monitoring
+SeriesName = Annotated[str, Meta(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", max_length=200)]
+Seconds = Annotated[float, Meta(ge=0, le=86_400)]
+
+
+class Dashboard(_Config, kw_only=True):
+    """[dashboard]: the operator's web page (engine/dashboard.py) on its own address, read from what the engine
+    publishes between batches (never from the arena)."""
+    enabled: bool = True
+    host: Annotated[str, Meta(min_length=1, max_length=253, pattern=HOST_PATTERN)] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 0  # 0: the OS picks one (the ready line says which)
+    refresh_ms: Annotated[int, Meta(ge=100, le=60_000)] = 1000  # how often the page polls, and the view is taken
+    history: Annotated[int, Meta(ge=2, le=10_000)] = 300        # points per P&L sparkline
+
+
+class AlertRule(_Config, kw_only=True):
+    """One rule over an exported series (docs/metrics.md; the name as served, counters with `_total`): every
+    series of that name whose labels include `labels` is its own alert. A counter's value is its increase over
+    the last `window_s` seconds; a gauge's is its value, and the condition must hold for `window_s` seconds
+    (0: at once). It fires once when the condition starts to hold and resolves when it stops."""
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    metric: SeriesName
+    labels: dict[str, str] = {}
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
+    threshold: float
+    window_s: Seconds = 0.0
+    severity: Literal["info", "warning", "critical"] = "warning"
+    enabled: bool = True
+
+
+class Alerts(_Config, kw_only=True):
+    """[alerts]: built-in events (breaker trips, lifecycle changes, stale feeds, reports for unknown orders, the
+    journal failing, the OMS link down) and [[alerts.rules]], evaluated by a thread of their own from the
+    snapshots the engine publishes (engine/alerts.py); sinks: the log (structured, one JSON line per
+    notification) and an optional [alerts.webhook] (adapters/webhook.py)."""
+    enabled: bool = True
+    interval_ms: Annotated[int, Meta(ge=10, le=60_000)] = 500  # how often the engine hands a snapshot over
+    log: bool = True
+    stale_feed_s: Seconds = 10.0       # no market data for an instrument a strategy trades for this long; 0: off
+    unknown_order_quiet_s: Seconds = 60.0  # reports for unknown orders: resolved after this long without one
+    events_quiet_s: Seconds = 60.0  # report mismatches, the OMS link given up: resolved this long after the last
+    webhook: WebhookConfig | None = None
+    rules: tuple[AlertRule, ...] = ()
+
+    def __post_init__(self):
+        names = [rule.name for rule in self.rules]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(f"`rules[{index}].name`: Expected each rule name once, got {show(name)} again")
+
+
+class Quality(_Config, kw_only=True):
+    """[quality]: execution quality per strategy x instrument, from the fills (engine/quality.py)."""
+    enabled: bool = True
+    markouts_ms: Annotated[tuple[Annotated[int, Meta(ge=1, le=MAX_MS)], ...], Meta(max_length=8)] = (
+        1_000, 10_000, 60_000)  # horizons after each fill at which the mark is read
+
+
+class Pnl(_Config, kw_only=True):
+    """[pnl]: P&L attribution per strategy x instrument x deploy, with a day that starts at `day_start` (HH:MM)
+    in `time_zone` (an IANA name)."""
+    day_start: Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "00:00"
+    time_zone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
+    days_kept: Annotated[int, Meta(ge=1, le=3660)] = 31  # closed days kept in the report
+
+    def __post_init__(self):
+        try:
+            zoneinfo.ZoneInfo(self.time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            fail("time_zone", "Expected an IANA time zone name like \"America/New_York\"", self.time_zone)
 
 
 # ------------------------------------------------------------------------------------------------- api
@@ -273,11 +350,11 @@ class EngineConfig(_Config, kw_only=True):
     journal: Journal = _default(Journal)
     api: Api = _default(Api)
     redis: Redis = _default(Redis)  # the Redis mirror: off unless enabled
-    metrics: dict | None = None  # refused until it does something (below)
-
-    def __post_init__(self):
-        if self.metrics is not None:
-            unsupported("metrics", "the engine exports no metrics yet, so nothing would listen there")
+    metrics: PrometheusConfig | None = None  # /metrics (adapters/prometheus.py); none: nothing is served
+    dashboard: Dashboard | None = None       # the web page (engine/dashboard.py); none: not served
+    alerts: Alerts = _default(Alerts)
+    quality: Quality = _default(Quality)
+    pnl: Pnl = _default(Pnl)
 
 
 # ------------------------------------------------------------------------------------------------- instruments

@@ -106,7 +106,7 @@ def _engine_run(procs, config, name, driver, load):
     engine = procs.engine(config, "--driver", driver, name=name)
     url = engine.ready["api"]
     feed = procs.start_feed(engine, "udp", "--rate", FEED_RATE, "--duration", LOADED_S, "--bad-ratio", 0,
-                            "--json", name=f"feed-{name}")
+                            "--bad-every", 0, "--json", name=f"feed-{name}")
     cpu0, t0 = cpu_seconds(engine.popen.pid), time.perf_counter()
     loaded = load(url) if load else None
     feed.wait(60)

@@ -36,8 +36,10 @@ def derive_config(dest, *, engine=None, strategies=None, accounts=None, keep=Non
     of None deletes the key). `keep`: the names of the strategies to keep (default all)."""
     dest = Path(dest)
     shutil.copytree(DEMO, dest)
+    # two merges: a test's own [api] or [listen] keys go over the OS-picked ports, not instead of them
     merged = _merge(_load(dest / "engine.toml"), {"listen": {"udp": LOOPBACK_ANY, "tcp": LOOPBACK_ANY},
-                                                   "api": LOOPBACK_ANY, **(engine or {})})
+                                                   "api": LOOPBACK_ANY})
+    merged = _merge(merged, engine or {})
     (dest / "engine.toml").write_text(toml(merged))
     for path in sorted((dest / "strategies").glob("*.toml")):
         doc = _load(path)

@@ -28,7 +28,7 @@ def api_config(tmp_path, tokens=True, demo=False, **engine):
     """momentum (ACTIVE, room for every signal) and pairs (READY), or with `demo` the demo's strategies as they
     are (they trade the feed); the API with two tokens (or none)."""
     return derive_config(tmp_path / "config", keep=None if demo else {"momentum", "pairs"},
-                         strategies=None if demo else {"momentum": ROOMY},
+                         strategies=None if demo else {"momentum": ROOMY, "pairs": {"enabled": False}},
                          engine={"api": {"tokens": TOKENS if tokens else []}, **engine})
 
 
@@ -278,7 +278,8 @@ def test_api_when_clients_stall_mid_request_then_the_engine_trades_and_answers_o
         sock.sendall(head)
         stalled.append(sock)
     try:
-        summary = procs.feed(engine, "udp", "--rate", 2000, "--count", 1000, "--duration", 0, "--bad-ratio", 0)
+        summary = procs.feed(engine, "udp", "--rate", 2000, "--count", 1000, "--duration", 0, "--bad-ratio", 0,
+                             "--bad-every", 0)
         report = engine.wait_status(lambda r: r["counters"]["signals"] == summary["signals"], "every signal decided")
         assert report["counters"]["orders"] + report["counters"]["rejects"] > 0  # decided, not just read
         assert api.get("/health", token=None)["status"] == "ok"
@@ -292,7 +293,8 @@ def test_api_when_read_1000_times_a_second_while_the_feed_trades_then_the_engine
                                                                                          record_property):
     engine = start(procs, api_config(tmp_path, demo=True))
     api = Api(engine)
-    feed = procs.start_feed(engine, "udp", "--rate", 2000, "--duration", 4, "--bad-ratio", 0, "--json")
+    feed = procs.start_feed(engine, "udp", "--rate", 2000, "--duration", 4, "--bad-ratio", 0, "--bad-every", 0,
+                            "--json")
 
     load = paced(api.url, "/strategies", rate=1000, count=3000, headers={"Authorization": f"Bearer {READ_SECRET}"})
 

@@ -160,3 +160,26 @@ def test_run_when_the_journal_directory_cannot_be_written_then_exit_3_naming_it(
     code, _, err = procs.run("run", str(config), "--duration", "0.1", "--quiet", name="unwritable")
 
     assert code == 3 and "journal" in err and str(config / "var" / "journal") in err
+
+
+def test_crash_when_killed_in_the_middle_of_a_deploy_then_the_journaled_deploy_is_recovered(procs, tmp_path):
+    """A deploy through the API is journaled, then the process dies before it takes effect (crash point
+    command.deploy). Restarted, the engine replays it: the new version runs, positions carried over, and the
+    state equals a replay of the journal."""
+    config = crash_config(tmp_path, PLAIN_VENUE, keep=["momentum"])
+    engine = procs.engine(config, env={"ORCHESTRATOR_CRASH_AT": "command.deploy"})
+    udp = procs.udp(engine)
+    udp.send(market_data_frame(ESZ5), signal_frame(1, value=2.0, price=6001.0))
+    engine.wait_status(lambda r: r["strategies"]["momentum"]["positions"]["ESZ5"]["qty"] == 2, "long 2")
+    file = config / "strategies" / "momentum.toml"
+    file.write_text(file.read_text().replace('version = "1.2.0"', 'version = "1.3.0"'))
+    code, out, err = procs.run("ctl", "deploy", "momentum", "--url", engine.ready["api"], name="ctl")
+    assert code == 3, (code, out, err)  # the engine died under it: no answer
+    assert engine.wait(10) == -signal.SIGKILL
+
+    engine = procs.engine(config, name="engine-restarted")
+    report = engine.report()
+    momentum = report["strategies"]["momentum"]
+    assert (momentum["version"], momentum["deploy"]) == ("1.3.0", 2)
+    assert momentum["positions"]["ESZ5"]["qty"] == 2  # positions belong to the name, across versions
+    check_against_a_run_that_never_died(procs, config, report)

@@ -44,7 +44,7 @@ def test_reload_when_files_change_then_ctl_and_the_api_deploy_register_and_set_l
     pairs = (strategies / "pairs.toml").read_text()
     (strategies / "pairs2.toml").write_text(pairs.replace('name = "pairs"', 'name = "pairs2"'))
     _replace(strategies / "pairs.toml", "max_open_orders = ", "max_open_orders = 1")
-    _replace(config / "accounts.toml", "daily_loss_limit = 250_000.0", "daily_loss_limit = 200_000.0")
+    _replace(config / "accounts.toml", "daily_loss_limit = 1_000_000.0", "daily_loss_limit = 200_000.0")
     status, result = api.post("/reload", key="reload-2")
     assert status == 200 and result["ok"], result
     assert [(c["command"], c["ok"], c["id"]) for c in result["commands"]] == [

@@ -32,9 +32,10 @@ TOKENS = [{"name": "ops", "role": "operator", "token": OPERATOR_SECRET},
 
 @pytest.fixture
 def built(tmp_path):
-    """A demo engine with the API on loopback port 0, two tokens; closed at the end."""
+    """A demo engine with the API on loopback port 0, two tokens, momentum ACTIVE and pairs READY; closed at the
+    end."""
     config = load_config(derive_config(tmp_path / "config", engine={"api": {"tokens": TOKENS}},
-                                       keep={"momentum", "pairs"}))
+                                       keep={"momentum", "pairs"}, strategies={"pairs": {"enabled": False}}))
     svc = service_module.build(config)
     try:
         yield svc

@@ -342,12 +342,29 @@ def test_load_config_when_order_logic_is_given_then_it_is_refused_as_not_support
         f"loaded, so the strategy would trade without it; remove it")
 
 
-@pytest.mark.parametrize("table, what", [("metrics", "the engine exports no metrics yet")])
-def test_load_config_when_a_table_nothing_reads_yet_is_given_then_it_is_refused(config_dir, table, what):
-    (config_dir / "engine.toml").write_text(f'name = "x"\n[{table}]\npath = "var/x"\n')
+def test_load_config_when_metrics_table_is_given_then_it_is_the_exporters_config_with_its_defaults(config_dir):
+    (config_dir / "engine.toml").write_text('name = "x"\n[metrics]\nport = 9464\n')
 
-    assert str(load_error(config_dir)).startswith(
-        f"{config_dir / 'engine.toml'}: at $.{table}: not supported yet: {what}")
+    metrics = load_config(config_dir).engine.metrics
+
+    assert (metrics.enabled, metrics.host, metrics.port, metrics.interval_ms) == (True, "127.0.0.1", 9464, 1000)
+
+
+@pytest.mark.parametrize("text, where", [
+    ('[metrics]\npath = "var/x"', "at $.metrics.path: unknown key; expected one of: enabled, host, port"),
+    ("[metrics]\ninterval_ms = 1", "at $.metrics.interval_ms: Expected int >= 10, got 1"),
+    ('[dashboard]\nport = 70000', "at $.dashboard.port: Expected int <= 65535, got 70000"),
+    ('[pnl]\ntime_zone = "Mars/Olympus"', 'at $.pnl.time_zone: Expected an IANA time zone name'),
+    ('[pnl]\nday_start = "25:00"', "at $.pnl.day_start: "),
+    ('[alerts.webhook]\nurl = "ftp://x"', "at $.alerts.webhook.url: "),
+    ('[[alerts.rules]]\nname = "r"\nmetric = "x"\nthreshold = 1\nop = "~"', "at $.alerts.rules[0].op: "),
+    ('[[alerts.rules]]\nname = "r"\nmetric = "x"\nthreshold = 1\n[[alerts.rules]]\nname = "r"\nmetric = "y"\n'
+     'threshold = 2', "at $.alerts.rules[1].name: Expected each rule name once"),
+])
+def test_load_config_when_a_monitoring_table_is_wrong_then_the_error_names_its_key(config_dir, text, where):
+    (config_dir / "engine.toml").write_text(f'name = "x"\n{text}\n')
+
+    assert str(load_error(config_dir)).startswith(f"{config_dir / 'engine.toml'}: {where}")
 
 
 @pytest.mark.parametrize("name", ["momo.tml", "momo.toml.bak", "README", "drafts"])

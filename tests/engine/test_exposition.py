@@ -1,5 +1,6 @@
 """engine/exposition.py: what a snapshot copies out of the arena, the publish schedule, and a real engine's
 metrics after real traffic, scraped over HTTP."""
+import dataclasses
 import socket
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from engine import service
 from engine.config import load_config
 from engine.driver import EngineStats
 from engine.exposition import Exposition, snapshot
+from engine.journal import EngineJournal
+from engine.metrics import LatencyRecorder
+from engine.monitor import Monitor
 from engine.state import EngineState
 from kernels import arena as A
 from kernels.dtypes import C_FILLS, C_MARKET_DATA, C_ORDERS, C_SIGNALS, COUNTER_NAMES
@@ -116,17 +120,25 @@ def test_exposition_when_a_real_engine_trades_then_scrape_shows_its_counters_lin
         svc.close()
 
 
-def test_docs_when_metrics_md_is_read_then_it_lists_exactly_the_series_the_exporter_serves(state):
+def monitored_snapshot(state, tmp_path):
+    """A snapshot with every field the monitoring adds (engine/monitor.py), as `orchestrator run` publishes it."""
+    config = load_config(DEMO)
+    journal = EngineJournal(config.engine.journal, tmp_path / "journal")
+    monitor = Monitor(state, config, latency=LatencyRecorder(state, lambda: 1), journal=journal, clock=lambda: 1)
+    snap = monitor._snapshot(1, None)
+    return dataclasses.replace(snap, oms_up=True, engine_stats=EngineStats().as_dict(),
+                               transports={"udp": TransportStats().as_dict()}, batch_chunks=(0, 1),
+                               batch_chunks_sum=1)
+
+
+def test_docs_when_metrics_md_is_read_then_it_lists_exactly_the_series_the_exporter_serves(state, tmp_path):
     """docs/metrics.md names every series (first column of its tables) and nothing else, with its type."""
     documented = {}
     for line in (DEMO.parents[1] / "docs" / "metrics.md").read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| `orchestrator_") and len(cells) >= 2:
             documented[cells[0].strip("`")] = cells[1]
-    snap = snapshot(state, 1)
-    snap = type(snap)(**{**{f: getattr(snap, f) for f in type(snap).__slots__}, "oms_up": True,
-                         "engine_stats": EngineStats().as_dict(),
-                         "transports": {"udp": TransportStats().as_dict()}})
+    snap = monitored_snapshot(state, tmp_path)
 
     served = {f.name + ("_total" if f.type == "counter" else ""): f.type for f in families(snap)}
 

@@ -11,7 +11,7 @@ from engine.commands import CommandResult
 from engine.config.schema import Redis
 from engine.mirror import MirrorFeed, strategy_snapshot
 from engine.state import EngineState
-from kernels.dtypes import ACTIVE, FILL_T, HALTED, NO_TRIP, TRIP_NAMES
+from kernels.dtypes import ACTIVE, FILL_T, HALTED, NO_TRIP, STATE_NAMES, TRIP_NAMES
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo"
 MOMENTUM, PAIRS = 2, 3
@@ -147,6 +147,7 @@ def test_mirror_feed_when_strategies_move_then_each_state_change_names_its_cause
     control = FakeControl()
     feed, writer = feed_for(state, control)
     rows = state.strategies
+    pairs_before = STATE_NAMES[int(rows[PAIRS]["state"])]  # as the demo starts it
     rows[MOMENTUM]["state"] = HALTED
     control.applied("transition", strategy="momentum", **{"from": "ACTIVE", "to": "HALTED"})
     rows[PAIRS]["state"], rows[PAIRS]["trip_cause"] = HALTED, TRIP_NAMES.index("drawdown")
@@ -156,7 +157,7 @@ def test_mirror_feed_when_strategies_move_then_each_state_change_names_its_cause
 
     changes = [(r.strategy, r.before, r.after, r.cause) for r in writer.take() if type(r) is StateChange]
     assert changes == [("momentum", "ACTIVE", "HALTED", "command:transition"),
-                       ("pairs", "READY", "HALTED", "breaker:drawdown"),
+                       ("pairs", pairs_before, "HALTED", "breaker:drawdown"),
                        ("pairs", "HALTED", "ACTIVE", "cooldown")]
 
 
