@@ -11,9 +11,7 @@ import os
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -571,25 +569,15 @@ def warm_up(engine):
 HEARTBEAT_NS = 20_000_000  # an idle engine still runs a batch this often: cool-downs, reconnects
 
 
-@dataclass
-class Periodic:
-    """Work the spin driver runs between steps (never inside one): `run(now_ns)` once `interval_ns` has passed
-    since it last ran (0: every pass). Housekeeping (`Engine.maintain`) is one; an API's servicing is another."""
-    run: Callable[[int], object]
-    interval_ns: int = 0
-    due_ns: int = 0
-
-
-def run_spin(engine, stop, cpu=None, services=()):
+def run_spin(engine, stop, cpu=None):
     """Spin mode: busy-poll on one (optionally pinned) core until `stop` (a threading.Event) is set.
 
     A pass: one epoll_wait(0) over every transport's descriptor (engine/wait.py), a read of each ready one (the OMS
     link first) and of each transport without a descriptor (Aeron); a step when anything is waiting in rx or a
     command is queued, when the in-batch venue has a report due, or when no step ran for HEARTBEAT_NS (that one
     after a read of every transport, each asking its own readiness, so nothing is missed for long); then the reads
-    other threads asked for (`Engine.read`: the REST API's), and the between-step `services` that are due:
-    `Engine.maintain` (snapshots, reconnects) every HEARTBEAT_NS, busy or not, followed by a new look at the
-    transports' descriptors, and the caller's (a list of Periodic).
+    other threads asked for (`Engine.read`: the REST API's), and `Engine.maintain` (snapshots, reconnects) every
+    HEARTBEAT_NS, busy or not, followed by a new look at the transports' descriptors.
     The garbage collector is frozen and paused while spinning: a collection is a latency spike, and the steady
     state allocates nothing that lives past one pass."""
     if cpu is not None:
@@ -601,17 +589,15 @@ def run_spin(engine, stop, cpu=None, services=()):
     def maintain(now):
         engine.maintain(now)
         readiness.sync()  # a reconnected OMS link has a new descriptor
+        return now + HEARTBEAT_NS
 
-    between = [Periodic(maintain, HEARTBEAT_NS), *services]
     gc.collect()
     gc.freeze()
     gc.disable()
     reads = engine.reads
     try:
         now = last_step = clock()
-        for service in between:
-            service.due_ns = now + service.interval_ns
-        next_service = min(service.due_ns for service in between)
+        next_maintain = now + HEARTBEAT_NS
         venue_due = engine.venue_due_ns() if venue else None
         waiting = engine.pending_input()[0]  # chunks in rx: a batch the OMS link held back leaves some
         links = engine.links
@@ -635,8 +621,8 @@ def run_spin(engine, stop, cpu=None, services=()):
             else:
                 if reads:
                     engine.serve_reads()
-                if now >= next_service:
-                    next_service = _serve(between, now)
+                if now >= next_maintain:
+                    next_maintain = maintain(now)
                 continue
             last_step = now
             waiting = engine.pending_input()[0]
@@ -644,8 +630,8 @@ def run_spin(engine, stop, cpu=None, services=()):
                 venue_due = engine.venue_due_ns()
             if reads:
                 engine.serve_reads()
-            if now >= next_service:
-                next_service = _serve(between, clock())
+            if now >= next_maintain:
+                next_maintain = maintain(clock())
         engine.poll()
         engine.step()
         engine.serve_reads()
@@ -653,15 +639,6 @@ def run_spin(engine, stop, cpu=None, services=()):
         gc.enable()
         gc.unfreeze()
         readiness.close()
-
-
-def _serve(services, now):
-    """Run the services that are due; return when the next one is."""
-    for service in services:
-        if now >= service.due_ns:
-            service.run(now)
-            service.due_ns = now + service.interval_ns
-    return min(service.due_ns for service in services)
 
 
 async def run_event(engine, stop, coalesce=False):
