@@ -95,7 +95,7 @@ def run_to_end(command, cwd, timeout=180):
 def test_readme_when_read_then_its_commands_are_the_ones_this_test_runs():
     listed = commands()
     assert len(listed) >= 10, listed
-    assert all(c.split()[1] in {"validate", "run", "replay", "feed", "sim-oms", "ctl"} for c, _ in listed
+    assert all(c.split()[1] in {"validate", "run", "replay", "simulate", "feed", "sim-oms", "ctl"} for c, _ in listed
                if c.startswith(".venv")), listed
 
 
@@ -148,9 +148,9 @@ def test_readme_when_its_commands_run_as_written_then_each_works(clone):
     serving = check_until_stopped(until_stopped[0], clone, clone / "engine.ready")
     try:
         for command in beside:
-            if command in PRECONDITIONS:
+            if command in PRECONDITIONS:  # already so (a breaker halted it) is as good
                 code, out, err = run_to_end(PRECONDITIONS[command], clone)
-                assert code == 0, f"precondition of {command!r} exited {code}:\n{out}\n{err}"
+                assert code == 0 or "in state HALTED" in err, f"precondition of {command!r} exited {code}:\n{err}"
             if command.split()[1:2] == ["feed"]:  # sends until stopped
                 proc = start(command, clone)
                 time.sleep(2)
