@@ -13,12 +13,19 @@ EXIT_START = 3   # the config is valid but the engine could not start (an addres
 REPORT_WIDTH_NOT_TERMINAL = 1000  # columns of the human report when stdout is not a terminal: no table is cut
 
 
-def _run(args):
+def _config(args):
+    """The config at args.config, or None once why it is not valid has been printed (exit with EXIT_CONFIG)."""
     from engine.config import ConfigError, load_config
     try:
-        config = load_config(args.config)
+        return load_config(args.config)
     except ConfigError as e:
         print(f"orchestrator: config not valid:\n{e}", file=sys.stderr)
+        return None
+
+
+def _run(args):
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
     # the engine's imports load the compiled kernels: only once the config is known to be good
     from rich.console import Console
@@ -130,24 +137,29 @@ def _validate(args):
     return validate(args.config)
 
 
-def _replay(args):
-    from engine.config import ConfigError, load_config
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"orchestrator: config not valid:\n{e}", file=sys.stderr)
-        return EXIT_CONFIG
+def _over_the_journal(args, verb, work):
+    """`work(config, journal directory)` for replay and export: the config loaded (EXIT_CONFIG when it is not
+    valid), the journal directory `--journal` or the config's; its result, or 1 with `cannot VERB: why`."""
     from adapters.journal import JournalCorrupt
-    from engine.recovery import replay
     from engine.service import journal_directory
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
     directory = args.journal or journal_directory(config)
     try:
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"no journal directory {directory}")
-        result = replay(config, directory)
-    except (OSError, JournalCorrupt) as e:
-        print(f"orchestrator: cannot replay: {e}", file=sys.stderr)
+        return work(config, directory)
+    except (OSError, JournalCorrupt, ValueError) as e:
+        print(f"orchestrator: cannot {verb}: {e}", file=sys.stderr)
         return 1
+
+
+def _replay(args):
+    from engine.recovery import replay
+    result = _over_the_journal(args, "replay", replay)
+    if isinstance(result, int):
+        return result
     print(json.dumps(result, indent=2) if args.json else
           f"replayed {result['records']} journal records: {result['counters']['signals']} signals, "
           f"{result['counters']['orders']} orders (digest {result['orders_digest']})")
@@ -155,23 +167,10 @@ def _replay(args):
 
 
 def _export(args):
-    from engine.config import ConfigError, load_config
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"orchestrator: config not valid:\n{e}", file=sys.stderr)
-        return EXIT_CONFIG
-    from adapters.journal import JournalCorrupt
     from engine.export import export
-    from engine.service import journal_directory
-    directory = args.journal or journal_directory(config)
-    try:
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"no journal directory {directory}")
-        result = export(config, args.out, directory)
-    except (OSError, JournalCorrupt, ValueError) as e:
-        print(f"orchestrator: cannot export: {e}", file=sys.stderr)
-        return 1
+    result = _over_the_journal(args, "export", lambda config, directory: export(config, args.out, directory))
+    if isinstance(result, int):
+        return result
     print(json.dumps(result, indent=2) if args.json else
           f"exported {result['records']} journal records to {args.out}: " +
           ", ".join(f"{name} {f['rows']} rows" for name, f in result["files"].items()))
@@ -179,11 +178,8 @@ def _export(args):
 
 
 def _simulate(args):
-    from engine.config import ConfigError, load_config
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"orchestrator: config not valid:\n{e}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
     from engine.cli.simulate import simulate
     return simulate(config, args)

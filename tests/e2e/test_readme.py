@@ -117,6 +117,14 @@ def kind(command):
     return "to_end"
 
 
+def run_a_while(command, cwd, seconds=2):
+    """A command that serves until stopped: still running after `seconds`, then stopped with SIGINT."""
+    proc = start(command, cwd)
+    time.sleep(seconds)
+    assert proc.poll() is None, interrupt(proc)
+    return interrupt(proc)
+
+
 def check_until_stopped(command, cwd, ready):
     """A command that runs until Ctrl-C: it comes up (its ready file), then ends cleanly on SIGINT."""
     proc = start(f"{command} --ready-file {ready}", cwd)  # after a `> FILE` too: argv() takes the redirect out
@@ -137,10 +145,7 @@ def test_readme_when_its_commands_run_as_written_then_each_works(clone):
 
     for command in alone:
         if kind(command) == "server":
-            proc = start(command, clone)
-            time.sleep(2)
-            assert proc.poll() is None, interrupt(proc)
-            code, out, err = interrupt(proc)
+            code, out, err = run_a_while(command, clone)
         else:
             code, out, err = run_to_end(command, clone)
         assert code == 0, f"{command!r} exited {code}:\n{out}\n{err}"
@@ -152,10 +157,7 @@ def test_readme_when_its_commands_run_as_written_then_each_works(clone):
                 code, out, err = run_to_end(PRECONDITIONS[command], clone)
                 assert code == 0 or "in state HALTED" in err, f"precondition of {command!r} exited {code}:\n{err}"
             if command.split()[1:2] == ["feed"]:  # sends until stopped
-                proc = start(command, clone)
-                time.sleep(2)
-                assert proc.poll() is None, interrupt(proc)
-                code, out, err = interrupt(proc)
+                code, out, err = run_a_while(command, clone)
             else:
                 code, out, err = run_to_end(command, clone)
             assert code == 0, f"{command!r} exited {code}:\n{out}\n{err}"
