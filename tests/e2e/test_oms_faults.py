@@ -5,6 +5,7 @@ happened, and the books balance: every order the engine accepted went to the OMS
 After a disconnect the engine reconnects with backoff, but its strategies stay HALTED (or REDUCING) until an
 operator acts: the link coming back does not re-arm anybody.
 """
+import json
 import signal
 import time
 from collections import Counter
@@ -197,3 +198,36 @@ def test_oms_when_engine_dies_with_a_fill_on_the_wire_then_restart_reconciles_it
     assert "reconciliation: 1 orders differ from the OMS" in restarted.stderr
     counts = oms.summary()
     assert counts["orders"] == counts["fills"] == counts["status_replies"] == 1
+
+
+def test_oms_when_engine_dies_with_a_kill_switch_in_flight_then_restart_keeps_it_and_reconciles(procs, tmp_path):
+    """The kill switch is journaled and the process dies before its Cancel leaves (crash point
+    command.kill_switch). Restarted, the switch is on (replayed from the journal); the OMS, which canceled the
+    order when the connection ended, says so when asked, and the books release it."""
+    oms = procs.sim_oms("--fill-latency-us", "30000000")  # the order rests until then
+    config = derive_config(tmp_path / "config", keep={"momentum"}, strategies={"momentum": ROOMY}, engine={
+        "oms": {"kind": "tcp", "tcp": {"host": "127.0.0.1", "port": oms.port}}})
+    engine = procs.engine(config, env={"ORCHESTRATOR_CRASH_AT": "command.kill_switch"})
+    udp, s = procs.udp(engine), Source(0, Counter())
+    udp.send(market_data_frame(), s.good())
+    engine.wait_status(lambda r: r["counters"]["orders_acked"] == 1, "the order acknowledged")
+    code, out, err = procs.run("ctl", "kill", "--strategy", "momentum", "on", "--url", engine.ready["api"],
+                               name="ctl")
+    assert code == 3, (code, out, err)  # the engine died under it
+    assert engine.wait(10) == -signal.SIGKILL
+
+    restarted = procs.engine(config, name="engine-restarted")
+    restarted.wait_status(lambda r: r["counters"]["reconcile_mismatch"] == 1, "the order reconciled")
+    udp = procs.udp(restarted)
+    udp.send(s.good())  # the switch is on: refused
+    restarted.wait_status(lambda r: r["counters"]["rejects"] == 1, "the refusal")
+    report = restarted.report()
+    momentum = report["strategies"]["momentum"]
+    assert momentum["open_orders"] == 0 and momentum["positions"].get("ESZ5", {"qty": 0})["qty"] == 0
+    assert reasons(report) == {"kill_switch": 1}
+    assert report["counters"]["orders_canceled"] == 1 and report["oms"]["status_requests"] == 1
+    counts = oms.summary()
+    assert counts["orders"] == 1 and counts["status_replies"] == 1  # its fill was due in 30 s: never sent
+    assert report["counters"]["fills"] == 0
+    code, out, err = procs.run("replay", str(config), "--json", name="replay")  # the journal gives the same state
+    assert code == 0 and json.loads(out)["state_digest"] == report["state_digest"], err
