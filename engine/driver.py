@@ -470,8 +470,9 @@ class Engine:
         self._written = written
         # the order table scan (~0.2 ms at 65k rows) runs a few times per ack timeout, and only when enough
         # orders are working to go past the threshold at all
-        if now - self._watched_ns >= self.ack_timeout_ns // 4 and \
-                int(self.state.strategies["open_orders"].sum()) > self.max_unacked:
+        if int(self.state.strategies["open_orders"].sum()) <= self.max_unacked:
+            self.unacked = 0  # cannot be more: no stale count from an earlier scan in the report
+        elif now - self._watched_ns >= self.ack_timeout_ns // 4:
             self._watched_ns = now
             o = self.state.open_orders
             late = (o["live"] != 0) & (o["acked"] == 0) & (o["ts_ns"] >= self._up_since) & \
