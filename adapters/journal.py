@@ -203,6 +203,8 @@ class _Spill:
 
 
 class JournalWriter:
+    _spill_empty = np.zeros(0, np.uint8)  # before open(): no room anywhere
+
     """Appends records: `append(body)` or `append_arrival(...)` frames one straight into the mapped segment and
     returns its seq; `commit()` ends a batch (fdatasync under fsync = "batch"; a new segment when this one is
     full). Not thread-safe except for its own background thread."""
@@ -215,6 +217,9 @@ class JournalWriter:
         self.segment = None   # the mapped segment's bytes (np.uint8 over the mapping)
         self.cursor = np.array([0, next_seq, 0, 0], np.int64)
         self._spill = None    # a _Spill while records wait for a new segment
+        self._out, self._out_cursor = self._spill_empty, self.cursor  # where records go: segment or spill
+        self._rotate_at = padded(config.segment_bytes)
+        self._sync_commits = config.fsync == "batch"
         self._frame_arrival = entry_point(frame_arrival)
         self._frame_body = entry_point(frame_body)
         self._dirty = False
@@ -229,7 +234,7 @@ class JournalWriter:
 
     @property
     def next_seq(self):
-        return int((self._spill.cursor if self._spill is not None else self.cursor)[CURSOR_SEQ])
+        return self._out_cursor.item(CURSOR_SEQ)
 
     @property
     def bytes_written(self):
@@ -288,6 +293,7 @@ class JournalWriter:
             os.close(dir_fd)
         self._fd, self._map = fd, mapped
         self.segment = np.frombuffer(mapped, np.uint8)
+        self._out, self._out_cursor = self.segment, self.cursor
         self.cursor[CURSOR_POS], self.cursor[CURSOR_CAP], self.cursor[CURSOR_TOUCHED] = used, capacity, 0
         self._mapped_at = used
 
@@ -296,6 +302,9 @@ class JournalWriter:
         used = int(self.cursor[CURSOR_POS])
         self._left_bytes += used - self._mapped_at
         self.segment = None
+        self.cursor[CURSOR_CAP] = 0  # no room: a record framed before the next segment spills
+        if self._spill is None:
+            self._out = self._spill_empty
         self._map.close()
         self._map = None
         try:
@@ -312,62 +321,63 @@ class JournalWriter:
         if not body:
             raise ValueError("a journal record's body cannot be empty (a zero length ends a segment's data)")
         body = np.frombuffer(body, np.uint8)
-        if self._spill is None and self.segment is not None:
-            seq = self._frame_body(self.segment, self.cursor, body)
-            if seq >= 0:
-                return seq
-            self._start_spill()
-        while (seq := self._frame_body(self._spill.data, self._spill.cursor, body)) < 0:
-            self._spill.grow()
+        while (seq := self._frame_body(self._out, self._out_cursor, body)) < 0:
+            self._no_room()
         return seq
 
     def append_arrival(self, time_ns, source, rx, start, end, rx_sizes, first, n) -> int:
         """Frame an arrival record (kernels/journal.py frame_arrival) of rx's chunks first..first+n,
-        rx[start:end]; return its seq."""
-        if self._spill is None and self.segment is not None:
-            seq = self._frame_arrival(self.segment, self.cursor, time_ns, source, rx, start, end, rx_sizes, first,
-                                      n)
-            if seq >= 0:
-                return seq
-            self._start_spill()
-        while (seq := self._frame_arrival(self._spill.data, self._spill.cursor, time_ns, source, rx, start, end,
-                                          rx_sizes, first, n)) < 0:
-            self._spill.grow()
+        rx[start:end]; return its seq. The hot path: one compiled call."""
+        while (seq := self._frame_arrival(self._out, self._out_cursor, time_ns, source, rx, start, end, rx_sizes,
+                                          first, n)) < 0:
+            self._no_room()
         return seq
 
-    def _start_spill(self):
-        self._spill = _Spill()
-        self._spill.start(int(self.cursor[CURSOR_SEQ]))
+    def _no_room(self):
+        """Where records go has no room for the next one: the segment's records spill, a spill grows."""
+        if self._spill is None:
+            self._spill = _Spill()
+            self._spill.start(int(self.cursor[CURSOR_SEQ]))
+        else:
+            self._spill.grow()
+        self._out, self._out_cursor = self._spill.data, self._spill.cursor
 
     def commit(self):
         """End a batch: move spilled records into a new segment, start one if this one is full, fdatasync under
         fsync = "batch". Raises JournalError (spilled records stay in memory: a later commit retries them)."""
+        last = self._out_cursor.item(CURSOR_SEQ) - 1
+        if self._spill is None and self.cursor.item(CURSOR_POS) < self._rotate_at and not self._sync_commits:
+            if last != self.written_seq:  # the common case: nothing to do but say so
+                self.written_seq, self._dirty = last, True
+            return
         try:
-            if self._spill is not None or self.cursor[CURSOR_POS] >= self.config.segment_bytes:
+            if self._spill is not None or self.cursor.item(CURSOR_POS) >= self._rotate_at:
                 with self._sync_lock:
                     self._rotate()
-            if self.config.fsync == "batch" and self.written_seq < self.next_seq - 1:
+            if self._sync_commits and self.synced_seq < last:
                 os.fdatasync(self._fd)
                 self.syncs += 1
-                self.synced_seq = self.next_seq - 1
+                self.synced_seq = last
         except OSError as e:
             raise JournalError(e.errno, f"journal write failed in {self.directory}: {e.strerror}") from None
-        if self.written_seq != self.next_seq - 1:
-            self.written_seq = self.next_seq - 1
-            self._dirty = True
+        if last != self.written_seq:
+            self.written_seq, self._dirty = last, True
 
     def _rotate(self):
-        """Leave the full segment (truncated, synced) and map a new one starting at the next record."""
+        """Leave the full segment (truncated, synced) and map a new one starting at the next record, with the
+        spilled records moved in. Records framed meanwhile (a failure here) spill."""
+        if self._spill is None:
+            self._no_room()
         spill = self._spill
-        least = 0 if spill is None else int(spill.cursor[CURSOR_POS])
         if self._map is not None:
             self._unmap_segment()
             self.synced_seq = int(self.cursor[CURSOR_SEQ]) - 1
-        self._map_segment(segment_path(self.directory, int(self.cursor[CURSOR_SEQ])), 0, least)
-        if spill is not None:
-            self.segment[:least] = spill.data[:least]
-            self.cursor[CURSOR_POS], self.cursor[CURSOR_SEQ] = least, spill.cursor[CURSOR_SEQ]
-            self._spill = None
+        used = int(spill.cursor[CURSOR_POS])
+        self._map_segment(segment_path(self.directory, int(self.cursor[CURSOR_SEQ])), 0, used)
+        self.segment[:used] = spill.data[:used]
+        self.cursor[CURSOR_POS], self.cursor[CURSOR_SEQ] = used, spill.cursor[CURSOR_SEQ]
+        self._spill = None
+        self._out, self._out_cursor = self.segment, self.cursor
 
     def sync(self):
         """fdatasync what was written (any policy): at shutdown, before a snapshot names the seq it covers."""

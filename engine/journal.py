@@ -74,6 +74,9 @@ class EngineJournal:
         self.on_error = on_error
         self.errors = 0
         self.failing = False  # the last commit failed
+        # arrival(time_ns, source, rx, start, end, rx_sizes, first, n): chunks first..first+n of rx, rx[start:end],
+        # arrived at time_ns from `source` (the writer's own method: no frame between the poll and the kernel)
+        self.arrival = self.writer.append_arrival
 
     def open(self):
         self.writer.open()
@@ -81,10 +84,6 @@ class EngineJournal:
     @property
     def last_seq(self):
         return self.writer.next_seq - 1
-
-    def arrival(self, time_ns, source, rx, start, end, rx_sizes, first, n):
-        """Chunks first..first+n of rx, rx[start:end], arrived at time_ns from `source`."""
-        self.writer.append_arrival(time_ns, source, rx, start, end, rx_sizes, first, n)
 
     def applied(self, at_ns, pending_chunks, pending_bytes, command, spec=None) -> int:
         body = _encoder.encode(Applied(at_ns, pending_chunks, pending_bytes, command, spec))

@@ -140,7 +140,7 @@ def die(writer):
     synced (the records are in the page cache)."""
     writer._stop.set()
     writer._thread.join()
-    writer.segment = None
+    writer.segment = writer._out = None
     writer._map.close()
     os.close(writer._fd)
 
