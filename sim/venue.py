@@ -24,9 +24,9 @@ report order):
 - A fill is reported `fill_latency_us` after the order became fillable (its arrival, or the market data
   that crossed it), never before its ACK. With `partial_fill_ratio` a fill of qty >= 2 is split at random
   into 2 or 3 reports: PARTIAL_FILLs then one FILL, `partial_fill_gap_us` apart (0: all at the same time),
-  whose quantities add up to qty and whose leaves count down to 0. Each fill's fee: qty x `fee_per_unit` + qty x price x multiplier x bps / 10^4
-  (`taker_fee_bps` for a fill at once, `maker_fee_bps` for a resting order filled later), rounded half away
-  from zero to the cent; the last fill of an order tops its fees
+  whose quantities add up to qty and whose leaves count down to 0. Each fill's fee: qty x `fee_per_unit`
+  + qty x price x multiplier x bps / 10^4 (`taker_fee_bps` for a fill at once, `maker_fee_bps` for a resting
+  order filled later), rounded half away from zero to the cent; the last fill of an order tops its fees
   up to `min_fee` when one is set (0 leaves maker rebates alone).
 - A cancel request CANCELs a resting order `ack_latency_us` after it (never before its ACK); an order whose
   fill is already due keeps it.
