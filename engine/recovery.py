@@ -1,8 +1,9 @@
 """Recovery and replay: the latest valid snapshot plus the journal after it -> the state of the engine that died.
 
 `recover(config, directory)` restores the newest snapshot that reads back whole (engine/snapshot.py) and
-feeds the journal records after its seq through a replaying engine: arrivals into rx at their recorded time
-and source, commands applied at their recorded stream position and clock. The kernels are deterministic and a
+feeds the journal records after its seq through a replaying engine (`feed_journal`: a checked segment at a
+time, runs of arrivals into rx by one compiled call, as many as rx holds): arrivals into rx at their recorded
+time and source, commands applied at their recorded stream position and clock. The kernels are deterministic and a
 batch's cut does not change what it decides (tests/kernels/test_in_order.py), so the arena comes out as the
 live engine left it, bit for bit. A torn tail (a record the dead process was writing) is reported and cut off
 before the engine journals again; corruption elsewhere stops recovery with the file and offset.
@@ -71,7 +72,8 @@ def replaying_engine(state, listeners=()):
 
 
 def feed_records(engine, records):
-    """Feed (seq, decoded record) pairs through a replaying engine; return (records fed, the last record's time)."""
+    """Feed (seq, decoded record) pairs through a replaying engine, one at a time (export and simulate, which
+    look at records on the way); return (records fed, the last record's time)."""
     n, last_ns = 0, 0
     for seq, record in records:
         if type(record) is Arrival:

@@ -30,10 +30,8 @@ ARRIVAL_HEAD = 24
 APPLIED_HEAD = 8
 KIND_ARRIVAL = 1
 KIND_APPLIED = 2
-# the writer's cursor (int64[4]): where the next record goes, its seq, the bytes the segment can hold, and how
-# far its pages have been touched ahead of the records (touch_ahead)
-CURSOR_POS, CURSOR_SEQ, CURSOR_CAP, CURSOR_TOUCHED = 0, 1, 2, 3
-PAGE = 4096
+# the writer's cursor (int64[3]): where the next record goes, its seq, the bytes the segment can hold
+CURSOR_POS, CURSOR_SEQ, CURSOR_CAP = 0, 1, 2
 # scan_records' result (int64[3]): where it stopped, why, the seq expected there
 SCAN_END, SCAN_STATUS, SCAN_SEQ = 0, 1, 2
 CLEAN, HEADER_CUT, BODY_CUT, SEQ_WRONG, CHECK_WRONG, UNFINISHED, FULL = 0, 1, 2, 3, 4, 5, 6
@@ -256,21 +254,3 @@ def load_arrivals(seg, offsets, i, count, rx, rx_sizes, rx_times, rx_sources, re
     result_out[LOAD_BYTES] = nbytes
     return loaded
 
-
-@kernel(int64(uint8[::1], int64[::1], int64))
-def touch_ahead(seg, cursor, ahead):
-    """Write a zero to the first byte of each page from the cursor to `ahead` bytes past it not touched yet, so
-    the engine's records land on pages already faulted in (a first write to a page of a shared file mapping
-    costs a fault: 30-60 us a batch at p99 here). Only bytes past the cursor are touched, and those are zero
-    (a segment is zero past its data): run under the GIL, as every kernel, it cannot race a record's write.
-    Return the pages touched."""
-    pos = cursor[CURSOR_POS]
-    page = max(cursor[CURSOR_TOUCHED], (pos + PAGE - 1) // PAGE * PAGE)
-    end = min(pos + ahead, cursor[CURSOR_CAP])
-    touched = 0
-    while page < end:
-        seg[page] = 0
-        page += PAGE
-        touched += 1
-    cursor[CURSOR_TOUCHED] = max(cursor[CURSOR_TOUCHED], page)
-    return touched
