@@ -29,7 +29,7 @@ from engine.config.schema import Strategy
 log = logging.getLogger("orchestrator.journal")
 
 
-class Arrival(msgspec.Struct, array_like=True, frozen=True):
+class Arrival(msgspec.Struct, frozen=True):  # decoded from the binary layout (kernels/journal.py), never msgpack
     time_ns: int
     source: int              # rx_sources: 0 the OMS link (and ticks), 1.. the listeners
     sizes: list[int]         # the chunks' lengths, in order; [0] for a tick

@@ -1,12 +1,14 @@
 """adapters/journal.py on a real directory: records come back in seq order across segments; a torn tail (cut
 header, cut body, bad checksum, a record left unfinished) is found, reported and cut off, never returned; a
 segment left at its preallocated size ends at its data; corruption before the tail is an error naming file and
-offset; fsync policies sync when they say; an unwritable directory is a JournalError."""
+offset; fsync policies sync when they say; an unwritable directory is a JournalError; the bytes on disk are the
+documented format (docs/design.md), checked against a framing written again here in plain Python."""
 import os
 import struct
 import time
 
 import msgspec
+import numpy as np
 import pytest
 
 from adapters.journal import (
@@ -241,3 +243,18 @@ def test_journal_when_the_background_thread_runs_then_it_prefaults_pages_ahead_a
     assert not writer.segment[int(writer.cursor[CURSOR_POS]):].any()
     writer.close()
     assert read(tmp_path)[0] == [(1, b"one")]
+
+
+def test_journal_when_an_arrival_is_framed_from_rx_then_its_body_is_the_documented_layout(tmp_path):
+    rx = np.frombuffer(bytes(range(256)) * 4, np.uint8).copy()
+    rx_sizes = np.array([3, 40, 0, 17, 99], np.int32)
+    writer = JournalWriter(config(), tmp_path)
+    writer.open()
+    assert writer.append_arrival(1_767_225_600_123_456_789, 2, rx, 10, 10 + 60, rx_sizes, 1, 3) == 1  # 40+0+17+3
+    assert writer.append_arrival(7, 0, rx, 0, 0, rx_sizes, 0, 1) == 2  # a tick: one chunk of no bytes
+    writer.close()
+
+    chunks = struct.pack("<3i", 40, 0, 17)
+    first = struct.pack("<B3xiqii", 1, 2, 1_767_225_600_123_456_789, 3, 60) + chunks + bytes(range(10, 70))
+    tick = struct.pack("<B3xiqii", 1, 0, 7, 1, 0) + struct.pack("<i", 0)
+    assert segments(tmp_path)[0][1].read_bytes() == reference_record(1, first) + reference_record(2, tick)
