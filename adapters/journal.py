@@ -236,6 +236,7 @@ class JournalWriter:
         self.syncs = 0
         self.prefaulted = 0       # bytes of pages the background thread faulted in ahead of the records
         self.prefault_errno = 0   # why madvise refused (then it is not tried again), or 0
+        self._prefaulted_to = 0   # the mapped segment's pages before this were faulted in once
         self._left_bytes = 0   # bytes framed into the segments this writer has left ...
         self._mapped_at = 0    # ... and where it started in the mapped one
         self.written_seq = next_seq - 1  # the last record in the OS's page cache (in a segment) ...
@@ -286,7 +287,7 @@ class JournalWriter:
     def _map_segment(self, path, used, least=0):
         """Map `path` (created if new) preallocated to segment_bytes (or `least`), its records continuing at byte
         `used`; the directory entry is made durable."""
-        capacity = padded(max(self.config.segment_bytes, used + least, PAGE))
+        capacity = -(-max(self.config.segment_bytes, used + least, 1) // PAGE) * PAGE  # whole pages
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             os.ftruncate(fd, used)  # past the data: zeros (a segment left at full size may hold stale pages)
@@ -304,6 +305,7 @@ class JournalWriter:
         self.segment = np.frombuffer(mapped, np.uint8)
         self._out, self._out_cursor = self.segment, self.cursor
         self.cursor[CURSOR_POS], self.cursor[CURSOR_CAP] = used, capacity
+        self._prefaulted_to = 0
         self._mapped_at = used
 
     def _unmap_segment(self):
@@ -402,9 +404,8 @@ class JournalWriter:
     def _background(ref, stop, fsync, interval_ms):
         """Twice per sync interval (every 5 ms under other policies): under fsync = "interval" sync when something
         was committed since the last sync (so a record is on disk at most one interval after its commit), then
-        prefault the pages ahead of the records (after the sync: writeback makes a page fault again on its next
-        write). Holds the writer weakly: a writer dropped unclosed (a test's engine that "died") takes its thread
-        with it."""
+        prefault the pages ahead of the records. Holds the writer weakly: a writer dropped unclosed (a test's
+        engine that "died") takes its thread with it."""
         interval = interval_ms if fsync == "interval" else 10
         last = 0
         while not stop.wait(interval / 2000):
@@ -420,19 +421,22 @@ class JournalWriter:
             del writer
 
     def _prefault(self, last):
-        """Fault in the pages from the record cursor to PREFAULT_BYTES past it (or 4x what was framed since
-        `last`, the cursor at the previous round); return the cursor. The madvise call releases the GIL and
-        leaves the bytes as they are, so it cannot race a record's write."""
+        """Fault in the pages past the record cursor not faulted in yet, up to PREFAULT_BYTES past it (or 4x what
+        was framed since `last`, the cursor at the previous round); return the cursor. Each page once: a page a
+        sync wrote back before the engine wrote to it costs a cheap fault again, where faulting it in again here
+        would dirty it again and make every sync write PREFAULT_BYTES of zeros. The madvise call releases the
+        GIL and leaves the bytes as they are, so it cannot race a record's write."""
         with self._sync_lock:
             if self.segment is None or self.prefault_errno:
                 return 0
             pos, capacity = self.cursor.item(CURSOR_POS), self.cursor.item(CURSOR_CAP)
-            start = pos - pos % PAGE
-            length = min(max(PREFAULT_BYTES, 4 * (pos - last)), capacity - start)
-            if length > 0 and _libc.madvise(self.segment.ctypes.data + start, length, MADV_POPULATE_WRITE):
+            start = max(pos - pos % PAGE, self._prefaulted_to)
+            end = min(pos + max(PREFAULT_BYTES, 4 * (pos - last)), capacity)
+            if end > start and _libc.madvise(self.segment.ctypes.data + start, end - start, MADV_POPULATE_WRITE):
                 self.prefault_errno = ctypes.get_errno()  # an older kernel: the engine takes the faults
-            elif length > 0:
-                self.prefaulted += length
+            elif end > start:
+                self.prefaulted += end - start
+                self._prefaulted_to = end
             return pos
 
     def close(self):
