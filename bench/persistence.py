@@ -10,10 +10,10 @@ with two in-memory transports in place of sockets:
   `fill_signals`, the micro benches' workload on bench/config) into rx, as a socket's poll would;
 - `LoopbackOms`, an OMS link whose `send` takes the order frames of tx and whose next `poll` answers each with an
   ACK and a FILL (bench/frames.py `fills_for`), so books stay bounded and every signal takes the accept path.
-A batch is timed from `poll()` to the end of `step()`: arrivals journaled, commands, run_batch, the journal's
-commit (write(2), and fdatasync under fsync = "batch"), the orders sent, the rings drained. Clocks are
-simulated (10 us a batch): only the timer is real. The figures are wall-clock on a shared machine: the JSON
-records the load before and after, and nothing here asserts a time.
+A batch is timed from `poll()` to the end of `step()`: arrivals journaled (framed into the mapped segment),
+commands, run_batch, the journal's commit (fdatasync under fsync = "batch"), the orders sent, the rings
+drained. Clocks are simulated (10 us a batch): only the timer is real. The figures are wall-clock on a shared
+machine: the JSON records the load before and after, and nothing here asserts a time.
 
 1. journal: for each batch size, the same stream through one engine per mode (journal off, fsync "batch",
    "interval" every 10 ms, "never"), the modes interleaved round by round so drift in the machine's load falls

@@ -27,6 +27,7 @@ from kernels.arena import (
 )
 from kernels.batch import carry_over, run_batch
 from kernels.codec import ORDER_FRAME_SIZE
+from kernels.journal import LOAD_BYTES, LOAD_CHUNKS, LOAD_TIME, load_arrivals
 from kernels.dtypes import (
     C_ORDERS, C_ORDERS_CANCELED, C_ORDERS_FILLED, C_ORDERS_REJECTED, C_RECONCILE_FILLS, C_RECONCILE_MISMATCH,
     EXEC_CANCELED, MSG_CANCEL, MSG_ORDER, ORDER_SLOT_BITS,
@@ -92,6 +93,8 @@ class Engine:
         self._apply_reports = entry_point(apply_reports)
         self._carry_over = entry_point(carry_over)
         self._venue_cancel = entry_point(venue_cancel)
+        self._load_arrivals = entry_point(load_arrivals)
+        self._load_result = np.zeros(3, np.int64)
         self._slot_mask = (1 << ORDER_SLOT_BITS) - 1
         self._arena, self._layout = state.arena, state.layout
         self._scalars = state.scalars
@@ -176,8 +179,7 @@ class Engine:
             self._rx_times[first:first + n] = now
             self._rx_sources[first:first + n] = source
         if self.journal is not None:
-            sizes = [end - start] if n == 1 else self._rx_sizes[first:first + n].tolist()
-            self.journal.arrival(now, source, sizes, self._rx[start:end].tobytes())
+            self.journal.arrival(now, source, self._rx, start, end, self._rx_sizes, first, n)
         self._chunks = first + n
 
     def pending_input(self):
@@ -251,6 +253,17 @@ class Engine:
         state.rx_times[first:first + n] = time_ns
         state.rx_sources[first:first + n] = source
         self._chunks, self._offset = first + n, self._offset + len(data)
+
+    def feed_records(self, data, offsets, i, count):
+        """Replays, fast: put the journaled arrival records at offsets[i:count] of a checked segment (adapters/
+        journal.py Scanned) into rx, one compiled call, as many as fit before a record that is not an arrival;
+        return (records put, the last one's time). 0 records: rx is full for the next one, or it is a command."""
+        result = self._load_result
+        result[LOAD_CHUNKS], result[LOAD_BYTES] = self._chunks, self._offset
+        loaded = self._load_arrivals(data, offsets, i, count, self._rx, self._rx_sizes, self._rx_times,
+                                     self._rx_sources, result)
+        self._chunks, self._offset = int(result[LOAD_CHUNKS]), int(result[LOAD_BYTES])
+        return loaded, int(result[LOAD_TIME])
 
     def decide(self, now, keep_chunks=0, keep_bytes=0):
         """Replays: decide what waits in rx except its last `keep_chunks` chunks' last `keep_bytes` bytes (what a

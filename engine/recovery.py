@@ -1,8 +1,9 @@
 """Recovery and replay: the latest valid snapshot plus the journal after it -> the state of the engine that died.
 
 `recover(config, directory)` restores the newest snapshot that reads back whole (engine/snapshot.py) and
-feeds the journal records after its seq through a replaying engine: arrivals into rx at their recorded time
-and source, commands applied at their recorded stream position and clock. The kernels are deterministic and a
+feeds the journal records after its seq through a replaying engine (`feed_journal`: a checked segment at a
+time, runs of arrivals into rx by one compiled call, as many as rx holds): arrivals into rx at their recorded
+time and source, commands applied at their recorded stream position and clock. The kernels are deterministic and a
 batch's cut does not change what it decides (tests/kernels/test_in_order.py), so the arena comes out as the
 live engine left it, bit for bit. A torn tail (a record the dead process was writing) is reported and cut off
 before the engine journals again; corruption elsewhere stops recovery with the file and offset.
@@ -71,7 +72,8 @@ def replaying_engine(state, listeners=()):
 
 
 def feed_records(engine, records):
-    """Feed (seq, decoded record) pairs through a replaying engine; return (records fed, the last record's time)."""
+    """Feed (seq, decoded record) pairs through a replaying engine, one at a time (export and simulate, which
+    look at records on the way); return (records fed, the last record's time)."""
     n, last_ns = 0, 0
     for seq, record in records:
         if type(record) is Arrival:
@@ -86,9 +88,32 @@ def feed_records(engine, records):
     return n, last_ns
 
 
-def _decoded(reader, after):
-    for seq, body in reader.records(after=after):
-        yield seq, decode(body)
+def feed_journal(engine, reader, after=0):
+    """Feed the journal after seq `after` through a replaying engine, a checked segment at a time (adapters/
+    journal.py JournalReader.scanned): runs of arrival records go into rx by one compiled call each, as many as
+    rx holds, then one batch decides them; a command is applied at its recorded stream position. The same
+    batches as `feed_records` would run, cut differently: the kernels decide the same either way
+    (tests/kernels/test_in_order.py). Return (records fed, the last record's time)."""
+    n, last_ns = 0, 0
+    for block in reader.scanned(after):
+        data, offsets = block.data, block.offsets
+        i, count = 0, len(offsets)
+        while i < count:
+            loaded, time_ns = engine.feed_records(data, offsets, i, count)
+            if loaded:
+                i, n, last_ns = i + loaded, n + loaded, time_ns
+                continue
+            record = decode(block.body(i))
+            if type(record) is Arrival:  # rx is full: decide what waits, then it fits
+                if not engine.pending_input()[0]:
+                    raise ValueError(f"a journal record at seq {block.first_seq + i} holds more than rx can")
+                engine.decide(record.time_ns)
+                continue
+            engine.decide(record.at_ns, record.pending_chunks, record.pending_bytes)
+            engine.control.replay(record.command, record.at_ns, block.first_seq + i, record.spec)
+            i, n, last_ns = i + 1, n + 1, record.at_ns
+    engine.decide(last_ns)
+    return n, last_ns
 
 
 def recover(config, directory) -> tuple[EngineState, Recovered, dict]:
@@ -115,7 +140,7 @@ def recover(config, directory) -> tuple[EngineState, Recovered, dict]:
     engine = replaying_engine(state)
     engine.control.results = results
     reader = JournalReader(directory)
-    info.records_replayed, _ = feed_records(engine, _decoded(reader, info.snapshot_seq))
+    info.records_replayed, _ = feed_journal(engine, reader, info.snapshot_seq)
     info.last_seq = max(reader.last_seq, info.snapshot_seq)
     if reader.last_seq < info.snapshot_seq:
         raise ValueError(f"the journal in {directory} ends at seq {reader.last_seq}, before the snapshot's "
@@ -138,7 +163,7 @@ def replay(config, directory):
     digest = OrderDigest()
     engine = replaying_engine(state, [digest])
     reader = JournalReader(directory)
-    records, _ = feed_records(engine, _decoded(reader, 0))
+    records, _ = feed_journal(engine, reader)
     return {"records": records, "last_seq": reader.last_seq, "orders_digest": digest.hash.hexdigest(),
             "orders": digest.orders, "torn_tail": None if reader.torn is None else msgspec.to_builtins(reader.torn),
             "state_digest": state.digest(),

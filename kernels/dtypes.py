@@ -289,7 +289,7 @@ FILL_T = _record(  # one applied fill, for whoever reads the fills ring (metrics
 VENUE_T = _record(
     ("on", u1),
     ("ack_latency_ns", i8), ("fill_latency_ns", i8), ("resting_ttl_ns", i8),
-    ("reject_ratio", f8), ("partial_fill_ratio", f8),
+    ("reject_ratio", f8), ("partial_fill_ratio", f8), ("partial_fill_gap_ns", i8),
     ("taker_fee_bps", f8), ("maker_fee_bps", f8), ("fee_per_unit", f8), ("min_fee", f8),
     ("rng", u8), ("seq", u8), ("pending", i8),
     ("orders", i8), ("acks", i8), ("rejects", i8), ("partial_fills", i8), ("fills", i8), ("canceled", i8),

@@ -16,7 +16,8 @@ Rules (what an order gets, in report order):
   resting order is CANCELED that long after arrival.
 - Fills are due `fill_latency` after the order became fillable, never before its ACK. With `partial_fill_ratio`
   (a draw per fill of qty >= 2) a fill is split into 2 or 3 reports (a draw: 3 if < 0.5, at most qty) cut at
-  distinct random units; the last is the FILL.
+  distinct random units; the last is the FILL. Part k (from 0) is due k x `partial_fill_gap` after the first
+  (0: all at once).
 - Fee of each fill: qty x fee_per_unit + qty x price x multiplier x bps / 10^4 (taker or maker bps), rounded
   half away from zero to the cent; the last fill of an order tops its fees
   up to `min_fee` when one is set (0 leaves maker rebates alone).
@@ -244,7 +245,8 @@ def _fill(state, slot, price, fillable_ns, maker):
         if leaves == 0 and v["min_fee"] > 0.0 and vo["fees"] + fee < v["min_fee"]:
             fee = cents(v["min_fee"] - vo["fees"])
         vo["fees"] += fee
-        _push(state, due, slot, 0, EXEC_FILL if leaves == 0 else EXEC_PARTIAL_FILL, size, price, leaves, fee, 0)
+        _push(state, due + k * v["partial_fill_gap_ns"], slot, 0, EXEC_FILL if leaves == 0 else EXEC_PARTIAL_FILL,
+              size, price, leaves, fee, 0)
         v["fees"] += fee
     v["partial_fills"] += parts - 1
     v["fills"] += 1

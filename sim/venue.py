@@ -23,10 +23,10 @@ report order):
   trade. With `resting_ttl_us` > 0 an order still resting that long after it arrived is CANCELED.
 - A fill is reported `fill_latency_us` after the order became fillable (its arrival, or the market data
   that crossed it), never before its ACK. With `partial_fill_ratio` a fill of qty >= 2 is split at random
-  into 2 or 3 reports: PARTIAL_FILLs then one FILL, all at the same time, whose quantities add up to qty and
-  whose leaves count down to 0. Each fill's fee: qty x `fee_per_unit` + qty x price x multiplier x bps / 10^4
-  (`taker_fee_bps` for a fill at once, `maker_fee_bps` for a resting order filled later), rounded half away
-  from zero to the cent; the last fill of an order tops its fees
+  into 2 or 3 reports: PARTIAL_FILLs then one FILL, `partial_fill_gap_us` apart (0: all at the same time),
+  whose quantities add up to qty and whose leaves count down to 0. Each fill's fee: qty x `fee_per_unit`
+  + qty x price x multiplier x bps / 10^4 (`taker_fee_bps` for a fill at once, `maker_fee_bps` for a resting
+  order filled later), rounded half away from zero to the cent; the last fill of an order tops its fees
   up to `min_fee` when one is set (0 leaves maker rebates alone).
 - A cancel request CANCELs a resting order `ack_latency_us` after it (never before its ACK); an order whose
   fill is already due keeps it.
@@ -67,6 +67,7 @@ class SimOmsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     fill_latency_us: Micros = 150   # order fillable -> fill reports (never before the ACK)
     reject_ratio: Ratio = 0.0       # share of valid orders rejected at random (REJECT_RANDOM)
     partial_fill_ratio: Ratio = 0.0  # share of fills (qty >= 2) split into 2-3 partial fills
+    partial_fill_gap_us: Micros = 0  # between the parts of a split fill (the first is due as an unsplit fill is)
     fee_per_unit: Money = 0.0       # currency per unit filled
     taker_fee_bps: Bps = 0.0        # of notional, on a fill at arrival (at the touch, or at its price)
     maker_fee_bps: Bps = 0.0        # of notional, on a resting order filled by later market data
@@ -84,6 +85,7 @@ def configure_venue(state, config):
     v["ack_latency_ns"], v["fill_latency_ns"] = config.ack_latency_us * 1000, config.fill_latency_us * 1000
     v["resting_ttl_ns"] = config.resting_ttl_us * 1000
     v["reject_ratio"], v["partial_fill_ratio"] = config.reject_ratio, config.partial_fill_ratio
+    v["partial_fill_gap_ns"] = config.partial_fill_gap_us * 1000
     v["taker_fee_bps"], v["maker_fee_bps"] = config.taker_fee_bps, config.maker_fee_bps
     v["fee_per_unit"], v["min_fee"] = config.fee_per_unit, config.min_fee
     v["rng"] = config.seed
@@ -453,13 +455,15 @@ class SimulatedOms:
         instrument = order.instrument
         multiplier = cfg.multipliers[instrument] if instrument < len(cfg.multipliers) else 1.0
         bps = cfg.maker_fee_bps if maker else cfg.taker_fee_bps
-        for size in sizes:
+        gap = cfg.partial_fill_gap_us * 1000
+        for k, size in enumerate(sizes):
             leaves -= size
             fee = cents(size * cfg.fee_per_unit + size * price * multiplier * bps * 1e-4)
             if leaves == 0 and cfg.min_fee > 0.0 and paid + fee < cfg.min_fee:
                 fee = cents(cfg.min_fee - paid)
             paid += fee
-            self._push(due, EXEC_FILL if leaves == 0 else EXEC_PARTIAL_FILL, order, size, price, leaves, fee, 0)
+            self._push(due + k * gap, EXEC_FILL if leaves == 0 else EXEC_PARTIAL_FILL, order, size, price, leaves,
+                       fee, 0)
             st.fees += fee
         st.partial_fills += len(sizes) - 1
         st.fills += 1

@@ -100,6 +100,36 @@ def test_crash_when_an_order_is_working_then_after_restart_it_still_works_and_fi
     check_against_a_run_that_never_died(procs, config, report)
 
 
+def test_crash_when_killed_between_a_partial_fill_and_its_last_fill_then_the_rest_fills_once(procs, tmp_path):
+    gap_us = 2_000_000  # the parts 2 s apart: time to see the first applied and kill before the next
+    venue = {**PLAIN_VENUE, "partial_fill_ratio": 1.0, "partial_fill_gap_us": gap_us, "seed": 1}
+    config = crash_config(tmp_path, venue, keep=["momentum"])
+    engine = procs.engine(config)
+    udp = procs.udp(engine)
+    udp.send(market_data_frame(ESZ5, bid=5999.75, ask=6000.25, last=6000.0))
+    udp.send(signal_frame(1, value=6.0, price=6001.0))  # buy 6 at the ask: filled at once, in 2-3 parts
+    before = engine.wait_status(lambda r: 0 < r["strategies"]["momentum"]["filled_qty"] < 6, "the first part")
+    kill(engine)
+    momentum = before["strategies"]["momentum"]
+    assert momentum["open_orders"] == 1 and before["oms"]["venue"]["pending"] >= 1  # the rest still due
+    partial = momentum["filled_qty"]
+    assert momentum["positions"]["ESZ5"]["qty"] == partial
+
+    engine = procs.engine(config, name="engine-restarted")
+    status = engine.wait_status(lambda r: True, "a status")
+    assert status["strategies"]["momentum"]["filled_qty"] >= partial  # the part applied before the kill survived
+    engine.wait_status(lambda r: r["strategies"]["momentum"]["open_orders"] == 0, "the last fill")
+    report = engine.report()
+
+    momentum, venue = report["strategies"]["momentum"], report["oms"]["venue"]
+    assert momentum["filled_qty"] == 6 and momentum["positions"]["ESZ5"]["qty"] == 6  # nothing lost or doubled
+    assert momentum["positions"]["ESZ5"]["avg_price"] == 6000.25
+    assert venue["filled_qty"] == 6 and venue["pending"] == 0 and venue["resting"] == 0  # the OMS side agrees
+    assert venue["fills"] == 1 and venue["partial_fills"] == report["counters"]["fills"] - 1 >= 1
+    assert momentum["pnl"]["fees"] == pytest.approx(6 * FEE_PER_UNIT)
+    check_against_a_run_that_never_died(procs, config, report)
+
+
 def test_crash_when_a_position_reverses_and_it_is_killed_then_the_reversal_survives(procs, tmp_path):
     config = crash_config(tmp_path, PLAIN_VENUE, keep=["momentum"])
     engine = procs.engine(config)

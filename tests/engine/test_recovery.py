@@ -4,14 +4,16 @@ dropped, nothing closed), recovered from its journal (and a snapshot) -> the sam
 the in-batch venue, and an OMS link that refuses sends at random, so batches stop for back-pressure and commands
 apply while input waits undecided in rx. A torn tail is cut off; a disk that fills up follows the policy.
 """
+import errno
 import os
 import random
+import struct
 
 import msgspec
 import pytest
 
 from adapters.base import TransportStats
-from adapters.journal import JournalConfig, JournalReader, segments
+from adapters.journal import JournalConfig, JournalReader, scan_segment, segments
 from engine.commands import Deploy, KillSwitch, Rollback, SetLimits, Shadow, Transition
 from engine.config import load_config
 from engine.driver import Engine
@@ -20,6 +22,7 @@ from engine.recovery import SNAPSHOTS, recover, replay
 from engine.service import journal_directory
 from engine.snapshot import Snapshotter
 from engine.state import EngineState
+from kernels.journal import CURSOR_CAP, CURSOR_POS
 from kernels.dtypes import HALTED, PAUSED, SIGNAL_ORDER, SIGNAL_TARGET
 from sim.sink import NullOms
 from tests.e2e.e2e_kit import derive_config
@@ -156,13 +159,16 @@ def test_recovery_when_a_snapshot_was_taken_then_it_and_the_tail_give_the_same_s
 def test_recovery_when_the_last_record_is_torn_then_it_is_cut_off_and_the_rest_recovered(config):
     live = run_live(config, random.Random(9), steps=100)
     before_tear = recover(config, journal_directory(config))[1].last_seq
-    path = segments(journal_directory(config))[-1][1]
-    with open(path, "ab") as f:
-        f.write(b"\x30\x00\x00\x00half a record")
+    first, path = segments(journal_directory(config))[-1]
+    _, end, _, size = scan_segment(path, first)
+    assert size > end, "the dead engine's segment is still at its preallocated size, zeros after its data"
+    with open(path, "r+b") as f:  # the next record's header and the start of its body: the rest never written
+        f.seek(end)
+        f.write(struct.pack("<IIQ", 48, 0xDEAD, before_tear + 1) + b"half a record")
 
     state, info, _ = recover(config, journal_directory(config))
 
-    assert info.torn_tail["what"] == "a record body cut short" and info.last_seq == before_tear
+    assert info.torn_tail["what"] == "checksum mismatch" and info.last_seq == before_tear
     assert state.digest() == live.state.digest()
     reader = JournalReader(journal_directory(config))
     assert len(list(reader.records())) == before_tear and reader.torn is None  # cut off on disk
@@ -176,11 +182,14 @@ def test_replay_when_run_twice_then_the_same_orders_and_state(config):
     assert first["state_digest"] == second["state_digest"] == live.state.digest()
 
 
-def test_journal_when_the_disk_fills_up_then_halt_policy_halts_and_sends_nothing_unjournaled(config, tmp_path):
+def test_journal_when_the_disk_fills_up_then_halt_policy_halts_and_sends_nothing_unjournaled(config, monkeypatch):
     live = run_live(config, random.Random(4), steps=20)
-    full = os.open("/dev/full", os.O_WRONLY)
-    os.dup2(full, live.journal.writer._fd)  # the kernel's own ENOSPC on every write from now on
-    os.close(full)
+    writer = live.journal.writer
+    writer.cursor[CURSOR_CAP] = writer.cursor[CURSOR_POS]  # this segment is full ...
+
+    def enospc(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "posix_fallocate", enospc)  # ... and the disk has no room for the next one
     live.state.strategies["state"][:len(STRATEGIES)] = 2  # every strategy ACTIVE
     sent_before = getattr(live.oms, "stats", None) and live.oms.stats.sent
 
@@ -193,6 +202,13 @@ def test_journal_when_the_disk_fills_up_then_halt_policy_halts_and_sends_nothing
     assert states == [HALTED, HALTED, PAUSED, HALTED, HALTED]
     if live.oms is not None:
         assert live.oms.stats.sent == sent_before
+    assert writer.pending > 0  # the records wait in memory, in order
+
+    monkeypatch.undo()  # room again: the next commit moves them into a new segment, nothing lost
+    live.poll()
+    live.step()
+    assert not live.journal.failing and writer.pending == 0 and len(segments(journal_directory(config))) == 2
+    assert recover(config, journal_directory(config))[0].digest() == live.state.digest()
 
 
 def test_journal_config_when_a_field_is_wrong_then_decoding_names_it():

@@ -117,6 +117,7 @@ def venues(draw):
                 fill_latency_us=draw(st.sampled_from([0, 30, 2000])),
                 reject_ratio=draw(st.sampled_from([0.0, 0.0, 0.2])),
                 partial_fill_ratio=draw(st.sampled_from([0.0, 0.5, 1.0])),
+                partial_fill_gap_us=draw(st.sampled_from([0, 0, 700])),
                 resting_ttl_us=draw(st.sampled_from([0, 0, 3000])),
                 fee_per_unit=draw(st.sampled_from([0.0, 0.013])), taker_fee_bps=draw(st.sampled_from([0.0, 2.5])),
                 maker_fee_bps=draw(st.sampled_from([0.0, -1.0])), min_fee=draw(st.sampled_from([0.0, 0.35])),

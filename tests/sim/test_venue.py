@@ -121,6 +121,20 @@ def test_sim_oms_when_partial_ratio_one_then_partials_add_up_to_qty_and_leaves_c
     assert oms.stats.fees == pytest.approx(sum(quantities) * 0.25)
 
 
+def test_sim_oms_when_a_partial_fill_gap_is_set_then_the_parts_come_that_far_apart():
+    oms = SimulatedOms(config(ack_latency_us=10, fill_latency_us=100, partial_fill_ratio=1.0, partial_fill_gap_us=5000,
+                              seed=1))
+    oms.on_order(order(1, qty=12345), T0)
+
+    first = oms.pop_due(T0 + 100 * US)
+    assert kinds(first) == [EXEC_ACK, EXEC_PARTIAL_FILL]  # the first part when an unsplit fill would come
+    assert oms.pop_due(T0 + 5099 * US) == []               # the next not before one gap after it
+    rest = oms.pop_due(T0 + 100 * US + 10 * 5000 * US)
+    fills = first[1:] + rest
+    assert [r.ts_ns for r in fills] == [T0 + (100 + 5000 * k) * US for k in range(len(fills))]
+    assert kinds(fills)[-1] == EXEC_FILL and sum(r.qty for r in fills) == 12345
+
+
 def test_sim_oms_when_partial_ratio_set_then_about_that_share_of_fills_split():
     oms = SimulatedOms(config(**INSTANT, partial_fill_ratio=0.3, seed=11))
     run(oms, *(order(i, qty=50) for i in range(5000)))
