@@ -105,7 +105,8 @@ def add_e2e_arguments(p):
                                                  "(default 10000,100000,500000,0; quick 10000,100000,0)")
     p.add_argument("--plain-rates", default=None, help="rates for the plain-Python engine (default 10000,0)")
     p.add_argument("--duration", type=float, default=None, help="seconds per rate (default 2; quick 1.5)")
-    p.add_argument("--transports", default="udp,tcp", help="udp,tcp (aeron: slot for issue 4)")
+    p.add_argument("--transports", default="udp,tcp,aeron",
+                   help="udp,tcp,aeron (aeron: IPC, the spin driver and the floor)")
     p.add_argument("--drivers", default=None, help="spin,event (default both)")
     p.add_argument("--no-plain", action="store_true", help="skip the plain-Python engine")
     p.add_argument("--no-floor", action="store_true", help="skip the floor (bench/floor.py): no engine/floor ratios")

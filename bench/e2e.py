@@ -1,7 +1,7 @@
 """End to end over loopback with real processes: signal frame sent -> order frame received at the OMS, and the
 same path with no engine (the floor), in the same run, so every figure is also a ratio to what the machine allows.
 
-For each transport (udp, tcp; aeron kept as a slot) the floor (bench/floor.py) runs first, then each engine
+For each transport (udp, tcp, aeron) the floor (bench/floor.py) runs first, then each engine
 (`orchestrator`: the CLI `orchestrator run`, drivers spin and event; `plain`: bench/plain_python.py) as one group:
   1. the peer (bench/peer.py: the load generator and the OMS receiver in one busy loop) listens for the OMS link;
   2. the engine starts on a copy of bench/config whose [listen] and [oms] name free ports, pinned (below), and is
@@ -42,12 +42,12 @@ from bench.placement import OTHERS_WARN, WAIT_WARN, Monitor, cores_for, udp_drop
 TRANSPORTS = {  # transport -> what the load generator sends (None: a slot, not run)
     "udp": "one signal per datagram (UdpReceiver)",
     "tcp": "frames back to back on one connection (TcpServer)",
-    # issue 4: the engine side exists (adapters/aeron.py, engine.toml [listen] aeron / [oms] kind "aeron"); the slot
-    # needs a pyaeron publisher in bench/loadgen.py, a subscriber/publisher pair in bench/oms_receiver.py and the
-    # media-driver settings in write_config. Until then the report lists it as not run.
-    "aeron": None,
+    "aeron": "one message per pass on aeron:ipc (AeronReceiver; OMS link AeronClient), the harness's media driver",
 }
 DRIVERS = {"orchestrator": ("spin", "event"), "plain": ("asyncio",), "floor": ("spin",)}
+# Over Aeron only the spin driver (the event driver polls Aeron on a 1 ms timer: adapters/aeron.py) and the floor;
+# the plain-Python reference has no Aeron adapter.
+AERON_DRIVERS = {"orchestrator": ("spin",), "floor": ("spin",)}
 SPINNING = {("orchestrator", "spin"), ("floor", "spin")}
 DEFAULT_RATES = (10_000, 100_000, 500_000, 0)
 MAX_SOURCES = 16  # bench/config engine.toml `sources`: source 0 warms up, runs take 1, 2, ...
@@ -98,8 +98,10 @@ def free_port(kind=socket.SOCK_STREAM):
         return s.getsockname()[1]
 
 
-def write_config(directory, driver, udp_port, tcp_port, oms_port):
-    """A copy of bench/config listening on the given ports, OMS over TCP at oms_port, with `driver`."""
+def write_config(directory, driver, udp_port, tcp_port, oms_port, aeron_dir=None):
+    """A copy of bench/config listening on the given ports, OMS over TCP at oms_port, with `driver`; with
+    `aeron_dir`, also listening on the [aeron] signals stream and the OMS over Aeron, the media driver the harness
+    started in aeron_dir (driver = "external")."""
     shutil.copytree(CONFIG_DIR, directory, dirs_exist_ok=True)
     engine = Path(directory) / "engine.toml"
     lines = []
@@ -118,8 +120,12 @@ def write_config(directory, driver, udp_port, tcp_port, oms_port):
         elif section == "[oms]" and key == "tcp":
             line = f'tcp = {{ host = "127.0.0.1", port = {oms_port} }}'
         elif section == "[oms]" and key == "kind":
-            line = 'kind = "tcp"'
+            line = f'kind = "{"aeron" if aeron_dir else "tcp"}"'
         lines.append(line)
+        if stripped == "[listen]" and aeron_dir:
+            lines.append("aeron = true")
+    if aeron_dir:
+        lines += ["", "[aeron]", 'driver = "external"', f'directory = "{aeron_dir}"']
     engine.write_text("\n".join(lines) + "\n")
     return directory
 
@@ -215,10 +221,13 @@ def _python():
     return sys.executable
 
 
-def engine_argv(kind, config_dir, driver, udp_port, tcp_port, oms_port, transport="udp", cpu=None, ready_file=None):
+def engine_argv(kind, config_dir, driver, udp_port, tcp_port, oms_port, transport="udp", cpu=None, ready_file=None,
+                aeron_dir=None):
     if kind == "plain":
         return [_python(), "-m", "bench.plain_python", str(config_dir), "--udp", f"127.0.0.1:{udp_port}",
                 "--tcp", f"127.0.0.1:{tcp_port}", "--oms", f"127.0.0.1:{oms_port}"]
+    if kind == "floor" and transport == "aeron":
+        return [_python(), "-m", "bench.aeron_peer", "floor", "--dir", str(aeron_dir)]
     if kind == "floor":
         return [_python(), "-m", "bench.floor", "--transport", transport,
                 "--port", str(udp_port if transport == "udp" else tcp_port), "--oms-port", str(oms_port)]
@@ -235,9 +244,11 @@ def engine_argv(kind, config_dir, driver, udp_port, tcp_port, oms_port, transpor
 class Peer:
     """The peer process(es): `one` (load generator and receiver in one process) or `split` (two processes)."""
 
-    def __init__(self, mode, pin, wait, loop="compiled"):
+    def __init__(self, mode, pin, wait, loop="compiled", aeron_dir=None):
         self.mode, self.wait = mode, wait
         base = [_python(), "-m", "bench.peer", "--wait", wait, "--loop", loop]
+        if aeron_dir:
+            base += ["--aeron", str(aeron_dir)]
         if mode == "split":
             self.rx = Proc("receiver", base + ["--role", "recv"], pin, stdin=True)
             self.tx = Proc("loadgen", base + ["--role", "send"], pin, stdin=True)
@@ -308,17 +319,23 @@ def run_group(engine, transport, driver, rates, duration, out_dir, log=print, pl
     harness_affinity = os.sched_getaffinity(0)
     if peer_cpus:
         os.sched_setaffinity(0, peer_cpus)  # this process wakes now and then: never on the engine's core
-    peers = engine_proc = None
+    peers = engine_proc = media_driver = None
     runs, report = [], None
     with tempfile.TemporaryDirectory(prefix="bench-config-") as tmp:
         try:
-            peers = Peer(peer, peer_cpus, wait, loop)
-            config_dir = write_config(Path(tmp) / "config", driver, udp_port, tcp_port, peers.port)
+            aeron_dir = None
+            if transport == "aeron":  # the media driver every process of the group is a client of, on the peer's core
+                aeron_dir = Path(tmp) / "aeron"
+                media_driver = Proc("aeron driver", [_python(), "-m", "bench.aeron_peer", "driver", "--dir",
+                                                     str(aeron_dir)], peer_cpus)
+                media_driver.wait_line("ready", 60)
+            peers = Peer(peer, peer_cpus, wait, loop, aeron_dir)
+            config_dir = write_config(Path(tmp) / "config", driver, udp_port, tcp_port, peers.port, aeron_dir)
             ready = Path(tmp) / "ready.json"
             cpu = min(engine_cpus) if engine_cpus else None
             engine_proc = Proc(engine, engine_argv(engine, config_dir, driver, udp_port, tcp_port, peers.port,
-                                                   transport, cpu, ready if engine == "orchestrator" else None),
-                               engine_cpus)
+                                                   transport, cpu, ready if engine == "orchestrator" else None,
+                                                   aeron_dir), engine_cpus)
             if engine == "orchestrator":
                 _wait_ready_file(ready, engine_proc, 180)  # the first start may compile the kernels
             else:
@@ -335,6 +352,8 @@ def run_group(engine, transport, driver, rates, duration, out_dir, log=print, pl
                 time.sleep(0.2)
             procs = {"engine" if engine != "floor" else "floor": (engine_proc.pid, (engine, driver) in SPINNING),
                      **peers.processes()}
+            if media_driver is not None:
+                procs["aeron driver"] = (media_driver.pid, False)  # Aeron's backoff: it parks when idle
             source = 0
             for rate in rates:
                 attempts = []
@@ -377,6 +396,8 @@ def run_group(engine, transport, driver, rates, duration, out_dir, log=print, pl
                     report = None
             if peers is not None:
                 peers.stop()
+            if media_driver is not None:
+                media_driver.stop(signal.SIGTERM)
             os.sched_setaffinity(0, harness_affinity)
     results = []
     for rate, source, send_file, summary, where, drops, others in runs:
@@ -545,7 +566,13 @@ def run_all(out_dir, engines=("orchestrator", "plain"), transports=("udp", "tcp"
             skipped.append(f"{transport}: the harness has no {transport} sender/receiver yet (slot in bench/e2e.py)")
             continue
         for engine in (("floor",) if floor else ()) + tuple(engines):
-            for driver in DRIVERS[engine]:
+            drivers_here = (AERON_DRIVERS if transport == "aeron" else DRIVERS).get(engine, ())
+            if not drivers_here:
+                skipped.append(f"{engine} {transport}: no {transport} adapter in this engine")
+                continue
+            if transport == "aeron" and engine == "orchestrator" and (not drivers or "event" in drivers):
+                skipped.append("orchestrator aeron event: the event driver polls Aeron on a timer (1 ms); spin only")
+            for driver in drivers_here:
                 if drivers and engine == "orchestrator" and driver not in drivers:
                     continue
                 group_rates = (plain_rates or PLAIN_RATES) if engine == "plain" else (rates or DEFAULT_RATES)

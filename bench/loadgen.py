@@ -142,11 +142,23 @@ class Sender:
         self.buf = bytearray(frames.tobytes())
         self.view = memoryview(self.buf)
         self.frames = np.frombuffer(self.buf, SIGNAL_FRAME_T)  # the same bytes, for stamping long passes
-        if transport == "udp":
+        self._open(host, port)
+        self.pass_first, self.pass_ns, self.pass_intended = array("q"), array("q"), array("q")
+        self.sent = 0                 # signals handed to the socket
+        self.pend_off = self.pend_len = 0  # TCP: the unsent tail of the last pass, as ring bytes
+        self.blocked = self.partial = self.errors = 0
+        self.t0 = self.deadline = 0
+        self.next_due = 1 << 62       # wall ns at which poll() has something to do
+        self.mask = ring - 1
+        self.single = self.rate > 0 and self.fpd == 1 and ring & (ring - 1) == 0
+
+    def _open(self, host, port):
+        """The socket (non-blocking) and, for UDP, the sendmmsg vector over the ring."""
+        if self.transport == "udp":
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             sock.connect((host, port))
-            self.vector = DatagramVector(self.buf, SIGNAL_FRAME_SIZE, ring) if self.fpd == 1 else None
+            self.vector = DatagramVector(self.buf, SIGNAL_FRAME_SIZE, self.ring) if self.fpd == 1 else None
             if self.vector is not None and self.vector.fn is None:
                 self.vector = None
         else:
@@ -156,14 +168,6 @@ class Sender:
             self.vector = None
         sock.setblocking(False)
         self.sock, self.fd = sock, sock.fileno()
-        self.pass_first, self.pass_ns, self.pass_intended = array("q"), array("q"), array("q")
-        self.sent = 0                 # signals handed to the socket
-        self.pend_off = self.pend_len = 0  # TCP: the unsent tail of the last pass, as ring bytes
-        self.blocked = self.partial = self.errors = 0
-        self.t0 = self.deadline = 0
-        self.next_due = 1 << 62       # wall ns at which poll() has something to do
-        self.mask = ring - 1
-        self.single = self.rate > 0 and self.fpd == 1 and ring & (ring - 1) == 0
 
     def start(self, t0=None, lead_ns=2_000_000):
         """The clock starts: signal 0 is intended at t0 (default: now + lead_ns)."""

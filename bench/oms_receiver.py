@@ -83,12 +83,7 @@ class Receiver:
     of the window since the last collect."""
 
     def __init__(self, host="127.0.0.1", port=0, acks=True, log_bytes=96 << 20):
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, port))
-        self.listener.listen(4)
-        self.listener.setblocking(False)
-        self.port = self.listener.getsockname()[1]
+        self._listen(host, port)
         self.acks = acks
         self.conn = None
         self.log = bytearray(log_bytes)
@@ -107,6 +102,19 @@ class Receiver:
         self.pending = bytearray()
         self.stats = {"connections": 0, "reads": 0, "bytes": 0, "orders": 0, "reports": 0, "numpy_reads": 0,
                       "slow_frames": 0, "send_blocked": 0, "log_flushes": 0}
+
+    def _listen(self, host, port):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, port))
+        self.listener.listen(4)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+
+    @property
+    def linked(self):
+        """An engine is connected: answers have somewhere to go."""
+        return self.conn is not None
 
     def fileno(self):
         return self.conn.fileno() if self.conn is not None else self.listener.fileno()
@@ -144,6 +152,10 @@ class Receiver:
             conn.close()
             self.conn, self.pending, self.owed, self.owed_parts = None, bytearray(), 0, []
             return 0
+        return self._read(pos, n, now)
+
+    def _read(self, pos, n, now):
+        """n bytes arrived in the log at pos at wall time `now`: note the read, answer the orders it completed."""
         end = pos + n
         self.pos = end
         self.read_end.append(end)
@@ -207,7 +219,7 @@ class Receiver:
 
     def flush(self):
         """Send every answer owed (non-blocking: what does not fit waits in `pending`)."""
-        if self.conn is None:
+        if not self.linked:
             self.owed, self.owed_parts = 0, []
             return
         if self.owed_parts:

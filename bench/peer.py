@@ -2,11 +2,11 @@
 (bench/oms_receiver.Receiver) in one busy loop, on one core, so that a 2-core machine holds the engine on one core
 and everything else that must react fast on the other, with one spinning process per core.
 
-    python -m bench.peer [--port P] [--role both|send|recv] [--wait spin|block]
+    python -m bench.peer [--port P] [--role both|send|recv] [--wait spin|block] [--aeron DIR]
 
 It listens for the engine's OMS connection on P (0: any free port), prints `ready PORT`, and then takes one JSON
 command per line on stdin, answering each with one JSON line on stdout:
-- {"cmd": "run", "transport": "udp"|"tcp", "port": N, "rate": R, "duration": D, "source": S, "out": FILE,
+- {"cmd": "run", "transport": "udp"|"tcp"|"aeron", "port": N, "rate": R, "duration": D, "source": S, "out": FILE,
    "quiet_s": Q, "seq_base": B}: build the run's frames (before the clock starts; signal i carries seq B + i + 1),
    send open loop while answering every order, then drain (until an order came back for every signal, or none
    came for Q s) and save FILE (npz: the sender's seq, intended_ns, sent_ns and, per order received, rx_source,
@@ -17,7 +17,8 @@ command per line on stdin, answering each with one JSON line on stdout:
 - {"cmd": "collect", "expected": N, "out": FILE, "quiet_s": Q}: (role recv) drain and save the receiver's side.
 - {"cmd": "quit"}.
 The loop is compiled (bench/peer_loop.py) unless `--loop python`; the Python loop also takes over for `--wait
-block` and for an engine whose order frames are not fixed width (the plain-Python reference). Between commands it
+block`, for `--aeron DIR` (pyaeron is called from Python: bench/aeron_peer.py) and for an engine whose order
+frames are not fixed width (the plain-Python reference). Between commands it
 keeps serving the OMS link (and checks stdin every 10 ms). `--role send|recv` splits the two sides into two
 processes (the harness's `--peer split`, for comparison); `--wait block` blocks in select() between events instead
 of spinning (the old harness's behaviour: a wake-up per order). The garbage collector is off while it runs.
@@ -33,6 +34,7 @@ import time
 import numpy as np
 
 from bench import CONFIG_DIR
+from bench.aeron_peer import SIGNALS, AeronOms, AeronSignals, Link
 from bench.loadgen import Sender, instruments_of, set_timer_slack
 from bench.oms_receiver import Receiver
 from bench.peer_loop import SLOW
@@ -41,8 +43,10 @@ STDIN_CHECK_NS = 10_000_000
 
 
 class Peer:
-    def __init__(self, rx, instruments, wait="spin", loop="compiled", acks=True):
+    def __init__(self, rx, instruments, wait="spin", loop="compiled", acks=True, aeron=None):
         self.rx, self.instruments, self.block = rx, instruments, wait == "block"
+        # `aeron` (bench/aeron_peer.Link): runs over transport "aeron" send on its signals publication
+        self._signals = aeron.publication(SIGNALS) if aeron is not None else None
         self.loop = None
         if loop == "compiled" and not self.block:
             from bench.peer_loop import Loop
@@ -101,8 +105,15 @@ class Peer:
     # ------------------------------------------------------------------------------------------ a run
     def run(self, cmd):
         rx, block = self.rx, self.block
-        sender = Sender(cmd["transport"], cmd.get("host", "127.0.0.1"), cmd["port"], cmd["rate"], cmd["duration"],
-                        cmd["source"], self.instruments, cmd.get("max_batch"), seq_base=cmd.get("seq_base", 0))
+        if cmd["transport"] == "aeron":
+            if self._signals is None:
+                raise ValueError("transport aeron: this peer was started without --aeron DIR")
+            sender = AeronSignals(self._signals, cmd["rate"], cmd["duration"], cmd["source"], self.instruments,
+                                  cmd.get("max_batch"), seq_base=cmd.get("seq_base", 0))
+        else:
+            sender = Sender(cmd["transport"], cmd.get("host", "127.0.0.1"), cmd["port"], cmd["rate"],
+                            cmd["duration"], cmd["source"], self.instruments, cmd.get("max_batch"),
+                            seq_base=cmd.get("seq_base", 0))
         before = dict(rx.stats) if rx is not None else {}
         if rx is not None:
             rx.source = cmd["source"]  # the drain waits for this run's orders, not a previous run's stragglers
@@ -223,11 +234,21 @@ def main(argv=None):
                    help="the busy loop compiled (bench/peer_loop.py, default) or in Python (for comparison)")
     p.add_argument("--no-acks", action="store_true", help="answer each order with a FILL only")
     p.add_argument("--config", default=str(CONFIG_DIR), help="engine config (the workload's instruments)")
+    p.add_argument("--aeron", default=None, metavar="DIR",
+                   help="over Aeron IPC with the media driver in DIR (bench/aeron_peer.py): signals published, the "
+                        "OMS side subscribed; the loop is then Python (pyaeron), and --wait spin")
     args = p.parse_args(argv)
+    if args.aeron and args.wait == "block":
+        p.error("--aeron: Aeron has no descriptor to block on (--wait spin)")
     set_timer_slack()
-    rx = Receiver(args.host, args.port, acks=not args.no_acks) if args.role != "send" else None
-    peer = Peer(rx, instruments_of(args.config) if args.role != "recv" else None, args.wait, args.loop,
-                not args.no_acks)
+    link = Link(args.aeron) if args.aeron else None
+    loop = "python" if link is not None else args.loop
+    if args.role == "send":
+        rx = None
+    else:
+        rx = AeronOms(link, acks=not args.no_acks) if link else Receiver(args.host, args.port, acks=not args.no_acks)
+    peer = Peer(rx, instruments_of(args.config) if args.role != "recv" else None, args.wait, loop,
+                not args.no_acks, aeron=link if args.role != "recv" else None)
     print(f"ready {rx.port if rx else 0}", flush=True)
     try:
         peer.serve()
@@ -235,6 +256,8 @@ def main(argv=None):
         if rx is not None:
             print(json.dumps({"bye": rx.stats}), flush=True)
             rx.close()
+        if link is not None:
+            link.close()
     return 0
 
 

@@ -17,6 +17,8 @@ marked at the end, plus fees, over the order's notional at arrival.
 Not measured: signal-to-ack. Acks are not in the fills ring and the open-order table keeps only an `acked` flag,
 not its time; the latencies here are the ones the fills carry (signal_ts_ns, order_ts_ns, report_ts_ns, ts_ns).
 """
+import collections
+
 import numpy as np
 
 from engine.metrics import LogHistogram
@@ -55,6 +57,55 @@ def log_buckets(values_ns):
                       N_BUCKETS - 1)
 
 
+class MarkoutQueue:
+    """Markouts waiting for their horizon: per horizon, chunks of {due, s, i, signed, price} in arrival order, each
+    sorted by due time and none due before the chunk ahead of it (a chunk that would be, after the clock stepped
+    back, is merged into the one ahead). Taking what is due reads only the chunks at the front. (One flat array
+    filtered whole every heartbeat cost O(pending): 10 s x the fill rate at a 10 s horizon, most of the engine
+    thread at saturation.)"""
+
+    def __init__(self, horizons):
+        self._queues = [collections.deque() for _ in range(horizons)]
+        self.pending = 0
+
+    def add(self, h, chunk):
+        """Queue the markouts of `chunk` (equal-length arrays) at horizon index h."""
+        n = len(chunk["due"])
+        if not n:
+            return
+        queue = self._queues[h]
+        while queue and queue[-1]["due"][-1] > chunk["due"].min():
+            last = queue.pop()
+            chunk = {key: np.concatenate([last[key], chunk[key]]) for key in chunk}
+        due = chunk["due"]
+        if len(due) > 1 and np.any(due[1:] < due[:-1]):
+            order = np.argsort(due, kind="stable")
+            chunk = {key: value[order] for key, value in chunk.items()}
+        queue.append(chunk)
+        self.pending += n
+
+    def take(self, now_ns):
+        """The markouts due at now_ns, removed from the queue, as {due, s, i, signed, price, h} (None: none due)."""
+        taken = []
+        for h, queue in enumerate(self._queues):
+            while queue and queue[0]["due"][0] <= now_ns:
+                head = queue[0]
+                k = int(np.searchsorted(head["due"], now_ns, side="right"))
+                if k == len(head["due"]):
+                    queue.popleft()
+                    part = head
+                else:
+                    part = {key: value[:k] for key, value in head.items()}
+                    queue[0] = {key: value[k:] for key, value in head.items()}
+                taken.append((h, part))
+                self.pending -= k
+        if not taken:
+            return None
+        out = concat_fields([part for _, part in taken], ("due", "s", "i", "signed", "price"))
+        out["h"] = np.concatenate([np.full(len(part["due"]), h, np.int64) for h, part in taken])
+        return out
+
+
 class ExecutionQuality:
     """Listener + housekeeper of one engine. `report()` and `export()` read its sums (between batches)."""
 
@@ -82,9 +133,7 @@ class ExecutionQuality:
         self._open = {"id": np.zeros(0, np.uint64), "s": _EMPTY_I8, "i": _EMPTY_I8, "side": _EMPTY_I8,
                       "qty": _EMPTY_I8, "arrival": _EMPTY_I8, "filled": _EMPTY_I8, "cost": _EMPTY_F8,
                       "fees": _EMPTY_F8}
-        # markouts waiting for their horizon: due time, strategy, instrument, horizon, side * qty * mult, price
-        self._markouts = {"due": _EMPTY_I8, "s": _EMPTY_I8, "i": _EMPTY_I8, "h": _EMPTY_I8, "signed": _EMPTY_F8,
-                          "price": _EMPTY_F8}
+        self._markouts = MarkoutQueue(h)  # markouts waiting for their horizon
 
     # ------------------------------------------------------------------------------------------ engine thread
     def on_batch(self, orders, rejects, fills, now_ns):
@@ -108,7 +157,7 @@ class ExecutionQuality:
             self._add_fills()
         if len(self._open["id"]):
             self._end_orders()
-        if len(self._markouts["due"]):
+        if self._markouts.pending:
             self._take_markouts(now_ns)
 
     def _add_orders(self):
@@ -154,13 +203,11 @@ class ExecutionQuality:
         self._latency(self.order_to_fill, self.order_to_fill_sum_ns, s[order_known],
                       (f["report_ts_ns"] - f["order_ts_ns"])[order_known])
         # markouts: one per fill and horizon, due h after the fill was applied
-        h = len(self.horizons_ns)
-        if h:
-            n = len(qty)
-            new = {"due": (f["ts_ns"][:, None] + self.horizons_ns[None, :]).ravel(), "s": np.repeat(s, h),
-                   "i": np.repeat(i, h), "h": np.tile(np.arange(h), n), "signed": np.repeat(side * units_mult, h),
-                   "price": np.repeat(price, h)}
-            self._markouts = {key: np.concatenate([self._markouts[key], new[key]]) for key in self._markouts}
+        if len(self.horizons_ns):
+            signed = side * units_mult
+            for h, horizon_ns in enumerate(self.horizons_ns.tolist()):
+                self._markouts.add(h, {"due": f["ts_ns"] + horizon_ns, "s": s, "i": i, "signed": signed,
+                                       "price": price})
         # each fill to its order, if it was placed while this engine ran (ids rise: a sorted search)
         ids = self._open["id"]
         if len(ids):
@@ -204,18 +251,15 @@ class ExecutionQuality:
         self._open = {key: value[live] for key, value in o.items()}
 
     def _take_markouts(self, now_ns):
-        m = self._markouts
-        due = m["due"] <= now_ns
-        if not due.any():
+        m = self._markouts.take(now_ns)
+        if m is None:
             return
-        s, i, h = m["s"][due], m["i"][due], m["h"][due]
+        s, i, h, price = m["s"], m["i"], m["h"], m["price"]
         ins = self.state.instruments
         mark = ins["mark_ticks"][i] * ins["tick_size"][i]
-        price = m["price"][due]
-        np.add.at(self.markout_value, (s, i, h), m["signed"][due] * (mark - price))
-        np.add.at(self.markout_notional, (s, i, h), np.abs(m["signed"][due]) * price)
+        np.add.at(self.markout_value, (s, i, h), m["signed"] * (mark - price))
+        np.add.at(self.markout_notional, (s, i, h), np.abs(m["signed"]) * price)
         np.add.at(self.markout_fills, (s, i, h), 1)
-        self._markouts = {key: value[~due] for key, value in m.items()}
 
     # ------------------------------------------------------------------------------------------ reading
     def pairs(self):
@@ -275,7 +319,7 @@ class ExecutionQuality:
 
     @property
     def markouts_waiting(self):
-        return len(self._markouts["due"])
+        return self._markouts.pending
 
 
 def _ratio(num, den):

@@ -7,7 +7,8 @@ from bench.placement import cores_for
 
 
 @pytest.mark.parametrize("engine,transport,driver", [("floor", "udp", "spin"), ("orchestrator", "udp", "spin"),
-                                                     ("orchestrator", "tcp", "event"), ("plain", "tcp", "asyncio")])
+                                                     ("orchestrator", "tcp", "event"), ("plain", "tcp", "asyncio"),
+                                                     ("floor", "aeron", "spin"), ("orchestrator", "aeron", "spin")])
 def test_run_group_when_low_rate_then_every_signal_answered_and_placement_recorded(tmp_path, engine, transport,
                                                                                    driver):
     runs, report = e2e.run_group(engine, transport, driver, [2_000], 0.3, tmp_path, log=lambda *_: None)
@@ -16,7 +17,7 @@ def test_run_group_when_low_rate_then_every_signal_answered_and_placement_record
     assert run.latency_ns["p50"] > 0 and run.latency_sent_ns["p50"] > 0
     procs = run.placement["processes"]
     name = "floor" if engine == "floor" else "engine"
-    assert set(procs) == {name, "peer"}
+    assert set(procs) == {name, "peer"} | ({"aeron driver"} if transport == "aeron" else set())
     engine_cpus, peer_cpus = cores_for("pinned")
     if engine_cpus:  # pinned: the engine alone on its core, the peer elsewhere, and no shared-core warning
         assert procs[name]["affinity"][procs[name]["pid"]] == sorted(engine_cpus)
@@ -49,3 +50,12 @@ def test_disturbed_when_a_process_waited_or_others_ran_then_says_so():
     assert e2e.disturbed(calm) == ""
     assert e2e.disturbed(busy) == "engine waited 30.0% for its CPU, other processes used 35% of the machine"
     assert e2e._disturbance(busy) > e2e._disturbance(calm)
+
+
+def test_run_all_when_aeron_then_only_the_spin_driver_and_the_floor_and_the_rest_listed_as_skipped(tmp_path):
+    logged = []
+    runs, _, skipped = e2e.run_all(tmp_path, engines=("plain",), transports=("aeron",), floor=False,
+                                   log=logged.append)
+    assert runs == [] and logged == []
+    assert skipped == ["plain aeron: no aeron adapter in this engine"]
+    assert e2e.AERON_DRIVERS == {"orchestrator": ("spin",), "floor": ("spin",)}

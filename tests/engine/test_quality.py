@@ -181,3 +181,33 @@ def test_attribution_when_the_day_start_passes_in_its_time_zone_then_the_day_clo
     a.maintain(a.next_roll_ns)
     assert a.day == "2026-03-08" and len(a.days) == 2
     assert dt.datetime.fromtimestamp(a.next_roll_ns / S, dt.timezone.utc).hour == 21
+
+
+def test_markout_queue_when_taken_heartbeat_by_heartbeat_then_the_same_markouts_as_one_flat_filter():
+    """The queue (chunks per horizon, only the front read) takes at each heartbeat exactly what filtering every
+    pending markout would, clock steps back included."""
+    from engine.quality import MarkoutQueue
+    rng = np.random.default_rng(7)
+    horizons = (1_000, 10_000)
+    queue, flat = MarkoutQueue(len(horizons)), []
+    clock, seen_due = 0, []
+    for beat in range(300):
+        clock += int(rng.integers(50, 400)) - (2_000 if beat % 97 == 50 else 0)  # now and then the clock goes back
+        n = int(rng.integers(0, 6))
+        ts = clock + np.sort(rng.integers(0, 50, n))
+        s, i = rng.integers(0, 3, n), rng.integers(0, 4, n)
+        signed, price = rng.normal(size=n), rng.uniform(90, 110, n)
+        for h, horizon in enumerate(horizons):
+            queue.add(h, {"due": ts + horizon, "s": s, "i": i, "signed": signed, "price": price})
+            flat += [(int(d), h, int(a), int(b), float(x), float(p))
+                     for d, a, b, x, p in zip(ts + horizon, s, i, signed, price)]
+        now = clock
+        due = sorted(m for m in flat if m[0] <= now)
+        flat = [m for m in flat if m[0] > now]
+        got = queue.take(now)
+        rows = [] if got is None else sorted(zip(got["due"].tolist(), got["h"].tolist(), got["s"].tolist(),
+                                                 got["i"].tolist(), got["signed"].tolist(), got["price"].tolist()))
+        assert rows == due
+        assert queue.pending == len(flat)
+        seen_due += rows
+    assert seen_due and queue.take(1 << 62) is not None and queue.pending == 0
