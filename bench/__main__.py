@@ -131,11 +131,12 @@ def new_run_dir():
 
 
 def publish(run_dir):
-    """Copy a run's files to bench/results/latest/."""
+    """Copy a run's files to bench/results/latest/, over the last run's. Only those: the other benches (loop,
+    persistence, monitoring, api) keep their own files there, and a `make bench` does not measure them."""
     latest = RESULTS_DIR / "latest"
-    if latest.exists():
-        shutil.rmtree(latest)
-    shutil.copytree(run_dir, latest)
+    latest.mkdir(parents=True, exist_ok=True)
+    for path in run_dir.iterdir():
+        shutil.copy2(path, latest / path.name)
     return latest
 
 
